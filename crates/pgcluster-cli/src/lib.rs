@@ -1,0 +1,1 @@
+//! The pgcluster CLI: argument parsing, output and wiring only.

@@ -1,0 +1,3 @@
+//! Versions of the `PostgresCluster` API.
+
+pub mod v1alpha1;
