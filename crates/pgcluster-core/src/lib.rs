@@ -8,5 +8,12 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod api;
+pub mod names;
 pub mod timing;
+pub mod validated;
+
+pub use validated::ValidatedCluster;
+mod crd;
+pub use crd::crd_yaml;

@@ -128,7 +128,10 @@ mod tests {
             renew_deadline: Duration::from_millis(1500),
             ..FailoverTimings::default()
         };
-        assert!(matches!(t.check()[0], TimingError::FencingAfterExpiry { .. }));
+        assert!(matches!(
+            t.check()[0],
+            TimingError::FencingAfterExpiry { .. }
+        ));
     }
 
     /// A loop slower than a third of the renew deadline is refused.

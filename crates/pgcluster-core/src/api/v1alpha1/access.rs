@@ -39,7 +39,9 @@ pub struct AccessSource {
 }
 
 /// An endpoint an access rule admits clients through.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum AccessEndpoint {
     /// The read-write Service `<name>-rw`.

@@ -3,8 +3,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AccessRule, DatabaseSpec, FailoverSpec, MonitoringSpec, PostgresClusterStatus, PostgresSpec,
-    ReplicationSpec, ResourcesSpec, RoleSpec, ServicesSpec, StorageSpec,
+    AccessRule, DatabaseSpec, FailoverSpec, MonitoringSpec, NetworkSpec, PostgresClusterStatus,
+    PostgresSpec, ReplicationSpec, ResourcesSpec, RoleSpec, ServicesSpec, StorageSpec,
 };
 
 /// Desired state of a highly available PostgreSQL cluster: one primary and
@@ -56,6 +56,9 @@ pub struct PostgresClusterSpec {
     /// Application roles (least privilege); passwords live only in generated Secrets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<RoleSpec>,
+    /// The Kubernetes network the cluster lives in (K3s defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSpec>,
     /// Prometheus ServiceMonitor, alert rules and Grafana dashboard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<MonitoringSpec>,

@@ -50,7 +50,20 @@ pub struct LoadBalancerSpec {
 }
 
 /// An in-cluster endpoint a LoadBalancer can expose.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum ServiceEndpoint {
     /// The primary.
@@ -58,4 +71,18 @@ pub enum ServiceEndpoint {
     Rw,
     /// The replicas (the primary when no replica is ready).
     Ro,
+}
+
+/// Address ranges of the Kubernetes cluster itself.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// Pod CIDR (default `10.42.0.0/16`, K3s's default). In-cluster clients
+    /// reach PostgreSQL from these addresses, so pg_hba admits them for pod rules
+    /// while NetworkPolicies narrow them to the allowed namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<String>,
+    /// Service CIDR (default `10.43.0.0/16`, K3s's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cidr: Option<String>,
 }

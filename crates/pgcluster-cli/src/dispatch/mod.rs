@@ -1,0 +1,3 @@
+//! One module per subcommand, each with `Args` and `exec()`.
+
+pub mod crd;
