@@ -1,0 +1,210 @@
+//! Role changes and settings applied over SQL: promotion,
+//! synchronous_standby_names, the read-only fence, physical slots.
+
+use super::config::quote;
+use super::error::PgError;
+
+/// Promotes a standby and waits (up to `wait_seconds`) until it accepts writes.
+pub async fn promote(client: &tokio_postgres::Client, wait_seconds: i32) -> Result<(), PgError> {
+    let sql = "SELECT pg_promote(wait => true, wait_seconds => $1)";
+    let promoted: bool = client
+        .query_one(sql, &[&wait_seconds])
+        .await
+        .map_err(|source| query_error(sql, source))?
+        .get(0);
+    if promoted {
+        Ok(())
+    } else {
+        Err(PgError::PromoteTimedOut { seconds: wait_seconds })
+    }
+}
+
+/// `synchronous_standby_names` for "any `count` of `members`" (quorum
+/// commit); empty (asynchronous) when `count` is 0 or there are no members.
+pub fn sync_standby_names(count: usize, members: &[String]) -> String {
+    if count == 0 || members.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = members.iter().map(|m| format!("\"{}\"", m.replace('"', "\"\""))).collect();
+    format!("ANY {} ({})", count.min(members.len()), names.join(", "))
+}
+
+/// Sets `synchronous_standby_names` with ALTER SYSTEM and reloads; takes
+/// effect for commits within milliseconds, no restart.
+pub async fn set_synchronous_standby_names(client: &tokio_postgres::Client, value: &str) -> Result<(), PgError> {
+    alter_system(client, "synchronous_standby_names", value).await?;
+    reload(client).await
+}
+
+/// The soft fence: makes new transactions read-only by default, reloads and
+/// terminates every other client backend. Cheaper than a stop, but a client
+/// can still `SET default_transaction_read_only = off`; use an immediate stop
+/// ([`super::Postmaster::fence`]) when safety depends on it.
+pub async fn fence_read_only(client: &tokio_postgres::Client) -> Result<u64, PgError> {
+    alter_system(client, "default_transaction_read_only", "on").await?;
+    reload(client).await?;
+    let sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+               WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
+    let killed: i64 = client
+        .query_one(sql, &[])
+        .await
+        .map_err(|source| query_error(sql, source))?
+        .get(0);
+    Ok(killed as u64)
+}
+
+/// Lifts [`fence_read_only`].
+pub async fn unfence_read_only(client: &tokio_postgres::Client) -> Result<(), PgError> {
+    let sql = "ALTER SYSTEM RESET default_transaction_read_only";
+    client.batch_execute(sql).await.map_err(|source| query_error(sql, source))?;
+    reload(client).await
+}
+
+/// `pg_reload_conf()`.
+pub async fn reload(client: &tokio_postgres::Client) -> Result<(), PgError> {
+    let sql = "SELECT pg_reload_conf()";
+    client.batch_execute(sql).await.map_err(|source| query_error(sql, source))
+}
+
+async fn alter_system(client: &tokio_postgres::Client, name: &'static str, value: &str) -> Result<(), PgError> {
+    // ALTER SYSTEM takes no bind parameters; the value is quoted as a literal.
+    let sql = format!("ALTER SYSTEM SET {name} = {}", quote(value));
+    client.batch_execute(&sql).await.map_err(|source| query_error(&sql, source))
+}
+
+/// The physical slot name for a member: lower case, `-` and `.` become `_`.
+pub fn slot_name_for(member: &str) -> Result<String, PgError> {
+    let name: String = member
+        .chars()
+        .map(|c| if c == '-' || c == '.' { '_' } else { c.to_ascii_lowercase() })
+        .collect();
+    validate_slot_name(&name)?;
+    Ok(name)
+}
+
+fn validate_slot_name(name: &str) -> Result<(), PgError> {
+    let ok = !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(PgError::InvalidName {
+            what: "replication slot",
+            value: name.to_owned(),
+        })
+    }
+}
+
+/// A physical replication slot on this server (`pg_replication_slots`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SlotState {
+    /// Slot name.
+    pub name: String,
+    /// A standby is streaming through it now.
+    pub active: bool,
+    /// Oldest WAL the slot keeps (None once invalidated).
+    pub restart_lsn: Option<super::Lsn>,
+    /// `wal_status`: `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+}
+
+/// Creates a physical slot that reserves WAL at once; no-op when it exists.
+/// Returns whether it was created.
+pub async fn create_physical_slot(client: &tokio_postgres::Client, name: &str) -> Result<bool, PgError> {
+    validate_slot_name(name)?;
+    let sql = "SELECT count(pg_create_physical_replication_slot($1, true)) FROM (SELECT 1) AS one \
+               WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)";
+    let created: i64 = client
+        .query_one(sql, &[&name])
+        .await
+        .map_err(|source| query_error(sql, source))?
+        .get(0);
+    Ok(created > 0)
+}
+
+/// Drops a physical slot (a member left for good), terminating the walsender
+/// that uses it first; no-op when missing. Returns whether it was dropped.
+pub async fn drop_physical_slot(client: &tokio_postgres::Client, name: &str) -> Result<bool, PgError> {
+    validate_slot_name(name)?;
+    let kill = "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL";
+    client.execute(kill, &[&name]).await.map_err(|source| query_error(kill, source))?;
+    let sql = "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots \
+               WHERE slot_name = $1 AND NOT active";
+    for _ in 0..50 {
+        let dropped: i64 = client
+            .query_one(sql, &[&name])
+            .await
+            .map_err(|source| query_error(sql, source))?
+            .get(0);
+        if dropped > 0 || !slot_exists(client, name).await? {
+            return Ok(dropped > 0);
+        }
+        // The terminated walsender releases the slot a moment later.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(false)
+}
+
+async fn slot_exists(client: &tokio_postgres::Client, name: &str) -> Result<bool, PgError> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)";
+    Ok(client
+        .query_one(sql, &[&name])
+        .await
+        .map_err(|source| query_error(sql, source))?
+        .get(0))
+}
+
+/// The physical slots on this server.
+pub async fn list_physical_slots(client: &tokio_postgres::Client) -> Result<Vec<SlotState>, PgError> {
+    let sql = "SELECT slot_name::text, active, restart_lsn::text, wal_status FROM pg_replication_slots \
+               WHERE slot_type = 'physical' ORDER BY slot_name";
+    let rows = client.query(sql, &[]).await.map_err(|source| query_error(sql, source))?;
+    rows.iter()
+        .map(|row| {
+            let restart: Option<&str> = row.get(2);
+            Ok(SlotState {
+                name: row.get(0),
+                active: row.get(1),
+                restart_lsn: restart
+                    .map(|t| {
+                        t.parse().map_err(|e: super::lsn::ParseLsnError| PgError::Parse {
+                            command: sql.to_owned(),
+                            detail: e.to_string(),
+                        })
+                    })
+                    .transpose()?,
+                wal_status: row.get(3),
+            })
+        })
+        .collect()
+}
+
+fn query_error(sql: &str, source: tokio_postgres::Error) -> PgError {
+    PgError::Query {
+        statement: sql.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Quorum syntax with quoted member names; empty means asynchronous.
+    #[test]
+    fn renders_sync_standby_names() {
+        let members = vec!["pg-1".to_owned(), "pg-2".to_owned()];
+        assert_eq!(sync_standby_names(1, &members), "ANY 1 (\"pg-1\", \"pg-2\")");
+        assert_eq!(sync_standby_names(5, &members), "ANY 2 (\"pg-1\", \"pg-2\")");
+        assert_eq!(sync_standby_names(0, &members), "");
+        assert_eq!(sync_standby_names(1, &[]), "");
+    }
+
+    /// Member names map to valid slot names; unsafe ones are refused.
+    #[test]
+    fn slot_names() {
+        assert_eq!(slot_name_for("Demo-1.x").expect("valid"), "demo_1_x");
+        assert!(slot_name_for("a'b").is_err());
+        assert!(slot_name_for("").is_err());
+        assert!(slot_name_for(&"a".repeat(64)).is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! One PostgreSQL instance on this machine: where its files live, which port
+//! it listens on, which OS user runs it and the superuser it is reached as.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::binaries::PgBinaries;
+use super::error::PgError;
+use super::os_user::OsUser;
+
+/// How long a local connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where an instance keeps its files, all below one base directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The PostgreSQL data directory (`PGDATA`).
+    pub data_dir: PathBuf,
+    /// The Unix socket directory.
+    pub socket_dir: PathBuf,
+    /// The server log (the postmaster's stdout and stderr).
+    pub log_file: PathBuf,
+    /// A libpq password file (`passfile=`) for replication and pg_rewind.
+    pub passfile: PathBuf,
+}
+
+impl Layout {
+    /// The layout below `base`: `data/`, `run/`, `log/postgresql.log`, `pgpass`.
+    pub fn under(base: &Path) -> Self {
+        Self {
+            data_dir: base.join("data"),
+            socket_dir: base.join("run"),
+            log_file: base.join("log").join("postgresql.log"),
+            passfile: base.join("pgpass"),
+        }
+    }
+}
+
+/// The PostgreSQL superuser and its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Superuser {
+    /// Role name (default `postgres`).
+    pub name: String,
+    /// Its password (scram-sha-256 is used everywhere).
+    pub password: String,
+}
+
+impl std::fmt::Debug for Superuser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Superuser").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Another server to stream from, clone from or rewind from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Role used to connect (a superuser or a replication role).
+    pub user: String,
+}
+
+/// One PostgreSQL instance controlled by this process.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// The server binaries.
+    pub bin: PgBinaries,
+    /// The OS user the server runs as.
+    pub os_user: OsUser,
+    /// Its files.
+    pub layout: Layout,
+    /// The TCP port (also part of the Unix socket name).
+    pub port: u16,
+    /// The superuser.
+    pub superuser: Superuser,
+    /// Name used as `application_name` when streaming (so that
+    /// `synchronous_standby_names` can name it) and for its slot.
+    pub member: String,
+}
+
+impl Instance {
+    /// A libpq conninfo for `upstream` that reads the password from our
+    /// password file and names us by member name.
+    pub fn conninfo(&self, upstream: &Upstream) -> String {
+        format!(
+            "host={} port={} user={} passfile={} application_name={} connect_timeout=3",
+            upstream.host,
+            upstream.port,
+            upstream.user,
+            self.layout.passfile.display(),
+            self.member
+        )
+    }
+
+    /// This instance as an upstream for others (over 127.0.0.1).
+    pub fn as_upstream(&self) -> Upstream {
+        Upstream {
+            host: "127.0.0.1".to_owned(),
+            port: self.port,
+            user: self.superuser.name.clone(),
+        }
+    }
+
+    /// Connection settings for the local Unix socket.
+    pub fn local_config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(&self.layout.socket_dir)
+            .port(self.port)
+            .user(&self.superuser.name)
+            .password(&self.superuser.password)
+            .dbname("postgres")
+            .application_name("pgcluster-agent")
+            .connect_timeout(CONNECT_TIMEOUT);
+        config
+    }
+
+    /// Connects over the local Unix socket; the connection is driven by a
+    /// spawned task that ends when the client is dropped.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
+        let target = format!("{}/.s.PGSQL.{}", self.layout.socket_dir.display(), self.port);
+        let (client, connection) = self
+            .local_config()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|source| PgError::Connect { target, source })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "local PostgreSQL connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Creates the base directories (socket, log) owned by the OS user and
+    /// writes the password file every tool uses.
+    pub fn prepare_dirs(&self) -> Result<(), PgError> {
+        for dir in [Some(self.layout.socket_dir.as_path()), self.layout.log_file.parent(), self.layout.passfile.parent()]
+            .into_iter()
+            .flatten()
+        {
+            self.os_user.create_dir(dir, 0o700)?;
+        }
+        let line = format!("*:*:*:{}:{}\n", escape_pgpass(&self.superuser.name), escape_pgpass(&self.superuser.password));
+        self.os_user.write_file(&self.layout.passfile, line.as_bytes(), 0o600)
+    }
+
+    /// A command for one of the PostgreSQL tools, run as the OS user, with
+    /// `PGPASSFILE` pointing at our password file.
+    pub fn tool(&self, name: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(self.bin.tool(name));
+        let workdir = self.layout.socket_dir.parent().unwrap_or(Path::new("/"));
+        self.os_user.apply(&mut cmd, workdir);
+        cmd.env("PGPASSFILE", &self.layout.passfile).env_remove("PGDATA");
+        cmd
+    }
+}
+
+/// Escapes `:` and `\` for a `.pgpass` line.
+fn escape_pgpass(value: &str) -> String {
+    value.replace('\\', "\\\\").replace(':', "\\:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passwords with `:` or `\` survive the .pgpass format.
+    #[test]
+    fn pgpass_escaping() {
+        assert_eq!(escape_pgpass(r"a:b\c"), r"a\:b\\c");
+    }
+
+    /// The superuser's password never shows up in Debug output (logs).
+    #[test]
+    fn superuser_debug_hides_password() {
+        let su = Superuser {
+            name: "postgres".into(),
+            password: "s3cret".into(),
+        };
+        assert!(!format!("{su:?}").contains("s3cret"));
+    }
+}

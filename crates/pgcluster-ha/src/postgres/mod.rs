@@ -1,0 +1,44 @@
+//! Control of a real PostgreSQL server on this machine: finding the
+//! binaries, the unprivileged OS user, initdb, the configuration pgcluster
+//! manages, the supervised postmaster, observation, promotion, demotion,
+//! fencing, base backups, pg_rewind, re-clone and replication slots.
+//!
+//! Each function does one thing and returns a [`PgError`] naming what failed
+//! and what to do; deciding *when* to call them is the state machine's job.
+//!
+//! ```text
+//! PgBinaries + OsUser + Layout --> Instance --initdb/basebackup--> data dir
+//!     --write_config--> pgcluster.conf, pg_hba.conf, standby.signal
+//!     --start--> Postmaster (pid, log) --stop/fence/demote-->
+//! Instance::connect --> observe() --> ServerState (plain data for the machine)
+//! ```
+
+mod binaries;
+mod command;
+mod config;
+mod control;
+mod datadir;
+mod error;
+mod instance;
+mod lsn;
+mod observe;
+mod os_user;
+mod process;
+mod replication;
+
+pub use binaries::PgBinaries;
+pub use config::{
+    AuthMethod, HbaRule, MANAGED_FILE, ManagedConfig, StandbySettings, local_mode_hba, quote, render_hba,
+};
+pub use control::{
+    SlotState, create_physical_slot, drop_physical_slot, fence_read_only, list_physical_slots, promote, reload,
+    set_synchronous_standby_names, slot_name_for, sync_standby_names, unfence_read_only,
+};
+pub use datadir::{DataDirState, parse_system_identifier};
+pub use error::PgError;
+pub use instance::{Instance, Layout, Superuser, Upstream};
+pub use lsn::{Lsn, ParseLsnError};
+pub use observe::{ConnectionUsage, ServerState, StandbyState, observe, timeline_of_walfile};
+pub use os_user::{DEFAULT_CREATED_USER, OsUser};
+pub use process::{Postmaster, StopMode, ensure_port_free};
+pub use replication::SlotMode;

@@ -1,0 +1,213 @@
+//! The postmaster as a supervised child process: started directly (not
+//! through pg_ctl) so that we hold its PID, with its output captured in a
+//! log file, and stopped by signalling that PID only.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::command::tail;
+use super::error::PgError;
+use super::instance::Instance;
+
+/// How often we poll while waiting for the server.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How to stop the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// SIGINT: abort transactions, disconnect clients, write a shutdown checkpoint.
+    Fast,
+    /// SIGQUIT: exit at once without a checkpoint (crash recovery at the next
+    /// start). This is the fence: no write is accepted after the signal.
+    Immediate,
+}
+
+impl StopMode {
+    fn signal(self) -> Signal {
+        match self {
+            Self::Fast => Signal::SIGINT,
+            Self::Immediate => Signal::SIGQUIT,
+        }
+    }
+
+    /// "fast" or "immediate".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Immediate => "immediate",
+        }
+    }
+}
+
+/// A running postmaster started by us.
+#[derive(Debug)]
+pub struct Postmaster {
+    child: tokio::process::Child,
+    pid: u32,
+    data_dir: PathBuf,
+    log_file: PathBuf,
+}
+
+impl Instance {
+    /// Starts the postmaster and waits until it accepts connections (at most
+    /// `timeout`). Refuses when the port is taken; on failure the child is
+    /// stopped and the error carries the end of the server log.
+    pub async fn start(&self, timeout: Duration) -> Result<Postmaster, PgError> {
+        ensure_port_free(self.port)?;
+        let mut postmaster = self.spawn_postmaster()?;
+        match self.wait_ready(&mut postmaster, timeout).await {
+            Ok(()) => Ok(postmaster),
+            Err(err) => {
+                let _ = postmaster.stop(StopMode::Immediate, Duration::from_secs(10)).await;
+                Err(err)
+            }
+        }
+    }
+
+    fn spawn_postmaster(&self) -> Result<Postmaster, PgError> {
+        let log_file = self.layout.log_file.clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_file)
+            .map_err(|e| PgError::io("open", &log_file, e))?;
+        self.os_user.chown(&log_file)?;
+        let log_err = log.try_clone().map_err(|e| PgError::io("open", &log_file, e))?;
+        let mut cmd = self.tool("postgres");
+        cmd.arg("-D")
+            .arg(&self.layout.data_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Own process group: a Ctrl-C on our terminal must not reach the
+            // server; the agent decides how it stops.
+            .process_group(0);
+        let command = super::command::describe(&cmd);
+        let child = cmd.spawn().map_err(|source| PgError::Spawn { command, source })?;
+        let pid = child.id().expect("a just-spawned child has a pid because it was not yet awaited");
+        tracing::info!(pid, data_dir = %self.layout.data_dir.display(), port = self.port, "postmaster started");
+        Ok(Postmaster {
+            child,
+            pid,
+            data_dir: self.layout.data_dir.clone(),
+            log_file,
+        })
+    }
+
+    async fn wait_ready(&self, postmaster: &mut Postmaster, timeout: Duration) -> Result<(), PgError> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = postmaster.try_exit_status()? {
+                return Err(postmaster.start_failed(started.elapsed(), format!("the postmaster exited ({status})")));
+            }
+            if self.connect().await.is_ok() {
+                return Ok(());
+            }
+            if started.elapsed() >= timeout {
+                return Err(postmaster.start_failed(started.elapsed(), "it did not accept connections".to_owned()));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Postmaster {
+    /// The postmaster's PID.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The server log file.
+    pub fn log_file(&self) -> &std::path::Path {
+        &self.log_file
+    }
+
+    /// `Some(status)` once the postmaster has exited (crash or stop).
+    pub fn try_exit_status(&mut self) -> Result<Option<ExitStatus>, PgError> {
+        self.child
+            .try_wait()
+            .map_err(|e| PgError::io("wait for the postmaster of", &self.data_dir, e))
+    }
+
+    /// Waits until the postmaster exits (for supervision).
+    pub async fn wait(&mut self) -> Result<ExitStatus, PgError> {
+        self.child
+            .wait()
+            .await
+            .map_err(|e| PgError::io("wait for the postmaster of", &self.data_dir, e))
+    }
+
+    /// Sends the stop signal for `mode` to our postmaster. Returns at once;
+    /// with [`StopMode::Immediate`] the server accepts no further writes.
+    pub fn signal(&mut self, mode: StopMode) -> Result<(), PgError> {
+        if self.try_exit_status()?.is_some() {
+            return Ok(());
+        }
+        let pid = i32::try_from(self.pid).expect("PIDs fit in i32 because the kernel's pid_max is below 2^22");
+        nix::sys::signal::kill(Pid::from_raw(pid), mode.signal()).map_err(|source| PgError::Signal {
+            pid: self.pid,
+            signal: mode.signal().as_str(),
+            source,
+        })
+    }
+
+    /// Stops the server with `mode` and waits up to `timeout` for it to exit.
+    pub async fn stop(mut self, mode: StopMode, timeout: Duration) -> Result<ExitStatus, PgError> {
+        self.signal(mode)?;
+        match tokio::time::timeout(timeout, self.wait()).await {
+            Ok(status) => {
+                tracing::info!(pid = self.pid, mode = mode.name(), "postmaster stopped");
+                status
+            }
+            Err(_) => Err(PgError::StopTimeout {
+                pid: self.pid,
+                mode: mode.name(),
+                waited: timeout,
+            }),
+        }
+    }
+
+    /// Fences the server: an immediate stop (SIGQUIT), waiting up to `timeout`.
+    pub async fn fence(self, timeout: Duration) -> Result<ExitStatus, PgError> {
+        self.stop(StopMode::Immediate, timeout).await
+    }
+
+    fn start_failed(&self, waited: Duration, reason: String) -> PgError {
+        let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        PgError::StartFailed {
+            data_dir: self.data_dir.clone(),
+            waited,
+            reason,
+            log_file: self.log_file.clone(),
+            log_tail: tail(&log, 5),
+        }
+    }
+}
+
+/// Fails with [`PgError::PortInUse`] when 127.0.0.1:`port` cannot be bound.
+pub fn ensure_port_free(port: u16) -> Result<(), PgError> {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(PgError::PortInUse { port }),
+        Err(e) => Err(PgError::io("bind", format!("127.0.0.1:{port}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A taken port is reported by number before anything is started.
+    #[test]
+    fn port_in_use_is_named() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("bound").port();
+        let err = ensure_port_free(port).expect_err("port is taken");
+        assert!(matches!(err, PgError::PortInUse { port: p } if p == port));
+        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")));
+    }
+}
