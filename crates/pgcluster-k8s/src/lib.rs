@@ -1,0 +1,39 @@
+//! pgcluster-k8s: everything pgcluster puts into Kubernetes.
+//!
+//! What this crate owns: the pure resource builders ([`build`]) that turn a
+//! [`ValidatedCluster`](pgcluster_core::ValidatedCluster) into typed
+//! k8s-openapi objects, and the stable multi-document YAML rendering of them
+//! ([`render`]) used by `pgcluster render`, the goldens and GitOps. The
+//! controller (reconcile, apply, status) and the Lease coordinator will live
+//! here too.
+//!
+//! What it must not do: the builders never perform I/O, never read a clock
+//! and never generate secrets; passwords arrive as inputs
+//! ([`build::BuildOptions::passwords`]) and are never rendered to files.
+//!
+//! ```text
+//! ValidatedCluster + BuildOptions --build()--> Bundle (typed objects) --render::to_yaml--> multi-doc YAML
+//!                                                   \--(controller)--> server-side apply
+//! ```
+//!
+//! # Golden files
+//!
+//! `tests/golden/*.yaml` hold the rendered output of `examples/*.yaml`. After
+//! an intended change, update them with one command and review the diff:
+//!
+//! ```text
+//! UPDATE_GOLDEN=1 cargo test -p pgcluster-k8s --test golden
+//! ```
+//!
+//! The same test runs `../shared/tools/validate-manifests` (strict, its
+//! default Kubernetes version) over the golden directory; it uses
+//! `$PGCLUSTER_VALIDATE_PYTHON`, else `~/.cache/pgcluster-venv/bin/python`,
+//! else `python3`.
+
+#![warn(missing_docs)]
+
+pub mod build;
+pub mod render;
+
+pub use build::{BuildError, BuildOptions, Bundle, build};
+pub mod testing;
