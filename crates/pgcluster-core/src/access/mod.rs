@@ -7,6 +7,7 @@
 //!                                         +--> NetworkPolicy / loadBalancerSourceRanges (pgcluster-k8s)
 //! ```
 
+pub mod cidr;
 mod model;
 
 pub use model::*;

@@ -17,6 +17,7 @@ use super::{
     plural = "postgresclusters",
     shortname = "pgc",
     namespaced,
+    derive = "PartialEq",
     status = "PostgresClusterStatus",
     printcolumn = r#"{"name":"Instances","type":"integer","jsonPath":".spec.instances"}"#,
     printcolumn = r#"{"name":"Primary","type":"string","jsonPath":".status.primary"}"#,
