@@ -8,6 +8,10 @@
 //! ```
 
 pub mod cidr;
+pub mod explain;
+pub mod hba;
 mod model;
 
+pub use explain::{Client, Decision, explain};
+pub use hba::{HbaLine, hba_allows, hba_lines, render_hba};
 pub use model::*;
