@@ -77,7 +77,7 @@ pub fn config_map(cluster: &ValidatedCluster, owner: Option<&OwnerReference>) ->
         metadata: meta(cluster, cluster.name.config_map(), Component::Config, owner),
         data: Some(BTreeMap::from([
             (POSTGRESQL_CONF.to_owned(), postgresql_conf(cluster)),
-            (PG_HBA_CONF.to_owned(), super::hba::pg_hba_conf(cluster)),
+            (PG_HBA_CONF.to_owned(), cluster.pg_hba()),
         ])),
         ..ConfigMap::default()
     }

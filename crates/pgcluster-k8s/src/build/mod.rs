@@ -3,7 +3,6 @@
 //! no randomness, so two builds of the same input are equal.
 
 pub mod config;
-mod hba;
 pub mod labels;
 pub mod monitoring;
 pub mod network_policy;

@@ -67,7 +67,9 @@ fn load_balancer(
         return Err(BuildError::LoadBalancerWithoutSources { service: name });
     }
     if !lb.allow_public
-        && let Some(public) = ranges.iter().find(|net| !super::hba::is_private_net(net))
+        && let Some(public) = ranges
+            .iter()
+            .find(|net| !pgcluster_core::access::cidr::is_private_net(net))
     {
         return Err(BuildError::PublicSourceRange {
             service: name,

@@ -1,21 +1,24 @@
-// The clusters the golden files are rendered from: examples/*.yaml through
-// core's validate() once it exists; until then, fixtures built in code.
+// The clusters the golden files are rendered from: `examples/<name>.yaml`,
+// loaded and validated by pgcluster-core exactly as `pgcluster render` does.
 
 use std::path::Path;
 
 use pgcluster_core::ValidatedCluster;
-use pgcluster_core::api::v1alpha1::{AccessEndpoint, RetentionPolicy};
-use pgcluster_k8s::testing::{Fixture, cidr, cluster, homelab, pods};
+
+/// The examples with golden files.
+pub const EXAMPLES: &[&str] = &["homelab", "single", "three-no-lb"];
+
+/// Loads and validates `examples/<name>.yaml`.
+pub fn example(repo: &Path, name: &str) -> ValidatedCluster {
+    let path = repo.join("examples").join(format!("{name}.yaml"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    pgcluster_core::load::load_one(&text)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .validate()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
 /// `(golden name, cluster)` for every golden case.
-pub fn all(_repo: &Path) -> Vec<(&'static str, ValidatedCluster)> {
-    let mut single = cluster("single", 1)
-        .with_app("app")
-        .with_rule("apps", vec![pods("apps")], &[AccessEndpoint::Rw], "app", "app");
-    single.storage.retention = RetentionPolicy::Delete;
-    let three = cluster("pg", 3)
-        .with_app("app")
-        .with_rule("apps", vec![pods("apps")], &[AccessEndpoint::Rw], "app", "app")
-        .with_rule("reports", vec![pods("reports"), cidr("10.42.0.0/16")], &[AccessEndpoint::Ro], "app", "app");
-    vec![("homelab", homelab()), ("single", single), ("three-no-lb", three)]
+pub fn all(repo: &Path) -> Vec<(&'static str, ValidatedCluster)> {
+    EXAMPLES.iter().map(|name| (*name, example(repo, name))).collect()
 }
