@@ -22,6 +22,12 @@ pub struct Cli {
 /// Every subcommand; each maps to a module in [`dispatch`].
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print an annotated PostgresCluster spec (every field explained) that validates as is.
+    Init(dispatch::init::Args),
+    /// Check a spec: every problem with its field path and a hint, or a summary of the resolved cluster.
+    Validate(dispatch::validate::Args),
+    /// Answer access questions from a spec's access rules (explain, pg_hba).
+    Access(dispatch::access::Args),
     /// Print the PostgresCluster CustomResourceDefinition as YAML.
     Crd(dispatch::crd::Args),
 }
@@ -29,6 +35,9 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Init(args) => dispatch::init::exec(args),
+        Command::Validate(args) => dispatch::validate::exec(args),
+        Command::Access(args) => dispatch::access::exec(args),
         Command::Crd(args) => dispatch::crd::exec(args),
     }
 }

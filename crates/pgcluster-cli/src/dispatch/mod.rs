@@ -1,3 +1,6 @@
 //! One module per subcommand, each with `Args` and `exec()`.
 
+pub mod access;
 pub mod crd;
+pub mod init;
+pub mod validate;

@@ -298,11 +298,20 @@ pub fn explain(
             misses: m,
         });
     }
-    let fix = suggest_fix(&rules, client, endpoint, database, role);
+    let fix = suggest_fix(model, &rules, client, endpoint, database, role);
     Decision::Denied { rules, fix }
 }
 
+fn rule_sources(model: &AccessModel, i: usize) -> &[Source] {
+    model
+        .rules
+        .get(i)
+        .map(|r| r.sources.as_slice())
+        .unwrap_or_default()
+}
+
 fn suggest_fix(
+    model: &AccessModel,
     rules: &[RuleMiss],
     client: &Client,
     endpoint: AccessEndpoint,
@@ -324,9 +333,35 @@ fn suggest_fix(
                 Client::Address { ip } => {
                     format!("add a CIDR containing {ip} to from.cidrs of {place}")
                 }
-                Client::Pod { namespace, .. } => format!(
-                    "add namespace `{namespace}` (and matching podLabels) to from of {place}"
-                ),
+                Client::Pod {
+                    namespace, labels, ..
+                } => {
+                    let missing: Vec<String> = rule_sources(model, i)
+                        .iter()
+                        .filter_map(|s| match s {
+                            Source::Pods {
+                                namespaces,
+                                pod_labels,
+                            } if namespaces.contains(namespace) => Some(
+                                pod_labels
+                                    .iter()
+                                    .filter(|(k, v)| labels.get(*k) != Some(*v))
+                                    .map(|(k, v)| format!("{k}={v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            ),
+                            _ => None,
+                        })
+                        .collect();
+                    match missing.first() {
+                        Some(l) => format!(
+                            "give the pod the labels {l} (see --from namespace/{namespace},{l}), or relax from.podLabels of {place}"
+                        ),
+                        None => {
+                            format!("add namespace `{namespace}` to from.namespaces of {place}")
+                        }
+                    }
+                }
             },
         };
     }
