@@ -30,6 +30,8 @@ pub enum Command {
     Access(dispatch::access::Args),
     /// Print the PostgresCluster CustomResourceDefinition as YAML.
     Crd(dispatch::crd::Args),
+    /// Print the Kubernetes manifests of a cluster spec (Secrets as shapes, never passwords).
+    Render(dispatch::render::Args),
 }
 
 /// Runs a parsed command line.
@@ -39,5 +41,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Validate(args) => dispatch::validate::exec(args),
         Command::Access(args) => dispatch::access::exec(args),
         Command::Crd(args) => dispatch::crd::exec(args),
+        Command::Render(args) => dispatch::render::exec(args),
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod access;
 pub mod crd;
+pub mod render;
 pub mod init;
 pub mod validate;
