@@ -11,4 +11,7 @@
 //! ```
 
 #![warn(missing_docs)]
+pub mod coordinator;
+pub mod machine;
+pub mod sim;
 pub mod postgres;

@@ -1,0 +1,111 @@
+//! Candidate eligibility and ranking: one total order with a deterministic tie-break.
+
+use std::cmp::Ordering;
+
+use super::config::HaConfig;
+use super::units::{Lsn, MemberName, SystemId, Timeline};
+use super::view::{LeaseRecord, MemberRole, MemberState};
+
+/// What ranking looks at for one member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The member.
+    pub name: MemberName,
+    /// Running and streaming (or at least running as a standby).
+    pub healthy: bool,
+    /// WAL received.
+    pub received_lsn: Lsn,
+    /// WAL replayed.
+    pub replayed_lsn: Lsn,
+}
+
+impl Candidate {
+    /// The ranking order: healthy first, then most WAL received, then most
+    /// replayed, then the smallest name. `Ordering::Less` means "better".
+    /// This is a total order (the name makes every two members distinct), so
+    /// every member that sees the same states picks the same winner.
+    pub fn rank(&self, other: &Candidate) -> Ordering {
+        other
+            .healthy
+            .cmp(&self.healthy)
+            .then(other.received_lsn.cmp(&self.received_lsn))
+            .then(other.replayed_lsn.cmp(&self.replayed_lsn))
+            .then(self.name.cmp(&other.name))
+    }
+}
+
+/// Why a member may not be promoted automatically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ineligible {
+    /// Its published state is stale (not updated recently).
+    Stale,
+    /// It is not running as a replica.
+    NotReplica,
+    /// Its data belongs to another cluster, or it has none.
+    WrongSystem,
+    /// Its WAL is not a prefix of the cluster's lineage (diverged).
+    OffLineage,
+    /// Async mode: too far behind the last known primary position.
+    TooFarBehind,
+    /// Sync mode: not a synchronous standby of the last primary.
+    NotSyncStandby,
+}
+
+/// Whether `state` may be promoted by an automatic failover from `lease`.
+pub fn eligibility(
+    config: &HaConfig,
+    lease: &LeaseRecord,
+    state: &MemberState,
+    fresh: bool,
+) -> Result<(), Ineligible> {
+    if !fresh {
+        return Err(Ineligible::Stale);
+    }
+    if !matches!(state.role, MemberRole::Replica | MemberRole::Stopped) {
+        return Err(Ineligible::NotReplica);
+    }
+    if state.system_identifier.is_none() || state.system_identifier != lease.system_identifier {
+        return Err(Ineligible::WrongSystem);
+    }
+    let end = state.flushed_lsn.max(state.received_lsn);
+    if !lease.on_lineage(state.timeline, end) {
+        return Err(Ineligible::OffLineage);
+    }
+    if config.sync_mode() {
+        if !lease.sync_standbys.contains(&state.name) {
+            return Err(Ineligible::NotSyncStandby);
+        }
+    } else if lease.primary_lsn.0.saturating_sub(end.0) > config.replication.max_failover_lag_bytes
+    {
+        return Err(Ineligible::TooFarBehind);
+    }
+    Ok(())
+}
+
+/// The best of `candidates` by [`Candidate::rank`].
+pub fn best<'a>(candidates: impl IntoIterator<Item = &'a Candidate>) -> Option<&'a Candidate> {
+    candidates.into_iter().min_by(|a, b| a.rank(b))
+}
+
+/// Builds the ranking input of a published state.
+pub fn candidate_of(state: &MemberState) -> Candidate {
+    Candidate {
+        name: state.name.clone(),
+        healthy: state.healthy,
+        received_lsn: state.received_lsn.max(state.flushed_lsn),
+        replayed_lsn: state.replayed_lsn,
+    }
+}
+
+/// Whether a data directory's identity matches the cluster's.
+pub fn same_system(lease: &LeaseRecord, data: Option<SystemId>) -> bool {
+    match (lease.system_identifier, data) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
+/// Whether `(timeline, lsn)` can follow the holder of `lease` without rewinding.
+pub fn can_follow(lease: &LeaseRecord, timeline: Timeline, lsn: Lsn) -> bool {
+    lease.on_lineage(timeline, lsn)
+}

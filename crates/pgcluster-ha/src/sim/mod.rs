@@ -1,0 +1,1 @@
+//! A deterministic, seeded simulator of a whole cluster (work in progress).
