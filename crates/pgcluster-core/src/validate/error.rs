@@ -208,7 +208,10 @@ impl Problems {
 
 /// `base.key`, or `base["key"]` when the key is not a plain identifier.
 pub(crate) fn key_path(base: &str, key: &str) -> String {
-    if !key.is_empty()
+    if key
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
