@@ -22,6 +22,14 @@ impl MemoryCoordinator {
         Self::default()
     }
 
+    /// A store holding `view` (the file coordinator applies the same
+    /// semantics to the view it loaded).
+    pub fn from_view(view: ClusterView) -> Self {
+        Self {
+            view: Mutex::new(view),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ClusterView> {
         // A panic while holding the lock cannot leave the view half-written
         // (every method writes whole fields), so a poisoned lock is still usable.

@@ -11,6 +11,7 @@
 //! compare-and-swap race (Kubernetes: HTTP 409) is an ordinary result,
 //! [`CasOutcome::Lost`], never an error or a panic.
 
+pub mod local;
 pub mod memory;
 
 use std::future::Future;
