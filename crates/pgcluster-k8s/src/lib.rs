@@ -1,6 +1,6 @@
 //! pgcluster-k8s: everything pgcluster puts into Kubernetes.
 //!
-//! What this crate owns: the pure resource builders ([`build`]) that turn a
+//! What this crate owns: the pure resource builders ([`build`](mod@build)) that turn a
 //! [`ValidatedCluster`](pgcluster_core::ValidatedCluster) into typed
 //! k8s-openapi objects, and the stable multi-document YAML rendering of them
 //! ([`render`]) used by `pgcluster render`, the goldens and GitOps. The

@@ -145,7 +145,7 @@ pub struct MonitoringObjects {
 /// A Prometheus duration (`30s`, `1m30s`, `500ms`).
 pub fn prometheus_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = ms / 1000;
@@ -360,6 +360,14 @@ struct Target {
     ref_id: String,
 }
 
+/// A panel: title, type, unit, and (PromQL, legend) per query.
+type PanelSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(String, &'static str)>,
+);
+
 /// 64-bit FNV-1a, for a short stable dashboard uid (Grafana allows 40 characters).
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -372,7 +380,7 @@ fn dashboard_json(cluster: &ValidatedCluster) -> Result<String, serde_json::Erro
     let ns = &cluster.namespace;
     let name = cluster.name.as_str();
     let pvc = format!(r#"namespace="{ns}",persistentvolumeclaim=~"data-{name}-[0-9]+""#);
-    let specs: Vec<(&str, &str, &str, Vec<(String, &str)>)> = vec![
+    let specs: Vec<PanelSpec> = vec![
         (
             "Instances up",
             "stat",
