@@ -59,7 +59,7 @@ impl From<EndpointArg> for AccessEndpoint {
 
 Examples:
   pgcluster access explain -f examples/homelab.yaml --from 10.0.10.7 --database gitea --role admin
-  pgcluster access explain -f examples/homelab.yaml --from namespace/apps,app.kubernetes.io/name=gitea --database gitea --role gitea --endpoint ro
+  pgcluster access explain -f cluster.yaml --from namespace/apps,app=web --database app --role app
   pgcluster access explain -f cluster.yaml --from 8.8.8.8 --database app --role app -o json"
 )]
 pub struct ExplainArgs {
