@@ -283,3 +283,46 @@ impl K8sNames for ClusterName {
         self.as_str().to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::homelab;
+
+    /// With an owner given, every object of the bundle is owned by it (garbage
+    /// collected with the PostgresCluster); without one, none is.
+    #[test]
+    fn owner_references_on_everything() {
+        let owner = OwnerReference {
+            api_version: "pgcluster.dev/v1alpha1".to_owned(),
+            kind: "PostgresCluster".to_owned(),
+            name: "pg".to_owned(),
+            uid: "00000000-0000-0000-0000-000000000001".to_owned(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let options = BuildOptions {
+            owner: Some(owner.clone()),
+            ..BuildOptions::default()
+        };
+        let owned = build(&homelab(), &options).expect("builds");
+        let unowned = build(&homelab(), &BuildOptions::default()).expect("builds");
+        let refs = |o: &Object<'_>| -> Option<Vec<OwnerReference>> {
+            let yaml = crate::render::object_yaml(o).expect("renders");
+            let v: serde_json::Value = serde_norway::from_str(&yaml).expect("parses");
+            v["metadata"]
+                .get("ownerReferences")
+                .map(|r| serde_json::from_value(r.clone()).expect("owner references deserialize"))
+        };
+        for o in owned.objects() {
+            assert_eq!(
+                refs(&o),
+                Some(vec![owner.clone()]),
+                "{} {}",
+                o.kind(),
+                o.name()
+            );
+        }
+        assert!(unowned.objects().iter().all(|o| refs(o).is_none()));
+    }
+}
