@@ -221,3 +221,30 @@ fn crd_command_matches_committed_file() {
         "kubernetes/crd.yaml is stale: run `pgcluster crd > kubernetes/crd.yaml`"
     );
 }
+
+/// Every committed example under examples/ validates.
+#[test]
+fn every_example_validates() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).expect("examples/ exists") {
+        let path = entry.expect("readable entry").path();
+        if path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        {
+            seen += 1;
+            let out = pgcluster(
+                &["validate", "-f", path.to_str().expect("UTF-8 path")],
+                None,
+            );
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                text(&out.stderr)
+            );
+        }
+    }
+    assert!(seen >= 1);
+}

@@ -6,6 +6,41 @@
 //! YAML/JSON --load--> PostgresCluster --validate--> ValidatedCluster --> builders, agent, explain
 //!                                          (resolve fills defaults first)
 //! ```
+//!
+//! Embedding it: load a spec, validate it (every problem at once, each with a
+//! path and a hint), and ask the access model a question.
+//!
+//! ```
+//! use pgcluster_core::access::explain::Client;
+//! use pgcluster_core::api::v1alpha1::AccessEndpoint;
+//!
+//! let yaml = "
+//! apiVersion: pgcluster.dev/v1alpha1
+//! kind: PostgresCluster
+//! metadata: {name: main, namespace: databases}
+//! spec:
+//!   databases: [{name: app, owner: app}]
+//!   roles: [{name: app}]
+//!   access:
+//!     - {name: apps, from: {namespaces: [apps]}, databases: [app], roles: [app]}
+//! ";
+//! let loaded = pgcluster_core::load::load_one(yaml).expect("well-formed");
+//! let cluster = loaded.validate().expect("valid");
+//! assert_eq!(cluster.instances, 2); // the default: one primary, one replica
+//!
+//! let pod: Client = "namespace/apps".parse().expect("a client");
+//! let decision = cluster.explain(&pod, AccessEndpoint::Rw, "app", "app");
+//! assert!(decision.is_allowed());
+//!
+//! // A spec with problems reports all of them.
+//! let bad = yaml.replace("[apps]", "[Apps]").replace("instances", "x");
+//! let errors = pgcluster_core::load::load_one(&bad.replace("spec:\n", "spec:\n  instances: 12\n"))
+//!     .expect("well-formed")
+//!     .validate()
+//!     .expect_err("two problems");
+//! assert!(errors.has_path("spec.instances"));
+//! assert!(errors.has_path("spec.access[0].from.namespaces[0]"));
+//! ```
 
 #![warn(missing_docs)]
 

@@ -146,33 +146,16 @@ pub fn load_one(input: &str) -> Result<LoadedCluster, LoadError> {
 /// Splits the input into JSON values, one per document, expanding arrays and Lists.
 fn documents(input: &str) -> Result<Vec<Value>, LoadError> {
     let trimmed = input.trim_start();
-    let mut raw = Vec::new();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        for value in serde_json::Deserializer::from_str(input).into_iter::<Value>() {
-            raw.push(value.map_err(|e| LoadError::Syntax {
-                format: "JSON",
-                line: e.line(),
-                column: e.column(),
-                message: strip_position(&e.to_string()),
-            })?);
-        }
+    // JSON starts with `{"` or `[` followed by a JSON value; `{name: x}` is YAML flow style.
+    let after_open = trimmed.get(1..).unwrap_or_default().trim_start();
+    let looks_like_json = (trimmed.starts_with('{')
+        && (after_open.starts_with('"') || after_open.starts_with('}')))
+        || (trimmed.starts_with('[') && after_open.starts_with(['{', '[', '"', ']']));
+    let raw = if looks_like_json {
+        json_documents(input)?
     } else {
-        for doc in serde_norway::Deserializer::from_str(input) {
-            let value = Value::deserialize(doc).map_err(|e| {
-                let (line, column) = e
-                    .location()
-                    .map(|l| (l.line(), l.column()))
-                    .unwrap_or((0, 0));
-                LoadError::Syntax {
-                    format: "YAML",
-                    line,
-                    column,
-                    message: strip_position(&e.to_string()),
-                }
-            })?;
-            raw.push(value);
-        }
-    }
+        yaml_documents(input)?
+    };
     let mut out = Vec::new();
     for value in raw {
         match value {
@@ -190,6 +173,42 @@ fn documents(input: &str) -> Result<Vec<Value>, LoadError> {
         }
     }
     Ok(out)
+}
+
+fn json_documents(input: &str) -> Result<Vec<Value>, LoadError> {
+    serde_json::Deserializer::from_str(input)
+        .into_iter::<Value>()
+        .map(|value| {
+            value.map_err(|e| LoadError::Syntax {
+                format: "JSON",
+                line: e.line(),
+                column: e.column(),
+                message: strip_position(&e.to_string()),
+            })
+        })
+        .collect()
+}
+
+fn yaml_documents(input: &str) -> Result<Vec<Value>, LoadError> {
+    let mut raw = Vec::new();
+    {
+        for doc in serde_norway::Deserializer::from_str(input) {
+            let value = Value::deserialize(doc).map_err(|e| {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
+                LoadError::Syntax {
+                    format: "YAML",
+                    line,
+                    column,
+                    message: strip_position(&e.to_string()),
+                }
+            })?;
+            raw.push(value);
+        }
+    }
+    Ok(raw)
 }
 
 /// `... at line 3 column 5` -> `...` (the position is reported separately).

@@ -112,3 +112,12 @@ fn parameter_values_may_be_numbers() {
     assert_eq!(params["max_connections"], "200");
     assert_eq!(params["jit"], "off");
 }
+
+/// YAML flow style that is not JSON still loads.
+#[test]
+fn yaml_flow_style_is_not_mistaken_for_json() {
+    let all =
+        load("{apiVersion: pgcluster.dev/v1alpha1, kind: PostgresCluster, metadata: {name: a}}")
+            .expect("flow-style YAML");
+    assert_eq!(all.len(), 1);
+}
