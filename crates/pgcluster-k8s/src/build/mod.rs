@@ -1,6 +1,20 @@
 //! Pure builders: [`build`] turns a [`ValidatedCluster`] into a [`Bundle`] of
 //! typed Kubernetes objects. One module per resource kind; no I/O, no clock,
 //! no randomness, so two builds of the same input are equal.
+//!
+//! Left out on purpose:
+//! - the leader Lease: the agents create and renew it; a rendered Lease would
+//!   make a GitOps sync fight the agents over `holderIdentity`;
+//! - a config checksum on the pod template: the agent reloads PostgreSQL when
+//!   the mounted ConfigMap changes, a restart of every pod would be a needless
+//!   failover;
+//! - egress NetworkPolicies (see [`network_policy`]);
+//! - a CPU limit by default (throttling hurts latency; `spec.resources` can set one);
+//! - tolerations, nodeSelector, priorityClassName, imagePullSecrets: the spec
+//!   has no fields for them yet;
+//! - the controller's own Deployment, ServiceAccount and ClusterRoleBinding: they
+//!   are installed once with the controller; [`rbac::controller_cluster_role`]
+//!   gives its ClusterRole to whoever renders them.
 
 pub mod config;
 pub mod labels;

@@ -9,6 +9,10 @@
 //! wrong egress rule breaks failover, while the threat this protects against
 //! (who may reach PostgreSQL) is inbound.
 //!
+//! Kubelet probes are not affected: K3s's NetworkPolicy controller (kube-router)
+//! accepts traffic from the node's own address to its local pods, as Calico and
+//! Cilium do.
+//!
 //! A rule's policy selects only the pods behind the endpoints it admits
 //! (`rw` -> `pgcluster.dev/role=primary`, `ro` -> `replica`, `loadBalancer` ->
 //! the role of the endpoint the LoadBalancer exposes), so a client admitted to
