@@ -15,3 +15,6 @@ pub mod coordinator;
 pub mod machine;
 pub mod sim;
 pub mod postgres;
+pub mod local;
+#[cfg(feature = "testing")]
+pub mod testing;

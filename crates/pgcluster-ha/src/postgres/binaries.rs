@@ -7,7 +7,13 @@ use std::path::{Path, PathBuf};
 use super::error::PgError;
 
 /// The binaries pgcluster needs in one directory.
-const REQUIRED: [&str; 5] = ["initdb", "postgres", "pg_basebackup", "pg_rewind", "pg_controldata"];
+const REQUIRED: [&str; 5] = [
+    "initdb",
+    "postgres",
+    "pg_basebackup",
+    "pg_rewind",
+    "pg_controldata",
+];
 
 /// A directory holding initdb, postgres, pg_basebackup, pg_rewind and friends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +67,15 @@ impl PgBinaries {
 
 /// `pg_config --bindir` using the first `pg_config` on PATH.
 async fn pg_config_bindir(path: &[PathBuf]) -> Option<PathBuf> {
-    let pg_config = path.iter().map(|d| d.join("pg_config")).find(|p| is_executable(p))?;
-    let out = tokio::process::Command::new(pg_config).arg("--bindir").output().await.ok()?;
+    let pg_config = path
+        .iter()
+        .map(|d| d.join("pg_config"))
+        .find(|p| is_executable(p))?;
+    let out = tokio::process::Command::new(pg_config)
+        .arg("--bindir")
+        .output()
+        .await
+        .ok()?;
     out.status
         .success()
         .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
@@ -80,7 +93,7 @@ fn debian_bindirs(root: &Path) -> Vec<PathBuf> {
             Some((major, e.path().join("bin")))
         })
         .collect();
-    majors.sort_by(|a, b| b.0.cmp(&a.0));
+    majors.sort_by_key(|m| std::cmp::Reverse(m.0));
     majors.into_iter().map(|(_, dir)| dir).collect()
 }
 
@@ -99,7 +112,10 @@ mod tests {
     fn explicit_dir_without_binaries_names_what_is_missing() {
         let err = PgBinaries::in_dir("/nonexistent/pg/bin").expect_err("no binaries there");
         let msg = err.to_string();
-        assert!(msg.contains("/nonexistent/pg/bin") && msg.contains("initdb"), "{msg}");
+        assert!(
+            msg.contains("/nonexistent/pg/bin") && msg.contains("initdb"),
+            "{msg}"
+        );
         assert_eq!(err.category(), "binaries");
     }
 
@@ -107,11 +123,20 @@ mod tests {
     #[test]
     fn not_found_error_says_how_to_install() {
         let err = PgError::BinariesNotFound {
-            searched: vec![PathBuf::from("/usr/bin"), PathBuf::from("/usr/lib/postgresql/15/bin")],
+            searched: vec![
+                PathBuf::from("/usr/bin"),
+                PathBuf::from("/usr/lib/postgresql/15/bin"),
+            ],
         };
         let msg = err.to_string();
-        assert!(msg.contains("/usr/bin, /usr/lib/postgresql/15/bin"), "{msg}");
-        assert!(msg.contains("postgresql-15") && msg.contains("--pg-bin"), "{msg}");
+        assert!(
+            msg.contains("/usr/bin, /usr/lib/postgresql/15/bin"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("postgresql-15") && msg.contains("--pg-bin"),
+            "{msg}"
+        );
     }
 
     /// Debian majors are tried newest first.
@@ -123,6 +148,9 @@ mod tests {
         }
         let found = debian_bindirs(&dir);
         std::fs::remove_dir_all(&dir).expect("we created it");
-        assert_eq!(found, vec![dir.join("15/bin"), dir.join("13/bin"), dir.join("9/bin")]);
+        assert_eq!(
+            found,
+            vec![dir.join("15/bin"), dir.join("13/bin"), dir.join("9/bin")]
+        );
     }
 }

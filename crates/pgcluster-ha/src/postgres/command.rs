@@ -20,7 +20,10 @@ pub fn describe(cmd: &tokio::process::Command) -> String {
 /// Runs `cmd` to completion, returning its stdout; a non-zero exit becomes
 /// [`PgError::CommandFailed`] (or [`PgError::DiskFull`] when stderr says so)
 /// with `hint`.
-pub async fn run_checked(mut cmd: tokio::process::Command, hint: &'static str) -> Result<String, PgError> {
+pub async fn run_checked(
+    mut cmd: tokio::process::Command,
+    hint: &'static str,
+) -> Result<String, PgError> {
     let command = describe(&cmd);
     cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
     let out = cmd.output().await.map_err(|source| PgError::Spawn {
@@ -51,7 +54,9 @@ pub fn tail(text: &str, n: usize) -> String {
 /// PostgreSQL tools report ENOSPC as `could not write to file "PATH": No space
 /// left on device`; returns the quoted path (or the whole line without one).
 fn disk_full_path(stderr: &str) -> Option<String> {
-    let line = stderr.lines().find(|l| l.contains("No space left on device"))?;
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("No space left on device"))?;
     let quoted = line.split('"').nth(1).filter(|p| !p.is_empty());
     Some(quoted.unwrap_or(line).to_owned())
 }
@@ -64,7 +69,10 @@ mod tests {
     #[test]
     fn detects_disk_full_with_path() {
         let stderr = "pg_basebackup: error: could not write to file \"/data/pg/base/1/1259\": No space left on device\n";
-        assert_eq!(disk_full_path(stderr).as_deref(), Some("/data/pg/base/1/1259"));
+        assert_eq!(
+            disk_full_path(stderr).as_deref(),
+            Some("/data/pg/base/1/1259")
+        );
         assert_eq!(disk_full_path("all fine"), None);
     }
 
@@ -75,7 +83,10 @@ mod tests {
         cmd.args(["-c", "echo boom >&2; exit 3"]);
         let err = run_checked(cmd, "do something").await.expect_err("exits 3");
         let msg = err.to_string();
-        assert!(msg.contains("sh -c") && msg.contains("boom") && msg.contains("do something"), "{msg}");
+        assert!(
+            msg.contains("sh -c") && msg.contains("boom") && msg.contains("do something"),
+            "{msg}"
+        );
     }
 
     /// Only the last lines of long stderr are kept.

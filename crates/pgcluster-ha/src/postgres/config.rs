@@ -42,6 +42,10 @@ pub struct ManagedConfig {
     /// `max_slot_wal_keep_size`: how much WAL a dead replica's slot may pin
     /// before the slot is invalidated, so it cannot fill the disk (e.g. `2GB`).
     pub max_slot_wal_keep_size: String,
+    /// `wal_keep_size`: WAL kept regardless of slots, so that a diverged
+    /// old primary can still be rewound (pg_rewind reads its own WAL back
+    /// to the last common checkpoint).
+    pub wal_keep_size: String,
     /// `synchronous_standby_names` (empty: asynchronous).
     pub synchronous_standby_names: String,
     /// `Some` on a replica: primary_conninfo, primary_slot_name and a
@@ -63,6 +67,7 @@ impl ManagedConfig {
             max_wal_senders: 10,
             max_replication_slots: 10,
             max_slot_wal_keep_size: "2GB".to_owned(),
+            wal_keep_size: "512MB".to_owned(),
             synchronous_standby_names: String::new(),
             standby: None,
             extra: BTreeMap::new(),
@@ -74,27 +79,47 @@ impl ManagedConfig {
         let mut params: Vec<(String, String)> = [
             ("port", self.port.to_string()),
             ("listen_addresses", self.listen_addresses.clone()),
-            ("unix_socket_directories", self.unix_socket_directories.display().to_string()),
+            (
+                "unix_socket_directories",
+                self.unix_socket_directories.display().to_string(),
+            ),
             ("cluster_name", self.cluster_name.clone()),
             ("max_connections", self.max_connections.to_string()),
             ("wal_level", "replica".to_owned()),
             ("hot_standby", "on".to_owned()),
             ("wal_log_hints", "on".to_owned()),
             ("max_wal_senders", self.max_wal_senders.to_string()),
-            ("max_replication_slots", self.max_replication_slots.to_string()),
-            ("max_slot_wal_keep_size", self.max_slot_wal_keep_size.clone()),
+            (
+                "max_replication_slots",
+                self.max_replication_slots.to_string(),
+            ),
+            (
+                "max_slot_wal_keep_size",
+                self.max_slot_wal_keep_size.clone(),
+            ),
+            ("wal_keep_size", self.wal_keep_size.clone()),
             ("hot_standby_feedback", "on".to_owned()),
-            ("synchronous_standby_names", self.synchronous_standby_names.clone()),
+            (
+                "synchronous_standby_names",
+                self.synchronous_standby_names.clone(),
+            ),
             ("logging_collector", "off".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let standby = self.standby.as_ref();
-        params.push(("primary_conninfo".into(), standby.map(|s| s.primary_conninfo.clone()).unwrap_or_default()));
+        params.push((
+            "primary_conninfo".into(),
+            standby
+                .map(|s| s.primary_conninfo.clone())
+                .unwrap_or_default(),
+        ));
         params.push((
             "primary_slot_name".into(),
-            standby.and_then(|s| s.primary_slot_name.clone()).unwrap_or_default(),
+            standby
+                .and_then(|s| s.primary_slot_name.clone())
+                .unwrap_or_default(),
         ));
         params.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         params
@@ -184,7 +209,11 @@ pub fn render_hba(rules: &[HbaRule]) -> String {
     let mut out = String::from("# Managed by pgcluster: changes here are overwritten.\n");
     for rule in rules {
         let line = match rule {
-            HbaRule::Local { database, user, method } => format!("local\t{database}\t{user}\t\t{}", method.keyword()),
+            HbaRule::Local {
+                database,
+                user,
+                method,
+            } => format!("local\t{database}\t{user}\t\t{}", method.keyword()),
             HbaRule::Host {
                 database,
                 user,
@@ -253,7 +282,9 @@ impl Instance {
         let signal = data.join("standby.signal");
         match (&config.standby, signal.exists()) {
             (Some(_), false) => user.write_file(&signal, b"", 0o600),
-            (None, true) => std::fs::remove_file(&signal).map_err(|e| PgError::io("remove", &signal, e)),
+            (None, true) => {
+                std::fs::remove_file(&signal).map_err(|e| PgError::io("remove", &signal, e))
+            }
             _ => Ok(()),
         }
     }
@@ -287,7 +318,10 @@ mod tests {
             "primary_conninfo = ''",
             "cluster_name = 'demo'",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 
@@ -301,7 +335,9 @@ mod tests {
         });
         config.synchronous_standby_names = "ANY 1 (\"pg-1\")".into();
         let text = config.render();
-        assert!(text.contains("primary_conninfo = 'host=127.0.0.1 port=5432 application_name=it''s'\n"));
+        assert!(
+            text.contains("primary_conninfo = 'host=127.0.0.1 port=5432 application_name=it''s'\n")
+        );
         assert!(text.contains("primary_slot_name = 'pg_1'\n"));
         assert!(text.contains("synchronous_standby_names = 'ANY 1 (\"pg-1\")'\n"));
     }
@@ -320,8 +356,14 @@ mod tests {
     #[test]
     fn strips_managed_from_auto_conf() {
         let auto = "# Do not edit this file manually!\nsynchronous_standby_names = 'x'\nwork_mem = '8MB'\nprimary_conninfo = 'a'\n";
-        let managed = vec!["synchronous_standby_names".to_owned(), "primary_conninfo".to_owned()];
-        assert_eq!(strip_managed(auto, &managed), "# Do not edit this file manually!\nwork_mem = '8MB'\n");
+        let managed = vec![
+            "synchronous_standby_names".to_owned(),
+            "primary_conninfo".to_owned(),
+        ];
+        assert_eq!(
+            strip_managed(auto, &managed),
+            "# Do not edit this file manually!\nwork_mem = '8MB'\n"
+        );
     }
 
     /// The include line is added once.

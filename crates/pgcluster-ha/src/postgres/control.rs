@@ -15,8 +15,20 @@ pub async fn promote(client: &tokio_postgres::Client, wait_seconds: i32) -> Resu
     if promoted {
         Ok(())
     } else {
-        Err(PgError::PromoteTimedOut { seconds: wait_seconds })
+        Err(PgError::PromoteTimedOut {
+            seconds: wait_seconds,
+        })
     }
+}
+
+/// `CHECKPOINT`: after a promotion, makes the control file name the new
+/// timeline (pg_rewind against this server needs that).
+pub async fn checkpoint(client: &tokio_postgres::Client) -> Result<(), PgError> {
+    let sql = "CHECKPOINT";
+    client
+        .batch_execute(sql)
+        .await
+        .map_err(|source| query_error(sql, source))
 }
 
 /// `synchronous_standby_names` for "any `count` of `members`" (quorum
@@ -25,13 +37,19 @@ pub fn sync_standby_names(count: usize, members: &[String]) -> String {
     if count == 0 || members.is_empty() {
         return String::new();
     }
-    let names: Vec<String> = members.iter().map(|m| format!("\"{}\"", m.replace('"', "\"\""))).collect();
+    let names: Vec<String> = members
+        .iter()
+        .map(|m| format!("\"{}\"", m.replace('"', "\"\"")))
+        .collect();
     format!("ANY {} ({})", count.min(members.len()), names.join(", "))
 }
 
 /// Sets `synchronous_standby_names` with ALTER SYSTEM and reloads; takes
 /// effect for commits within milliseconds, no restart.
-pub async fn set_synchronous_standby_names(client: &tokio_postgres::Client, value: &str) -> Result<(), PgError> {
+pub async fn set_synchronous_standby_names(
+    client: &tokio_postgres::Client,
+    value: &str,
+) -> Result<(), PgError> {
     alter_system(client, "synchronous_standby_names", value).await?;
     reload(client).await
 }
@@ -56,34 +74,57 @@ pub async fn fence_read_only(client: &tokio_postgres::Client) -> Result<u64, PgE
 /// Lifts [`fence_read_only`].
 pub async fn unfence_read_only(client: &tokio_postgres::Client) -> Result<(), PgError> {
     let sql = "ALTER SYSTEM RESET default_transaction_read_only";
-    client.batch_execute(sql).await.map_err(|source| query_error(sql, source))?;
+    client
+        .batch_execute(sql)
+        .await
+        .map_err(|source| query_error(sql, source))?;
     reload(client).await
 }
 
 /// `pg_reload_conf()`.
 pub async fn reload(client: &tokio_postgres::Client) -> Result<(), PgError> {
     let sql = "SELECT pg_reload_conf()";
-    client.batch_execute(sql).await.map_err(|source| query_error(sql, source))
+    client
+        .batch_execute(sql)
+        .await
+        .map_err(|source| query_error(sql, source))
 }
 
-async fn alter_system(client: &tokio_postgres::Client, name: &'static str, value: &str) -> Result<(), PgError> {
+async fn alter_system(
+    client: &tokio_postgres::Client,
+    name: &'static str,
+    value: &str,
+) -> Result<(), PgError> {
     // ALTER SYSTEM takes no bind parameters; the value is quoted as a literal.
     let sql = format!("ALTER SYSTEM SET {name} = {}", quote(value));
-    client.batch_execute(&sql).await.map_err(|source| query_error(&sql, source))
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|source| query_error(&sql, source))
 }
 
 /// The physical slot name for a member: lower case, `-` and `.` become `_`.
 pub fn slot_name_for(member: &str) -> Result<String, PgError> {
     let name: String = member
         .chars()
-        .map(|c| if c == '-' || c == '.' { '_' } else { c.to_ascii_lowercase() })
+        .map(|c| {
+            if c == '-' || c == '.' {
+                '_'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
         .collect();
     validate_slot_name(&name)?;
     Ok(name)
 }
 
 fn validate_slot_name(name: &str) -> Result<(), PgError> {
-    let ok = !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -109,7 +150,10 @@ pub struct SlotState {
 
 /// Creates a physical slot that reserves WAL at once; no-op when it exists.
 /// Returns whether it was created.
-pub async fn create_physical_slot(client: &tokio_postgres::Client, name: &str) -> Result<bool, PgError> {
+pub async fn create_physical_slot(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> Result<bool, PgError> {
     validate_slot_name(name)?;
     let sql = "SELECT count(pg_create_physical_replication_slot($1, true)) FROM (SELECT 1) AS one \
                WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)";
@@ -123,10 +167,16 @@ pub async fn create_physical_slot(client: &tokio_postgres::Client, name: &str) -
 
 /// Drops a physical slot (a member left for good), terminating the walsender
 /// that uses it first; no-op when missing. Returns whether it was dropped.
-pub async fn drop_physical_slot(client: &tokio_postgres::Client, name: &str) -> Result<bool, PgError> {
+pub async fn drop_physical_slot(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> Result<bool, PgError> {
     validate_slot_name(name)?;
     let kill = "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL";
-    client.execute(kill, &[&name]).await.map_err(|source| query_error(kill, source))?;
+    client
+        .execute(kill, &[&name])
+        .await
+        .map_err(|source| query_error(kill, source))?;
     let sql = "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots \
                WHERE slot_name = $1 AND NOT active";
     for _ in 0..50 {
@@ -154,10 +204,15 @@ async fn slot_exists(client: &tokio_postgres::Client, name: &str) -> Result<bool
 }
 
 /// The physical slots on this server.
-pub async fn list_physical_slots(client: &tokio_postgres::Client) -> Result<Vec<SlotState>, PgError> {
+pub async fn list_physical_slots(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<SlotState>, PgError> {
     let sql = "SELECT slot_name::text, active, restart_lsn::text, wal_status FROM pg_replication_slots \
                WHERE slot_type = 'physical' ORDER BY slot_name";
-    let rows = client.query(sql, &[]).await.map_err(|source| query_error(sql, source))?;
+    let rows = client
+        .query(sql, &[])
+        .await
+        .map_err(|source| query_error(sql, source))?;
     rows.iter()
         .map(|row| {
             let restart: Option<&str> = row.get(2);
@@ -166,10 +221,11 @@ pub async fn list_physical_slots(client: &tokio_postgres::Client) -> Result<Vec<
                 active: row.get(1),
                 restart_lsn: restart
                     .map(|t| {
-                        t.parse().map_err(|e: super::lsn::ParseLsnError| PgError::Parse {
-                            command: sql.to_owned(),
-                            detail: e.to_string(),
-                        })
+                        t.parse()
+                            .map_err(|e: super::lsn::ParseLsnError| PgError::Parse {
+                                command: sql.to_owned(),
+                                detail: e.to_string(),
+                            })
                     })
                     .transpose()?,
                 wal_status: row.get(3),
@@ -193,8 +249,14 @@ mod tests {
     #[test]
     fn renders_sync_standby_names() {
         let members = vec!["pg-1".to_owned(), "pg-2".to_owned()];
-        assert_eq!(sync_standby_names(1, &members), "ANY 1 (\"pg-1\", \"pg-2\")");
-        assert_eq!(sync_standby_names(5, &members), "ANY 2 (\"pg-1\", \"pg-2\")");
+        assert_eq!(
+            sync_standby_names(1, &members),
+            "ANY 1 (\"pg-1\", \"pg-2\")"
+        );
+        assert_eq!(
+            sync_standby_names(5, &members),
+            "ANY 2 (\"pg-1\", \"pg-2\")"
+        );
         assert_eq!(sync_standby_names(0, &members), "");
         assert_eq!(sync_standby_names(1, &[]), "");
     }

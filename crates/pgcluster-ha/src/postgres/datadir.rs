@@ -28,17 +28,29 @@ impl Instance {
         let data = &self.layout.data_dir;
         self.os_user.create_dir(data, 0o700)?;
         let pwfile = self.layout.passfile.with_extension("initdb-pw");
-        self.os_user
-            .write_file(&pwfile, format!("{}\n", self.superuser.password).as_bytes(), 0o600)?;
+        self.os_user.write_file(
+            &pwfile,
+            format!("{}\n", self.superuser.password).as_bytes(),
+            0o600,
+        )?;
         let mut cmd = self.tool("initdb");
         cmd.arg("--pgdata")
             .arg(data)
-            .args(["--data-checksums", "--encoding=UTF8", "--locale=C", "--auth-host=scram-sha-256"])
+            .args([
+                "--data-checksums",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--auth-host=scram-sha-256",
+            ])
             .arg(format!("--auth-local={}", local_auth.keyword()))
             .arg(format!("--username={}", self.superuser.name))
             .arg("--pwfile")
             .arg(&pwfile);
-        let result = run_checked(cmd, "check that the data directory is empty and writable by the OS user").await;
+        let result = run_checked(
+            cmd,
+            "check that the data directory is empty and writable by the OS user",
+        )
+        .await;
         let _ = std::fs::remove_file(&pwfile);
         result.map(|_| ())
     }
@@ -51,12 +63,18 @@ impl Instance {
             return Ok(DataDirState::Empty);
         }
         if !data.join("PG_VERSION").exists() {
-            return Err(PgError::NotADataDir { data_dir: data.clone() });
+            return Err(PgError::NotADataDir {
+                data_dir: data.clone(),
+            });
         }
         let mut cmd = self.tool("pg_controldata");
         cmd.arg(data).env("LC_ALL", "C");
         let command = super::command::describe(&cmd);
-        let out = run_checked(cmd, "the data directory may be damaged; restore it or re-clone this member").await?;
+        let out = run_checked(
+            cmd,
+            "the data directory may be damaged; restore it or re-clone this member",
+        )
+        .await?;
         let system_identifier = parse_system_identifier(&out).ok_or_else(|| PgError::Parse {
             command,
             detail: "no `Database system identifier:` line".to_owned(),
@@ -105,7 +123,10 @@ mod tests {
     #[test]
     fn parses_controldata() {
         let out = "pg_control version number:            1300\nDatabase system identifier:           7311111111111111111\n";
-        assert_eq!(parse_system_identifier(out), Some(7_311_111_111_111_111_111));
+        assert_eq!(
+            parse_system_identifier(out),
+            Some(7_311_111_111_111_111_111)
+        );
         assert_eq!(parse_system_identifier("garbage"), None);
     }
 }

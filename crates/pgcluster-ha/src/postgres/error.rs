@@ -142,7 +142,9 @@ pub enum PgError {
         log_tail: String,
     },
     /// The postmaster did not exit in time after a stop signal.
-    #[error("failed to stop PostgreSQL (pid {pid}) with a {mode} stop within {waited:?}; use an immediate stop")]
+    #[error(
+        "failed to stop PostgreSQL (pid {pid}) with a {mode} stop within {waited:?}; use an immediate stop"
+    )]
     StopTimeout {
         /// The postmaster's PID.
         pid: u32,
@@ -163,7 +165,9 @@ pub enum PgError {
         source: nix::Error,
     },
     /// Connecting to the server failed.
-    #[error("failed to connect to PostgreSQL at {target}; check that the server runs and the password is right")]
+    #[error(
+        "failed to connect to PostgreSQL at {target}; check that the server runs and the password is right"
+    )]
     Connect {
         /// Socket directory or host:port.
         target: String,
@@ -181,13 +185,17 @@ pub enum PgError {
         source: tokio_postgres::Error,
     },
     /// `pg_promote()` returned false.
-    #[error("failed to promote: pg_promote(wait => true) returned false within {seconds} s; see the server log")]
+    #[error(
+        "failed to promote: pg_promote(wait => true) returned false within {seconds} s; see the server log"
+    )]
     PromoteTimedOut {
         /// The wait passed to pg_promote.
         seconds: i32,
     },
     /// A name that ends up in configuration or SQL is not safe there.
-    #[error("failed to use `{value}` as {what}: only a-z, 0-9 and _ are allowed (at most 63 characters)")]
+    #[error(
+        "failed to use `{value}` as {what}: only a-z, 0-9 and _ are allowed (at most 63 characters)"
+    )]
     InvalidName {
         /// What it names ("replication slot", ...).
         what: &'static str,

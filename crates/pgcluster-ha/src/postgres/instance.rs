@@ -47,7 +47,9 @@ pub struct Superuser {
 
 impl std::fmt::Debug for Superuser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Superuser").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Superuser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -120,7 +122,11 @@ impl Instance {
     /// Connects over the local Unix socket; the connection is driven by a
     /// spawned task that ends when the client is dropped.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
-        let target = format!("{}/.s.PGSQL.{}", self.layout.socket_dir.display(), self.port);
+        let target = format!(
+            "{}/.s.PGSQL.{}",
+            self.layout.socket_dir.display(),
+            self.port
+        );
         let (client, connection) = self
             .local_config()
             .connect(tokio_postgres::NoTls)
@@ -134,17 +140,54 @@ impl Instance {
         Ok(client)
     }
 
+    /// Connects to another member over TCP as `upstream.user` with our
+    /// superuser's password (all members share the superuser secret).
+    pub async fn connect_upstream(
+        &self,
+        upstream: &Upstream,
+    ) -> Result<tokio_postgres::Client, PgError> {
+        let target = format!("{}:{}", upstream.host, upstream.port);
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&upstream.host)
+            .port(upstream.port)
+            .user(&upstream.user)
+            .password(&self.superuser.password)
+            .dbname("postgres")
+            .application_name("pgcluster-agent")
+            .connect_timeout(CONNECT_TIMEOUT);
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|source| PgError::Connect { target, source })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream PostgreSQL connection ended");
+            }
+        });
+        Ok(client)
+    }
+
     /// Creates the base directories (socket, log) owned by the OS user and
     /// writes the password file every tool uses.
     pub fn prepare_dirs(&self) -> Result<(), PgError> {
-        for dir in [Some(self.layout.socket_dir.as_path()), self.layout.log_file.parent(), self.layout.passfile.parent()]
-            .into_iter()
-            .flatten()
+        for dir in [
+            Some(self.layout.socket_dir.as_path()),
+            self.layout.log_file.parent(),
+            self.layout.passfile.parent(),
+        ]
+        .into_iter()
+        .flatten()
         {
             self.os_user.create_dir(dir, 0o700)?;
         }
-        let line = format!("*:*:*:{}:{}\n", escape_pgpass(&self.superuser.name), escape_pgpass(&self.superuser.password));
-        self.os_user.write_file(&self.layout.passfile, line.as_bytes(), 0o600)
+        let line = format!(
+            "*:*:*:{}:{}\n",
+            escape_pgpass(&self.superuser.name),
+            escape_pgpass(&self.superuser.password)
+        );
+        self.os_user
+            .write_file(&self.layout.passfile, line.as_bytes(), 0o600)
     }
 
     /// A command for one of the PostgreSQL tools, run as the OS user, with
@@ -153,7 +196,8 @@ impl Instance {
         let mut cmd = tokio::process::Command::new(self.bin.tool(name));
         let workdir = self.layout.socket_dir.parent().unwrap_or(Path::new("/"));
         self.os_user.apply(&mut cmd, workdir);
-        cmd.env("PGPASSFILE", &self.layout.passfile).env_remove("PGDATA");
+        cmd.env("PGPASSFILE", &self.layout.passfile)
+            .env_remove("PGDATA");
         cmd
     }
 }

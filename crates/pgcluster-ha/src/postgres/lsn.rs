@@ -4,13 +4,27 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A WAL position (log sequence number): a byte offset into the WAL stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct Lsn(pub u64);
 
 /// A string that is not an LSN in PostgreSQL's `X/Y` hexadecimal form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("failed to parse `{0}` as an LSN: expected two hexadecimal numbers separated by '/', like 0/3000148")]
+#[error(
+    "failed to parse `{0}` as an LSN: expected two hexadecimal numbers separated by '/', like 0/3000148"
+)]
 pub struct ParseLsnError(pub String);
 
 impl Lsn {
@@ -26,7 +40,9 @@ impl FromStr for Lsn {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ParseLsnError(s.to_owned());
         let (hi, lo) = s.trim().split_once('/').ok_or_else(err)?;
-        let valid = |part: &str| !part.is_empty() && part.len() <= 8 && part.bytes().all(|b| b.is_ascii_hexdigit());
+        let valid = |part: &str| {
+            !part.is_empty() && part.len() <= 8 && part.bytes().all(|b| b.is_ascii_hexdigit())
+        };
         if !valid(hi) || !valid(lo) {
             return Err(err());
         }
@@ -61,7 +77,18 @@ mod tests {
     /// Malformed input is an error, never a panic or a wrong value.
     #[test]
     fn rejects_malformed() {
-        for text in ["", "/", "0/", "/1", "0x1/2", "1/2/3", "123456789/0", "g/0", "-1/0", "0/ 1"] {
+        for text in [
+            "",
+            "/",
+            "0/",
+            "/1",
+            "0x1/2",
+            "1/2/3",
+            "123456789/0",
+            "g/0",
+            "-1/0",
+            "0/ 1",
+        ] {
             assert!(text.parse::<Lsn>().is_err(), "{text:?} should not parse");
         }
     }

@@ -28,11 +28,13 @@ mod replication;
 
 pub use binaries::PgBinaries;
 pub use config::{
-    AuthMethod, HbaRule, MANAGED_FILE, ManagedConfig, StandbySettings, local_mode_hba, quote, render_hba,
+    AuthMethod, HbaRule, MANAGED_FILE, ManagedConfig, StandbySettings, local_mode_hba, quote,
+    render_hba,
 };
 pub use control::{
-    SlotState, create_physical_slot, drop_physical_slot, fence_read_only, list_physical_slots, promote, reload,
-    set_synchronous_standby_names, slot_name_for, sync_standby_names, unfence_read_only,
+    SlotState, checkpoint, create_physical_slot, drop_physical_slot, fence_read_only,
+    list_physical_slots, promote, reload, set_synchronous_standby_names, slot_name_for,
+    sync_standby_names, unfence_read_only,
 };
 pub use datadir::{DataDirState, parse_system_identifier};
 pub use error::PgError;

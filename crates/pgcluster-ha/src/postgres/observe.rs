@@ -34,7 +34,10 @@ impl ServerState {
     /// The most advanced WAL position this server has durably: flushed on a
     /// primary, max(received, replayed) on a standby.
     pub fn wal_position(&self) -> Option<Lsn> {
-        [self.flushed_lsn, self.received_lsn, self.replayed_lsn].into_iter().flatten().max()
+        [self.flushed_lsn, self.received_lsn, self.replayed_lsn]
+            .into_iter()
+            .flatten()
+            .max()
     }
 }
 
@@ -71,10 +74,13 @@ pub struct ConnectionUsage {
 
 /// Reads the server's state: a handful of small queries on one connection.
 pub async fn observe(client: &tokio_postgres::Client) -> Result<ServerState, PgError> {
-    let in_recovery: bool = query_one(client, "SELECT pg_is_in_recovery()").await?.get(0);
-    let system_identifier: i64 = query_one(client, "SELECT system_identifier FROM pg_control_system()")
+    let in_recovery: bool = query_one(client, "SELECT pg_is_in_recovery()")
         .await?
         .get(0);
+    let system_identifier: i64 =
+        query_one(client, "SELECT system_identifier FROM pg_control_system()")
+            .await?
+            .get(0);
     let mut state = ServerState {
         in_recovery,
         timeline: 0,
@@ -94,16 +100,23 @@ pub async fn observe(client: &tokio_postgres::Client) -> Result<ServerState, PgE
     Ok(state)
 }
 
-async fn observe_primary(client: &tokio_postgres::Client, state: &mut ServerState) -> Result<(), PgError> {
+async fn observe_primary(
+    client: &tokio_postgres::Client,
+    state: &mut ServerState,
+) -> Result<(), PgError> {
     let sql = "SELECT pg_current_wal_flush_lsn()::text, pg_walfile_name(pg_current_wal_lsn())";
     let row = query_one(client, sql).await?;
     state.flushed_lsn = Some(parse_lsn(row.get(0), sql)?);
-    state.timeline = timeline_of_walfile(row.get(1)).ok_or_else(|| parse_error(sql, "bad WAL file name"))?;
+    state.timeline =
+        timeline_of_walfile(row.get(1)).ok_or_else(|| parse_error(sql, "bad WAL file name"))?;
     state.standbys = standbys(client).await?;
     Ok(())
 }
 
-async fn observe_standby(client: &tokio_postgres::Client, state: &mut ServerState) -> Result<(), PgError> {
+async fn observe_standby(
+    client: &tokio_postgres::Client,
+    state: &mut ServerState,
+) -> Result<(), PgError> {
     let sql = "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
                (SELECT timeline_id FROM pg_control_checkpoint()), \
                (SELECT received_tli FROM pg_stat_wal_receiver), \
@@ -121,7 +134,10 @@ async fn observe_standby(client: &tokio_postgres::Client, state: &mut ServerStat
 async fn standbys(client: &tokio_postgres::Client) -> Result<Vec<StandbyState>, PgError> {
     let sql = "SELECT application_name, coalesce(state, ''), coalesce(sync_state, ''), \
                flush_lsn::text, replay_lsn::text FROM pg_stat_replication ORDER BY application_name";
-    let rows = client.query(sql, &[]).await.map_err(|source| query_error(sql, source))?;
+    let rows = client
+        .query(sql, &[])
+        .await
+        .map_err(|source| query_error(sql, source))?;
     rows.iter()
         .map(|row| {
             Ok(StandbyState {
@@ -149,11 +165,18 @@ async fn connections(client: &tokio_postgres::Client) -> Result<ConnectionUsage,
 
 /// The timeline encoded in the first 8 hex digits of a WAL file name.
 pub fn timeline_of_walfile(name: &str) -> Option<u32> {
-    name.get(..8).and_then(|tli| u32::from_str_radix(tli, 16).ok())
+    name.get(..8)
+        .and_then(|tli| u32::from_str_radix(tli, 16).ok())
 }
 
-async fn query_one(client: &tokio_postgres::Client, sql: &str) -> Result<tokio_postgres::Row, PgError> {
-    client.query_one(sql, &[]).await.map_err(|source| query_error(sql, source))
+async fn query_one(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<tokio_postgres::Row, PgError> {
+    client
+        .query_one(sql, &[])
+        .await
+        .map_err(|source| query_error(sql, source))
 }
 
 fn query_error(sql: &str, source: tokio_postgres::Error) -> PgError {
@@ -171,7 +194,8 @@ fn parse_error(sql: &str, detail: &str) -> PgError {
 }
 
 fn parse_lsn(text: &str, sql: &str) -> Result<Lsn, PgError> {
-    text.parse().map_err(|e: super::lsn::ParseLsnError| parse_error(sql, &e.to_string()))
+    text.parse()
+        .map_err(|e: super::lsn::ParseLsnError| parse_error(sql, &e.to_string()))
 }
 
 fn optional_lsn(text: Option<&str>, sql: &str) -> Result<Option<Lsn>, PgError> {
@@ -202,7 +226,10 @@ mod tests {
             flushed_lsn: None,
             streaming: true,
             standbys: vec![],
-            connections: ConnectionUsage { in_use: 1, max: 100 },
+            connections: ConnectionUsage {
+                in_use: 1,
+                max: 100,
+            },
         };
         assert_eq!(state.wal_position(), Some(Lsn(10)));
     }

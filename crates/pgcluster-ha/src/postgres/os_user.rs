@@ -45,7 +45,9 @@ impl OsUser {
         if let Some(name) = requested {
             return lookup(name)?
                 .map(|u| Self::from_passwd(u, true))
-                .ok_or_else(|| PgError::UnknownUser { name: name.to_owned() });
+                .ok_or_else(|| PgError::UnknownUser {
+                    name: name.to_owned(),
+                });
         }
         if let Some(user) = lookup("postgres")? {
             return Ok(Self::from_passwd(user, true));
@@ -59,11 +61,24 @@ impl OsUser {
             return Ok(Self::from_passwd(user, true));
         }
         let mut cmd = tokio::process::Command::new("useradd");
-        cmd.args(["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name]);
-        run_checked(cmd, "run as root, or create the user yourself and pass --os-user").await?;
+        cmd.args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ]);
+        run_checked(
+            cmd,
+            "run as root, or create the user yourself and pass --os-user",
+        )
+        .await?;
         lookup(name)?
             .map(|u| Self::from_passwd(u, true))
-            .ok_or_else(|| PgError::UnknownUser { name: name.to_owned() })
+            .ok_or_else(|| PgError::UnknownUser {
+                name: name.to_owned(),
+            })
     }
 
     fn from_passwd(user: nix::unistd::User, switch: bool) -> Self {
@@ -81,7 +96,9 @@ impl OsUser {
         if self.switch {
             cmd.uid(self.uid).gid(self.gid);
         }
-        cmd.current_dir(workdir).env("USER", &self.name).env("LOGNAME", &self.name);
+        cmd.current_dir(workdir)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name);
     }
 
     /// Hands `path` (not recursive) to this user.
@@ -89,7 +106,8 @@ impl OsUser {
         if !self.switch {
             return Ok(());
         }
-        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid)).map_err(|e| PgError::io("chown", path, e))
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
+            .map_err(|e| PgError::io("chown", path, e))
     }
 
     /// Creates `dir` (and parents) with `mode` and hands it to this user.
@@ -114,7 +132,8 @@ impl OsUser {
             .mode(mode)
             .open(&tmp)
             .map_err(|e| PgError::io("create", &tmp, e))?;
-        file.write_all(contents).map_err(|e| PgError::io("write", &tmp, e))?;
+        file.write_all(contents)
+            .map_err(|e| PgError::io("write", &tmp, e))?;
         file.sync_all().map_err(|e| PgError::io("sync", &tmp, e))?;
         self.chown(&tmp)?;
         std::fs::rename(&tmp, path).map_err(|e| PgError::io("rename into place", path, e))
@@ -135,7 +154,9 @@ mod tests {
     /// As root we never run PostgreSQL as root: the resolved user switches.
     #[tokio::test]
     async fn resolves_an_unprivileged_user() {
-        let user = OsUser::resolve(None).await.expect("postgres exists or can be created");
+        let user = OsUser::resolve(None)
+            .await
+            .expect("postgres exists or can be created");
         if nix::unistd::geteuid().is_root() {
             assert!(user.switch);
             assert_ne!(user.uid, 0);
@@ -150,7 +171,9 @@ mod tests {
         if !nix::unistd::geteuid().is_root() {
             return;
         }
-        let err = OsUser::resolve(Some("pgcluster-no-such-user")).await.expect_err("does not exist");
+        let err = OsUser::resolve(Some("pgcluster-no-such-user"))
+            .await
+            .expect_err("does not exist");
         assert!(err.to_string().contains("pgcluster-no-such-user"), "{err}");
     }
 }

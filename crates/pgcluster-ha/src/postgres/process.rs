@@ -62,7 +62,9 @@ impl Instance {
         match self.wait_ready(&mut postmaster, timeout).await {
             Ok(()) => Ok(postmaster),
             Err(err) => {
-                let _ = postmaster.stop(StopMode::Immediate, Duration::from_secs(10)).await;
+                let _ = postmaster
+                    .stop(StopMode::Immediate, Duration::from_secs(10))
+                    .await;
                 Err(err)
             }
         }
@@ -76,7 +78,9 @@ impl Instance {
             .open(&log_file)
             .map_err(|e| PgError::io("open", &log_file, e))?;
         self.os_user.chown(&log_file)?;
-        let log_err = log.try_clone().map_err(|e| PgError::io("open", &log_file, e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| PgError::io("open", &log_file, e))?;
         let mut cmd = self.tool("postgres");
         cmd.arg("-D")
             .arg(&self.layout.data_dir)
@@ -87,8 +91,12 @@ impl Instance {
             // server; the agent decides how it stops.
             .process_group(0);
         let command = super::command::describe(&cmd);
-        let child = cmd.spawn().map_err(|source| PgError::Spawn { command, source })?;
-        let pid = child.id().expect("a just-spawned child has a pid because it was not yet awaited");
+        let child = cmd
+            .spawn()
+            .map_err(|source| PgError::Spawn { command, source })?;
+        let pid = child
+            .id()
+            .expect("a just-spawned child has a pid because it was not yet awaited");
         tracing::info!(pid, data_dir = %self.layout.data_dir.display(), port = self.port, "postmaster started");
         Ok(Postmaster {
             child,
@@ -98,17 +106,27 @@ impl Instance {
         })
     }
 
-    async fn wait_ready(&self, postmaster: &mut Postmaster, timeout: Duration) -> Result<(), PgError> {
+    async fn wait_ready(
+        &self,
+        postmaster: &mut Postmaster,
+        timeout: Duration,
+    ) -> Result<(), PgError> {
         let started = Instant::now();
         loop {
             if let Some(status) = postmaster.try_exit_status()? {
-                return Err(postmaster.start_failed(started.elapsed(), format!("the postmaster exited ({status})")));
+                return Err(postmaster.start_failed(
+                    started.elapsed(),
+                    format!("the postmaster exited ({status})"),
+                ));
             }
             if self.connect().await.is_ok() {
                 return Ok(());
             }
             if started.elapsed() >= timeout {
-                return Err(postmaster.start_failed(started.elapsed(), "it did not accept connections".to_owned()));
+                return Err(postmaster.start_failed(
+                    started.elapsed(),
+                    "it did not accept connections".to_owned(),
+                ));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -147,11 +165,14 @@ impl Postmaster {
         if self.try_exit_status()?.is_some() {
             return Ok(());
         }
-        let pid = i32::try_from(self.pid).expect("PIDs fit in i32 because the kernel's pid_max is below 2^22");
-        nix::sys::signal::kill(Pid::from_raw(pid), mode.signal()).map_err(|source| PgError::Signal {
-            pid: self.pid,
-            signal: mode.signal().as_str(),
-            source,
+        let pid = i32::try_from(self.pid)
+            .expect("PIDs fit in i32 because the kernel's pid_max is below 2^22");
+        nix::sys::signal::kill(Pid::from_raw(pid), mode.signal()).map_err(|source| {
+            PgError::Signal {
+                pid: self.pid,
+                signal: mode.signal().as_str(),
+                source,
+            }
         })
     }
 

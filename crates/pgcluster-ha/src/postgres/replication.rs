@@ -55,15 +55,29 @@ impl Instance {
     }
 
     /// Rewinds our (stopped) data directory to follow `source` after a
-    /// timeline fork. Configuration is then rewritten because pg_rewind
-    /// copies the source's configuration files.
-    pub async fn rewind(&self, source: &Upstream, config: &ManagedConfig, hba: &[HbaRule]) -> Result<(), PgError> {
+    /// timeline fork. A `CHECKPOINT` on the source comes first: right after
+    /// a promotion its control file still names the old timeline and
+    /// pg_rewind would wrongly find "no rewind required". Configuration is
+    /// rewritten afterwards because pg_rewind copies the source's files.
+    pub async fn rewind(
+        &self,
+        source: &Upstream,
+        config: &ManagedConfig,
+        hba: &[HbaRule],
+    ) -> Result<(), PgError> {
+        let client = self.connect_upstream(source).await?;
+        super::control::checkpoint(&client).await?;
+        drop(client);
         let mut cmd = self.tool("pg_rewind");
         cmd.arg("--target-pgdata")
             .arg(&self.layout.data_dir)
             .arg("--source-server")
             .arg(self.conninfo(source));
-        run_checked(cmd, "rewind is impossible here (missing WAL or hints); re-clone this member instead").await?;
+        run_checked(
+            cmd,
+            "rewind is impossible here (missing WAL or hints); re-clone this member instead",
+        )
+        .await?;
         self.write_config(config, hba)
     }
 
@@ -87,14 +101,16 @@ impl Instance {
         .await;
         match fresh {
             Ok(()) => {
-                std::fs::remove_dir_all(&aside).map_err(|e| PgError::io("remove the old copy", &aside, e))?;
+                std::fs::remove_dir_all(&aside)
+                    .map_err(|e| PgError::io("remove the old copy", &aside, e))?;
                 Ok(())
             }
             Err(err) => {
                 if data.exists() {
                     let _ = std::fs::remove_dir_all(data);
                 }
-                std::fs::rename(&aside, data).map_err(|e| PgError::io("restore the old copy", &aside, e))?;
+                std::fs::rename(&aside, data)
+                    .map_err(|e| PgError::io("restore the old copy", &aside, e))?;
                 Err(err)
             }
         }
@@ -121,7 +137,13 @@ impl Instance {
 fn aside_path(data: &std::path::Path) -> PathBuf {
     let base = data.with_extension("old");
     (1..100)
-        .map(|n| if n == 1 { base.clone() } else { data.with_extension(format!("old.{n}")) })
+        .map(|n| {
+            if n == 1 {
+                base.clone()
+            } else {
+                data.with_extension(format!("old.{n}"))
+            }
+        })
         .find(|p| !p.exists())
         .unwrap_or(base)
 }

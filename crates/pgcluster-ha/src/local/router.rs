@@ -1,0 +1,428 @@
+//! The local router: one TCP listener for the primary (rw) and one for the
+//! replicas (ro, round-robin, falling back to the primary), both on
+//! 127.0.0.1. Targets arrive through a `tokio::sync::watch` channel; a client
+//! connection whose target stops being valid (the primary changed, a replica
+//! left) is closed at once, so nobody keeps writing to a demoted primary.
+//!
+//! Each client connection is one task running `copy_bidirectional` with
+//! large buffers and TCP_NODELAY on both sockets; the router never parses the
+//! PostgreSQL protocol.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Where the router sends new connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RouteTargets {
+    /// The writable primary, if there is one now.
+    pub primary: Option<SocketAddr>,
+    /// Streaming replicas that may serve reads.
+    pub replicas: Vec<SocketAddr>,
+}
+
+/// The two endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Endpoint {
+    /// Read-write: the primary only.
+    Rw,
+    /// Read-only: the replicas, or the primary when there are none.
+    Ro,
+}
+
+impl Endpoint {
+    /// "rw" or "ro".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rw => "rw",
+            Self::Ro => "ro",
+        }
+    }
+
+    /// The servers this endpoint may use under `targets`.
+    pub fn candidates(self, targets: &RouteTargets) -> Vec<SocketAddr> {
+        match self {
+            Self::Rw => targets.primary.into_iter().collect(),
+            Self::Ro if targets.replicas.is_empty() => targets.primary.into_iter().collect(),
+            Self::Ro => targets.replicas.clone(),
+        }
+    }
+
+    /// Whether a connection to `addr` may stay open under `targets`.
+    pub fn still_valid(self, targets: &RouteTargets, addr: SocketAddr) -> bool {
+        self.candidates(targets).contains(&addr)
+    }
+}
+
+/// Router settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// Listen address of the rw endpoint (port 0: any free port).
+    pub rw_listen: SocketAddr,
+    /// Listen address of the ro endpoint.
+    pub ro_listen: SocketAddr,
+    /// How long a new client waits for a target when there is none (during a
+    /// failover) before it is disconnected.
+    pub wait_for_target: Duration,
+    /// Timeout for connecting to a server.
+    pub connect_timeout: Duration,
+    /// Copy buffer per direction and connection.
+    pub buffer_size: usize,
+}
+
+impl RouterConfig {
+    /// rw and ro on 127.0.0.1 at the given ports, with default timeouts.
+    pub fn local(rw_port: u16, ro_port: u16) -> Self {
+        Self {
+            rw_listen: SocketAddr::from(([127, 0, 0, 1], rw_port)),
+            ro_listen: SocketAddr::from(([127, 0, 0, 1], ro_port)),
+            wait_for_target: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            buffer_size: 64 * 1024,
+        }
+    }
+}
+
+/// Failures of the router itself (client-side failures only count in stats).
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// A listener could not be bound.
+    #[error(
+        "failed to listen for the {endpoint} endpoint on {addr}; the port may be in use, choose another one"
+    )]
+    Bind {
+        /// "rw" or "ro".
+        endpoint: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The bind error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RouterError {
+    /// A bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Bind { .. } => "bind",
+        }
+    }
+}
+
+/// Counters since the router started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RouterStats {
+    /// Client connections accepted.
+    pub accepted: u64,
+    /// Client connections open now.
+    pub active: u64,
+    /// Connections closed because their target stopped being valid.
+    pub dropped_on_switch: u64,
+    /// Clients closed because no target answered (or none existed).
+    pub unroutable: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    active: AtomicU64,
+    dropped_on_switch: AtomicU64,
+    unroutable: AtomicU64,
+    round_robin: AtomicUsize,
+}
+
+struct Shared {
+    config: RouterConfig,
+    targets: watch::Receiver<RouteTargets>,
+    shutdown: watch::Receiver<bool>,
+    counters: Counters,
+}
+
+/// A running router; dropping it stops listening and closes every proxied
+/// connection.
+pub struct Router {
+    rw_addr: SocketAddr,
+    ro_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Router {
+    /// Binds both listeners and starts serving; targets follow `targets`.
+    pub async fn bind(
+        config: RouterConfig,
+        targets: watch::Receiver<RouteTargets>,
+    ) -> Result<Self, RouterError> {
+        let rw = bind(Endpoint::Rw, config.rw_listen).await?;
+        let ro = bind(Endpoint::Ro, config.ro_listen).await?;
+        let rw_addr = local_addr(Endpoint::Rw, &rw, config.rw_listen)?;
+        let ro_addr = local_addr(Endpoint::Ro, &ro, config.ro_listen)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            targets,
+            shutdown: shutdown_rx,
+            counters: Counters::default(),
+        });
+        let accept_tasks = vec![
+            tokio::spawn(accept_loop(Endpoint::Rw, rw, shared.clone())),
+            tokio::spawn(accept_loop(Endpoint::Ro, ro, shared.clone())),
+        ];
+        tracing::info!(%rw_addr, %ro_addr, "router listening");
+        Ok(Self {
+            rw_addr,
+            ro_addr,
+            shared,
+            shutdown,
+            accept_tasks,
+        })
+    }
+
+    /// The rw endpoint's address.
+    pub fn rw_addr(&self) -> SocketAddr {
+        self.rw_addr
+    }
+
+    /// The ro endpoint's address.
+    pub fn ro_addr(&self) -> SocketAddr {
+        self.ro_addr
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> RouterStats {
+        let c = &self.shared.counters;
+        RouterStats {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            active: c.active.load(Ordering::Relaxed),
+            dropped_on_switch: c.dropped_on_switch.load(Ordering::Relaxed),
+            unroutable: c.unroutable.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops listening and closes every proxied connection.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn bind(endpoint: Endpoint, addr: SocketAddr) -> Result<TcpListener, RouterError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RouterError::Bind {
+            endpoint: endpoint.name(),
+            addr,
+            source,
+        })
+}
+
+fn local_addr(
+    endpoint: Endpoint,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, RouterError> {
+    listener.local_addr().map_err(|source| RouterError::Bind {
+        endpoint: endpoint.name(),
+        addr,
+        source,
+    })
+}
+
+async fn accept_loop(endpoint: Endpoint, listener: TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((client, _)) => {
+                    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(serve(endpoint, client, shared.clone()));
+                }
+                Err(error) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(endpoint = endpoint.name(), %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Decrements `active` when a connection ends, however it ends.
+struct ActiveGuard<'a>(&'a AtomicU64);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve(endpoint: Endpoint, mut client: TcpStream, shared: Arc<Shared>) {
+    let counters = &shared.counters;
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveGuard(&counters.active);
+    let _ = client.set_nodelay(true);
+    let Some((addr, mut server)) = connect_target(endpoint, &shared).await else {
+        counters.unroutable.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let mut targets = shared.targets.clone();
+    let mut shutdown = shared.shutdown.clone();
+    let size = shared.config.buffer_size;
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, size, size) => {}
+        _ = target_invalidated(endpoint, addr, &mut targets) => {
+            counters.dropped_on_switch.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(endpoint = endpoint.name(), %addr, "closing client connection: target no longer valid");
+        }
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Connects to a target for `endpoint`, waiting (bounded) while there is
+/// none and trying each candidate once, starting at the round-robin position.
+async fn connect_target(endpoint: Endpoint, shared: &Shared) -> Option<(SocketAddr, TcpStream)> {
+    let mut targets = shared.targets.clone();
+    let deadline = tokio::time::Instant::now() + shared.config.wait_for_target;
+    loop {
+        let candidates = endpoint.candidates(&targets.borrow_and_update());
+        if !candidates.is_empty() {
+            let start = shared.counters.round_robin.fetch_add(1, Ordering::Relaxed);
+            for i in 0..candidates.len() {
+                let addr = candidates[(start + i) % candidates.len()];
+                let connect =
+                    tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr));
+                if let Ok(Ok(server)) = connect.await {
+                    let _ = server.set_nodelay(true);
+                    return Some((addr, server));
+                }
+                tracing::debug!(endpoint = endpoint.name(), %addr, "target did not accept a connection");
+            }
+        }
+        // No target (or none answered): wait for a change, bounded by the deadline.
+        match tokio::time::timeout_at(deadline, targets.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return None,
+        }
+    }
+}
+
+/// Resolves once `addr` is no longer a valid target for `endpoint`; never
+/// resolves if the targets sender is gone (targets are frozen then).
+async fn target_invalidated(
+    endpoint: Endpoint,
+    addr: SocketAddr,
+    targets: &mut watch::Receiver<RouteTargets>,
+) {
+    loop {
+        if !endpoint.still_valid(&targets.borrow_and_update(), addr) {
+            return;
+        }
+        if targets.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// rw only ever targets the primary.
+    #[test]
+    fn rw_targets_only_the_primary() {
+        let targets = RouteTargets {
+            primary: Some(addr(1)),
+            replicas: vec![addr(2)],
+        };
+        assert_eq!(Endpoint::Rw.candidates(&targets), vec![addr(1)]);
+        assert!(Endpoint::Rw.candidates(&RouteTargets::default()).is_empty());
+    }
+
+    /// ro uses the replicas and falls back to the primary when there are none.
+    #[test]
+    fn ro_falls_back_to_the_primary() {
+        let mut targets = RouteTargets {
+            primary: Some(addr(1)),
+            replicas: vec![addr(2), addr(3)],
+        };
+        assert_eq!(Endpoint::Ro.candidates(&targets), vec![addr(2), addr(3)]);
+        targets.replicas.clear();
+        assert_eq!(Endpoint::Ro.candidates(&targets), vec![addr(1)]);
+    }
+
+    /// A connection to the old primary is invalid as soon as the primary changes.
+    #[test]
+    fn switch_invalidates_old_primary() {
+        let before = RouteTargets {
+            primary: Some(addr(1)),
+            replicas: vec![addr(2)],
+        };
+        let after = RouteTargets {
+            primary: Some(addr(2)),
+            replicas: vec![],
+        };
+        assert!(Endpoint::Rw.still_valid(&before, addr(1)));
+        assert!(!Endpoint::Rw.still_valid(&after, addr(1)));
+        assert!(!Endpoint::Ro.still_valid(&after, addr(1)));
+        assert!(Endpoint::Ro.still_valid(&after, addr(2)));
+    }
+
+    /// Echo through the router, then a switch closes the proxied connection.
+    #[tokio::test]
+    async fn proxies_and_drops_on_switch() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+        let echo_addr = echo.local_addr().expect("bound");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let (tx, rx) = watch::channel(RouteTargets {
+            primary: Some(echo_addr),
+            replicas: vec![],
+        });
+        let router = Router::bind(RouterConfig::local(0, 0), rx)
+            .await
+            .expect("bind router");
+        let mut conn = TcpStream::connect(router.rw_addr()).await.expect("connect");
+        conn.write_all(b"ping").await.expect("write");
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).await.expect("echo");
+        assert_eq!(&buf, b"ping");
+        tx.send_replace(RouteTargets {
+            primary: Some(addr(1)),
+            replicas: vec![],
+        });
+        let n = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf))
+            .await
+            .expect("closed promptly")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "connection to the old primary is closed");
+        assert_eq!(router.stats().dropped_on_switch, 1);
+    }
+}
