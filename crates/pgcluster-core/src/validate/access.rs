@@ -307,6 +307,27 @@ pub(crate) fn check_access(
                 }
             }
         }
+        // Least privilege both ways: a rule only pairs a role with a database it may use.
+        for (k, role) in rule.roles.iter().enumerate() {
+            let Some(spec_role) = roles.iter().find(|r| &r.name == role) else {
+                continue;
+            };
+            for database in &rule.databases {
+                let Some(db) = databases.iter().find(|d| &d.name == database) else {
+                    continue;
+                };
+                let granted =
+                    db.owner == *role || spec_role.grants.iter().any(|g| &g.database == database);
+                if !granted {
+                    problems.push(
+                        Check::NoPrivilege,
+                        format!("{base}.roles[{k}]"),
+                        format!("the rule admits role `{role}` to database `{database}`, which it neither owns nor has a grant on"),
+                        format!("add `{{database: {database}}}` to the grants of role `{role}` in spec.roles, or remove the pair from the rule"),
+                    );
+                }
+            }
+        }
         model.rules.push(Rule {
             name: rule.name.clone(),
             sources,

@@ -51,6 +51,8 @@ pub enum Check {
     UndeclaredReference,
     /// An access rule that admits nobody or nothing.
     EmptyRule,
+    /// An access rule pairing a role with a database it neither owns nor has a grant on.
+    NoPrivilege,
     /// An access rule using an endpoint that is disabled.
     EndpointDisabled,
     /// A LoadBalancer no rule admits clients through.
@@ -86,6 +88,7 @@ impl Check {
             Check::OverlappingRanges => "overlapping-ranges",
             Check::UndeclaredReference => "undeclared-reference",
             Check::EmptyRule => "empty-rule",
+            Check::NoPrivilege => "no-privilege",
             Check::EndpointDisabled => "endpoint-disabled",
             Check::LoadBalancerUnused => "load-balancer-unused",
             Check::InvalidLabel => "invalid-label",
