@@ -435,9 +435,10 @@ fn switchover(
     }
     let final_lsn = pg.end_lsn();
     let caught_up = view.members.get(&progress.target).is_some_and(|m| {
+        // Not `healthy`: it stopped streaming when we shut down.
         fresh(s, now, &m.name)
-            && m.healthy
             && m.role == MemberRole::Replica
+            && m.following.as_ref() == Some(&me)
             && m.timeline == pg.timeline
             && m.flushed_lsn >= final_lsn
     });

@@ -9,7 +9,19 @@ use std::time::Duration;
 /// members never compare their clocks with each other. Clock *rate* drift
 /// between members is what [`pgcluster_core::timing::FailoverTimings::max_clock_drift`]
 /// bounds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Millis(pub u64);
 
 impl Millis {
@@ -39,7 +51,19 @@ pub fn duration_ms(d: Duration) -> u64 {
 }
 
 /// A PostgreSQL write-ahead-log position in bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Lsn(pub u64);
 
 impl fmt::Display for Lsn {
@@ -50,7 +74,19 @@ impl fmt::Display for Lsn {
 }
 
 /// A PostgreSQL timeline ID.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Timeline(pub u32);
 
 impl fmt::Display for Timeline {
@@ -60,7 +96,9 @@ impl fmt::Display for Timeline {
 }
 
 /// PostgreSQL's database system identifier (set by initdb, copied by base backups).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SystemId(pub u64);
 
 impl fmt::Display for SystemId {
@@ -70,7 +108,9 @@ impl fmt::Display for SystemId {
 }
 
 /// The name of a cluster member (instance), e.g. `pg-0`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct MemberName(String);
 
 impl MemberName {

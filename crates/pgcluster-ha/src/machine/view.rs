@@ -12,7 +12,19 @@ use super::units::{Lsn, MemberName, Millis, SystemId, Timeline};
 /// `resourceVersion`) store this counter in the record and check both: the
 /// counter must equal the expected one, and the object must not have changed
 /// between their read and their write (a 409 is [`crate::coordinator::CasOutcome::Lost`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct LeaseVersion(pub u64);
 
 /// One timeline switch in the cluster's history: `timeline` ended at `end`
