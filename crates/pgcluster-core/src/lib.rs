@@ -62,3 +62,8 @@ pub use validate::{Check, ValidationError, ValidationErrors, validate};
 pub use validated::ValidatedCluster;
 mod crd;
 pub use crd::crd_yaml;
+
+// The README's Rust examples are compiled and run as doc tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

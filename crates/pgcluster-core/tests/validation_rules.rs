@@ -311,6 +311,15 @@ const CASES: &[Case] = &[
         Check::PublicAddress,
     ),
     (
+        "public CIDR through a LoadBalancer without its opt-in",
+        |c| {
+            c.spec.access[2].from.cidrs = vec!["8.8.8.0/24".into()];
+            c.spec.access[2].from.allow_public = Some(true);
+        },
+        "spec.access[2].from.cidrs[0]",
+        Check::PublicAddress,
+    ),
+    (
         "CIDR host bits",
         |c| c.spec.access[2].from.cidrs = vec!["10.0.10.7/24".into()],
         "spec.access[2].from.cidrs[0]",

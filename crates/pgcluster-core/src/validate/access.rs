@@ -255,6 +255,23 @@ pub(crate) fn check_access(
                     allow_public,
                     &format!("{base}.from.allowPublic"),
                 );
+                // A public range reaching the LoadBalancer also lands in its
+                // loadBalancerSourceRanges, so the Service must opt in too.
+                let via_lb = rule.endpoints.contains(&AccessEndpoint::LoadBalancer);
+                if let Some(lb) = services.load_balancer.as_ref().filter(|_| via_lb)
+                    && allow_public
+                    && !lb.allow_public
+                    && !crate::access::cidr::is_private_net(&net)
+                {
+                    problems.push(
+                        Check::PublicAddress,
+                        &path,
+                        format!(
+                            "{net} is a public range admitted through the LoadBalancer, which does not allow public source ranges"
+                        ),
+                        "set spec.services.loadBalancer.allowPublic: true as well, or use a private range",
+                    );
+                }
                 sources.push(Source::Cidr(net));
             }
         }
