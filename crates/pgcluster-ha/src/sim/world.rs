@@ -330,11 +330,11 @@ impl World {
                 self.client_write();
                 self.push(self.now + CLIENT_EVERY, Event::Client);
             }
-            Event::Watchdog { m, deadline } => {
-                if self.members[m].watchdog == Some(deadline) && self.members[m].pg.writable() {
-                    self.members[m].pg.stop();
-                    self.trace(format!("{} watchdog fenced PostgreSQL", self.names[m]));
-                }
+            Event::Watchdog { m, deadline }
+                if self.members[m].watchdog == Some(deadline) && self.members[m].pg.writable() =>
+            {
+                self.members[m].pg.stop();
+                self.trace(format!("{} watchdog fenced PostgreSQL", self.names[m]));
             }
             Event::Probe { to, from, probe } => {
                 let inc = self.members[to].inc;
@@ -873,11 +873,9 @@ impl World {
         self.trace(format!("fault {f} ends"));
         for m in self.targets(i) {
             match f.kind {
-                FaultKind::CrashNode | FaultKind::CrashAgent => {
-                    if self.members[m].agent.is_none() {
-                        let at = self.now;
-                        self.start_agent(m, at);
-                    }
+                FaultKind::CrashNode | FaultKind::CrashAgent if self.members[m].agent.is_none() => {
+                    let at = self.now;
+                    self.start_agent(m, at);
                 }
                 FaultKind::CoordinatorDown => {
                     self.members[m].coord_down = self.members[m].coord_down.saturating_sub(1)

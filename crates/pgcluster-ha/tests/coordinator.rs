@@ -1,0 +1,90 @@
+//! The memory coordinator's contract, through the `Coordinator` trait.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use pgcluster_ha::coordinator::memory::MemoryCoordinator;
+use pgcluster_ha::coordinator::{CasOutcome, Coordinator, CoordinatorError};
+use pgcluster_ha::machine::*;
+
+/// Runs a future that never waits (the memory coordinator's).
+fn now<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the memory coordinator never waits"),
+    }
+}
+
+fn record(holder: &str, term: u64) -> LeaseRecord {
+    LeaseRecord {
+        holder: Some(MemberName::from(holder)),
+        term,
+        renewed_at: Millis(0),
+        duration_ms: 2000,
+        system_identifier: None,
+        timeline: Timeline(1),
+        history: Vec::new(),
+        max_timeline: Timeline(1),
+        primary_lsn: Lsn(0),
+        sync_standbys: Default::default(),
+    }
+}
+
+/// Compare-and-swap: exactly one of two racing writers wins; the loser gets
+/// `Lost` with the current lease, not an error.
+#[test]
+fn lease_cas_has_exactly_one_winner_and_a_lost_result_for_the_other() {
+    let c = MemoryCoordinator::new();
+    let a = now(c.compare_and_swap_lease(LeaseVersion(0), record("pg-0", 1))).expect("reachable");
+    let b = now(c.compare_and_swap_lease(LeaseVersion(0), record("pg-1", 1))).expect("reachable");
+    let CasOutcome::Won(won) = a else {
+        panic!("first writer wins")
+    };
+    assert_eq!(won.version, LeaseVersion(1));
+    assert_eq!(b, CasOutcome::Lost(Some(won.clone())));
+    let renewed =
+        now(c.compare_and_swap_lease(LeaseVersion(1), record("pg-0", 1))).expect("reachable");
+    assert!(matches!(renewed, CasOutcome::Won(l) if l.version == LeaseVersion(2)));
+}
+
+/// The view carries published states and the one pending switchover request.
+#[test]
+fn view_has_members_and_one_pending_switchover() {
+    let c = MemoryCoordinator::new();
+    let state = MemberState {
+        name: MemberName::from("pg-0"),
+        role: MemberRole::Primary,
+        healthy: true,
+        timeline: Timeline(1),
+        received_lsn: Lsn(1),
+        replayed_lsn: Lsn(1),
+        flushed_lsn: Lsn(1),
+        system_identifier: None,
+        following: None,
+        sync_eligible: false,
+        last_seen: Millis(5),
+        heartbeat: 1,
+    };
+    now(c.publish_member(state.clone())).expect("reachable");
+    now(c.request_switchover(SwitchoverRequest {
+        id: 1,
+        target: None,
+    }))
+    .expect("first request");
+    let e = now(c.request_switchover(SwitchoverRequest {
+        id: 2,
+        target: None,
+    }))
+    .expect_err("one pending");
+    assert!(matches!(
+        e,
+        CoordinatorError::SwitchoverPending { pending: 1 }
+    ));
+    assert_eq!(e.category(), "switchover_pending");
+    let v = now(c.read_view()).expect("reachable");
+    assert_eq!(v.members.get(&state.name), Some(&state));
+    now(c.clear_switchover(1)).expect("reachable");
+    assert_eq!(now(c.read_view()).expect("reachable").switchover, None);
+}
