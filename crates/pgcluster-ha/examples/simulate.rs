@@ -26,6 +26,8 @@ struct Args {
     count: u64,
     quiet: bool,
     duration: Option<u64>,
+    mix: bool,
+    time_limit: Option<u64>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -38,6 +40,8 @@ fn parse() -> Result<Args, String> {
         count: 1,
         quiet: false,
         duration: None,
+        mix: false,
+        time_limit: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,6 +56,10 @@ fn parse() -> Result<Args, String> {
                 a.duration = Some(value()?.parse().map_err(|e| format!("--duration: {e}"))?)
             }
             "--quiet" => a.quiet = true,
+            "--mix" => a.mix = true,
+            "--time-limit" => {
+                a.time_limit = Some(value()?.parse().map_err(|e| format!("--time-limit: {e}"))?)
+            }
             "--faults" => {
                 let v = value()?;
                 if v != "random" {
@@ -69,10 +77,22 @@ fn parse() -> Result<Args, String> {
     Ok(a)
 }
 
+/// Mode, fallback and size of one schedule: as given, or (with `--mix`)
+/// rotating through async / sync+block / sync+fallback and 2 to 5 members.
+fn shape(a: &Args, seed: u64) -> (bool, bool, usize) {
+    if a.mix {
+        let sizes = [3, 3, 3, 2, 4, 5];
+        let size = sizes[((seed / 3) % sizes.len() as u64) as usize];
+        return (!seed.is_multiple_of(3), seed % 3 == 2, size);
+    }
+    (a.mode == "sync", a.fallback, a.members)
+}
+
 fn config(a: &Args, seed: u64) -> SimConfig {
-    let mut c = SimConfig::new(seed, a.members);
-    if a.mode == "sync" {
-        let policy = if a.fallback {
+    let (sync, fallback, members) = shape(a, seed);
+    let mut c = SimConfig::new(seed, members);
+    if sync {
+        let policy = if fallback {
             NoStandbyPolicy::FallbackToAsync
         } else {
             NoStandbyPolicy::Block
@@ -92,17 +112,30 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: simulate [--seed S] [--members N] [--mode async|sync] [--fallback] [--faults random|F,F,...] [--count K] [--duration MS] [--quiet]"
+                "{e}\nusage: simulate [--seed S] [--members N] [--mode async|sync] [--fallback] [--faults random|F,F,...] [--count K] [--mix] [--time-limit SECS] [--duration MS] [--quiet]"
             );
             return ExitCode::from(2);
         }
     };
     let started = Instant::now();
     let mut failed = 0u64;
+    let mut done = 0u64;
     let (mut worst_failover, mut worst_switchover) = (0u64, 0u64);
     for seed in a.seed..a.seed.saturating_add(a.count) {
+        if a.time_limit
+            .is_some_and(|l| started.elapsed().as_secs() >= l)
+        {
+            break;
+        }
         let c = config(&a, seed);
         let r = sim::run(&c);
+        done += 1;
+        if a.count > 1 && done.is_multiple_of(100_000) {
+            eprintln!(
+                "{done} schedules, {failed} failed, {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         worst_failover = worst_failover.max(r.failover_ms.iter().copied().max().unwrap_or(0));
         worst_switchover = worst_switchover.max(r.switchover_ms.iter().copied().max().unwrap_or(0));
         if a.count == 1 {
@@ -132,11 +165,11 @@ fn main() -> ExitCode {
         }
         if !r.violations.is_empty() {
             failed += 1;
+            let (sync, fallback, members) = shape(&a, seed);
             println!(
-                "seed {seed} ({} members, mode {}{}) FAILED:",
-                a.members,
-                a.mode,
-                if a.fallback { " fallback" } else { "" }
+                "seed {seed} FAILED; replay: cargo run -p pgcluster-ha --example simulate -- --seed {seed} --members {members}{}{}",
+                if sync { " --mode sync" } else { "" },
+                if fallback { " --fallback" } else { "" }
             );
             for v in &r.violations {
                 println!("  {v}");
@@ -144,8 +177,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "{} schedule(s), {failed} failed, worst failover {worst_failover} ms, worst switchover {worst_switchover} ms, {:.1}s",
-        a.count,
+        "{done} schedule(s), {failed} failed, worst failover {worst_failover} ms, worst switchover {worst_switchover} ms, {:.1}s",
         started.elapsed().as_secs_f64()
     );
     if failed > 0 {

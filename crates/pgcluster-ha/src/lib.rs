@@ -136,9 +136,9 @@
 
 #![warn(missing_docs)]
 pub mod coordinator;
-pub mod machine;
-pub mod sim;
-pub mod postgres;
 pub mod local;
+pub mod machine;
+pub mod postgres;
+pub mod sim;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -91,7 +91,7 @@ impl Checker {
 
     fn violate(w: &mut World, invariant: u8, message: String) {
         if w.report.violations.len() < 20 {
-            w.trace(format!("VIOLATION of invariant {invariant}: {message}"));
+            trace!(w, "VIOLATION of invariant {invariant}: {message}");
             w.report.violations.push(Violation {
                 at: w.now,
                 invariant,
@@ -126,10 +126,12 @@ impl Checker {
     }
 
     pub(super) fn after_event(w: &mut World) {
-        let writable: Vec<usize> = (0..w.members.len())
-            .filter(|&m| w.members[m].pg.writable())
-            .collect();
-        if writable.len() > 1 {
+        let count = w.members.iter().filter(|mb| mb.pg.writable()).count();
+        let any_writable = count > 0;
+        if count > 1 {
+            let writable: Vec<usize> = (0..w.members.len())
+                .filter(|&m| w.members[m].pg.writable())
+                .collect();
             let names: Vec<String> = writable.iter().map(|&m| w.names[m].to_string()).collect();
             Self::violate(
                 w,
@@ -142,18 +144,22 @@ impl Checker {
             if now_w != w.checker.writable_before[m] {
                 w.checker.writable_before[m] = now_w;
                 let name = w.names[m].clone();
-                w.trace(format!(
+                trace!(
+                    w,
                     "{name} {} writes",
                     if now_w { "accepts" } else { "stopped taking" }
-                ));
+                );
             }
+        }
+        if w.checker.monitors.is_empty() {
+            return;
         }
         let monitors = std::mem::take(&mut w.checker.monitors);
         let mut keep = Vec::new();
         for mon in monitors {
             match mon {
                 Monitor::Liveness { started, deadline } => {
-                    if !writable.is_empty() {
+                    if any_writable {
                         w.report.failover_ms.push(w.now - started);
                     } else if w.now > deadline {
                         Self::violate(
@@ -174,10 +180,10 @@ impl Checker {
                     old,
                     target,
                 } => {
-                    let done = writable
-                        .iter()
-                        .find(|&&m| m != old && target.is_none_or(|t| t == m));
-                    if let Some(&m) = done {
+                    let done = (0..w.members.len()).find(|&m| {
+                        w.members[m].pg.writable() && m != old && target.is_none_or(|t| t == m)
+                    });
+                    if let Some(m) = done {
                         w.report.switchover_ms.push(w.now - started);
                         let missing = w.checker.missing(w, m);
                         if missing > 0 {

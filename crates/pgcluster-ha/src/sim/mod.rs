@@ -10,6 +10,17 @@
 //! acknowledged. The six invariants are checked as the run goes
 //! ([`check`]). Same seed and config, same run, event for event.
 
+/// Appends a formatted line to the run's timeline, formatting nothing when
+/// the run is not traced.
+macro_rules! trace {
+    ($w:expr, $($arg:tt)*) => {
+        if $w.cfg.trace {
+            let line = format!($($arg)*);
+            $w.trace(line);
+        }
+    };
+}
+
 pub mod check;
 pub mod pg;
 pub mod rng;

@@ -334,7 +334,7 @@ impl World {
                 if self.members[m].watchdog == Some(deadline) && self.members[m].pg.writable() =>
             {
                 self.members[m].pg.stop();
-                self.trace(format!("{} watchdog fenced PostgreSQL", self.names[m]));
+                trace!(self, "{} watchdog fenced PostgreSQL", self.names[m]);
             }
             Event::Probe { to, from, probe } => {
                 let inc = self.members[to].inc;
@@ -469,7 +469,8 @@ impl World {
                     if before.as_ref().map(|l| (&l.record.holder, l.record.term))
                         != Some((&lease.record.holder, lease.record.term))
                     {
-                        self.trace(format!(
+                        trace!(
+                            self,
                             "lease -> {} term {} timeline {} (by {name})",
                             lease
                                 .record
@@ -478,7 +479,7 @@ impl World {
                                 .map_or("nobody", |h| h.as_str()),
                             lease.record.term,
                             lease.record.timeline
-                        ));
+                        );
                     }
                     self.agent(m).lease_outcome = Some(LeaseOutcome::Won(lease));
                     return (true, d);
@@ -523,7 +524,7 @@ impl World {
             }
             Action::FenceWrites => {
                 if self.members[m].pg.writable() {
-                    self.trace(format!("{name} fenced writes"));
+                    trace!(self, "{name} fenced writes");
                 }
                 self.members[m].pg.stop();
                 (true, 0)
@@ -535,7 +536,7 @@ impl World {
                     self.flush_to_standbys(m);
                 }
                 if was_primary {
-                    self.trace(format!("{name} demoted ({mode:?})"));
+                    trace!(self, "{name} demoted ({mode:?})");
                 }
                 (true, if mode == StopMode::Fast { 50 } else { 5 })
             }
@@ -554,7 +555,7 @@ impl World {
                 });
                 pg.running = true;
                 pg.upstream = None;
-                self.trace(format!("{name} initialised the cluster"));
+                trace!(self, "{name} initialised the cluster");
                 Checker::became_writable(self, m);
                 (true, 100)
             }
@@ -571,7 +572,7 @@ impl World {
                 }
                 pg.running = true;
                 pg.upstream = None;
-                self.trace(format!("{name} started as primary"));
+                trace!(self, "{name} started as primary");
                 Checker::became_writable(self, m);
                 (true, 50)
             }
@@ -606,7 +607,7 @@ impl World {
                 pg.running = true;
                 pg.streaming = false;
                 pg.upstream = None;
-                self.trace(format!("{name} promoted to timeline {timeline}"));
+                trace!(self, "{name} promoted to timeline {timeline}");
                 Checker::became_writable(self, m);
                 (true, 30)
             }
@@ -630,7 +631,7 @@ impl World {
                 pg.data = Some(data);
                 pg.upstream = Some(from);
                 let what = if is_rewind { "rewound" } else { "re-cloned" };
-                self.trace(format!("{name} {what} from {}", self.names[from]));
+                trace!(self, "{name} {what} from {}", self.names[from]);
                 (true, 150)
             }
             Action::AcquireLease { .. }
@@ -720,25 +721,27 @@ impl World {
         if from == m || !self.members[m].pg.standby() || self.members[m].pg.upstream != Some(from) {
             return;
         }
-        let Some(src) = self.members[from].pg.data.clone() else {
+        let (a, b) = if m < from {
+            let (lo, hi) = self.members.split_at_mut(from);
+            (&mut lo[m], &hi[0])
+        } else {
+            let (lo, hi) = self.members.split_at_mut(m);
+            (&mut hi[0], &lo[from])
+        };
+        let (Some(d), Some(src)) = (&mut a.pg.data, &b.pg.data) else {
             return;
         };
         if src.wal.len() < len || src.wal.get(len.wrapping_sub(1)) != Some(&last) {
             return;
         }
-        let Some(d) = &mut self.members[m].pg.data else {
-            return;
-        };
-        if !d.is_prefix_of(&src, len) || d.wal.len() >= len {
+        if !d.is_prefix_of(src, len) || d.wal.len() >= len {
             return;
         }
-        d.wal.extend_from_slice(&src.wal[d.wal.len()..len]);
-        d.history = src
-            .history
-            .iter()
-            .filter(|(_, s)| *s < len)
-            .copied()
-            .collect();
+        let start = d.wal.len();
+        d.wal.extend_from_slice(&src.wal[start..len]);
+        d.history.clear();
+        d.history
+            .extend(src.history.iter().filter(|(_, s)| *s < len).copied());
         self.try_acks(from);
     }
 
@@ -820,10 +823,11 @@ impl World {
                 }),
         };
         self.resolved[i] = resolved;
-        self.trace(format!(
+        trace!(
+            self,
             "fault {f} starts (hits {:?})",
             resolved.map(|m| self.names[m].to_string())
-        ));
+        );
         Checker::fault_starts(self, i);
         for m in self.targets(i) {
             match f.kind {
@@ -870,7 +874,7 @@ impl World {
 
     fn apply_fault_end(&mut self, i: usize) {
         let f = self.faults[i];
-        self.trace(format!("fault {f} ends"));
+        trace!(self, "fault {f} ends");
         for m in self.targets(i) {
             match f.kind {
                 FaultKind::CrashNode | FaultKind::CrashAgent if self.members[m].agent.is_none() => {
