@@ -599,6 +599,44 @@ fn switchover_stops_cleanly_then_hands_over_to_the_caught_up_target() {
     assert!(has(&a, |a| *a == Action::ClearSwitchover { id: 7 }));
 }
 
+/// Switchover: once the hand-over is sent, the old primary never serves on
+/// the old lease again, even when it never learns whether the write happened
+/// and then loses the coordinator (found by the simulator, seed 19063).
+#[test]
+fn hand_over_with_unknown_outcome_never_restarts_as_primary() {
+    let s = leader(config("pg-0"));
+    let l = s.held_lease().expect("holds").clone();
+    let mut v = view(
+        Some(l),
+        vec![member("pg-1", MemberRole::Replica, 1100, 1, Some("pg-0"))],
+    );
+    v.switchover = Some(SwitchoverRequest {
+        id: 7,
+        target: Some(n("pg-1")),
+    });
+    let mut pg = pg_primary(1100, 1);
+    pg.replicas = vec![ReplicaProgress {
+        name: n("pg-1"),
+        flushed_lsn: Lsn(1100),
+    }];
+    let (s, _) = run(s, 1300, tick(pg.clone(), Some(v.clone())));
+    pg.running = false;
+    v.members.get_mut(&n("pg-1")).expect("present").heartbeat = 2;
+    let (s, a) = run(s, 1550, tick(pg.clone(), Some(v)));
+    assert!(has(&a, |a| matches!(a, Action::HandOverLease { .. })));
+    assert_eq!(s.write_deadline(), None);
+    let mut t = tick(pg, None);
+    t.lease_outcome = Some(LeaseOutcome::Failed);
+    let (_, a) = run(s, 1800, t);
+    assert!(
+        !has(&a, |a| matches!(
+            a,
+            Action::StartAsPrimary | Action::Promote { .. }
+        )),
+        "{a:?}"
+    );
+}
+
 /// Switchover: the target, finding itself holder, renews and promotes in one batch.
 #[test]
 fn switchover_target_renews_then_promotes() {

@@ -459,6 +459,13 @@ fn switchover(
         record,
     });
     s.pending_cas = Some(PendingCas { sent_at: now });
+    // Giving the lease away is irrevocable from our side: even if we never
+    // learn whether the write happened, we must not act on the old lease
+    // again (found by the simulator: a lost answer to the hand-over let the
+    // old primary restart as primary next to the new one). If the write did
+    // not happen, the view still names us and `reclaim` renews first.
+    s.held = None;
+    s.failsafe_confirmed.clear();
     out.push(Action::ClearSwitchover { id: progress.id });
     true
 }

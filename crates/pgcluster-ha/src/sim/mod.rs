@@ -5,7 +5,8 @@
 //! machine ([`crate::machine::step`]) driven like the agent drives it, the
 //! [`crate::coordinator::memory::MemoryCoordinator`] with per-member
 //! unavailability, message delay, crashes and restarts of agent and/or
-//! PostgreSQL, partitions between members, bounded clock drift, a watchdog,
+//! PostgreSQL, coordinator writes that take effect but whose answer is lost,
+//! partitions between members, bounded clock drift, a watchdog,
 //! and a client that writes every 20 ms and records which writes were
 //! acknowledged. The six invariants are checked as the run goes
 //! ([`check`]). Same seed and config, same run, event for event.

@@ -131,6 +131,8 @@ pub(super) struct World {
     pub faults: Vec<Fault>,
     pub resolved: Vec<Option<usize>>,
     max_delay: u64,
+    /// Per mille of coordinator writes that take effect but whose answer is lost.
+    lost_answers: u64,
     pub checker: Checker,
     pub report: SimReport,
 }
@@ -148,6 +150,11 @@ impl World {
             })
             .collect();
         let max_delay = cfg.max_delay.unwrap_or_else(|| rng.range(1, 40));
+        let lost_answers = if rng.chance(1, 3) {
+            rng.range(5, 50)
+        } else {
+            0
+        };
         let drift = i64::try_from(
             cfg.timings.max_clock_drift.as_micros() * 1000
                 / cfg.timings.lease_duration.as_millis().max(1)
@@ -194,6 +201,7 @@ impl World {
             resolved: vec![None; faults.len()],
             faults,
             max_delay,
+            lost_answers,
             checker: Checker::new(n),
             report,
         }
@@ -464,6 +472,7 @@ impl World {
             let before = self.coord.lease();
             let outcome = self.coord.cas_lease(expected, record.clone());
             let d = self.delay();
+            let answer_lost = self.answer_lost();
             match outcome {
                 CasOutcome::Won(lease) => {
                     if before.as_ref().map(|l| (&l.record.holder, l.record.term))
@@ -480,6 +489,11 @@ impl World {
                             lease.record.term,
                             lease.record.timeline
                         );
+                    }
+                    if answer_lost {
+                        // Written, but the writer cannot know.
+                        self.agent(m).lease_outcome = Some(LeaseOutcome::Failed);
+                        return (false, COORD_TIMEOUT);
                     }
                     self.agent(m).lease_outcome = Some(LeaseOutcome::Won(lease));
                     return (true, d);
@@ -646,8 +660,16 @@ impl World {
             return (false, COORD_TIMEOUT);
         }
         f(&self.coord);
+        if self.answer_lost() {
+            return (false, COORD_TIMEOUT);
+        }
         let d = self.delay();
         (true, d)
+    }
+
+    /// Whether the answer to a coordinator write that took effect gets lost.
+    fn answer_lost(&mut self) -> bool {
+        self.lost_answers > 0 && self.rng.chance(self.lost_answers, 1000)
     }
 
     fn index(&self, name: &MemberName) -> usize {
