@@ -186,3 +186,53 @@ async fn read_only_fence_and_unfence() {
         .await
         .expect("writes are back");
 }
+
+/// A small tmpfs, unmounted (lazily) on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` on a fresh temp dir; `None` when we may not mount.
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A full disk during initdb is reported as DiskFull with the path that
+/// could not be written (not as a generic command failure).
+#[tokio::test]
+async fn disk_full_is_reported_with_path() {
+    let Some(fs) = Tmpfs::mount("12m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let server = TestServer::new_in("full", fs.0.path()).await;
+    let err = server
+        .instance
+        .initdb(postgres::AuthMethod::ScramSha256)
+        .await
+        .expect_err("12 MB is too small for initdb");
+    assert!(matches!(err, PgError::DiskFull { .. }), "{err}");
+    assert!(err.to_string().contains("disk is full"), "{err}");
+    drop(server);
+}

@@ -73,12 +73,17 @@ pub struct TestServer {
 impl TestServer {
     /// A new (not yet initialised) instance in a fresh temp dir.
     pub async fn new(member: &str) -> Self {
+        Self::new_in(member, &std::env::temp_dir()).await
+    }
+
+    /// A new (not yet initialised) instance in a fresh directory below `parent`.
+    pub async fn new_in(member: &str, parent: &Path) -> Self {
         let os_user = OsUser::resolve(None)
             .await
             .expect("an unprivileged OS user exists or can be created");
         let dir = tempfile::Builder::new()
             .prefix("pgcluster-test-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("the temp dir is writable");
         os_user.chown(dir.path()).expect("we created the temp dir");
         let port = free_port();

@@ -1,0 +1,86 @@
+//! Router overhead benchmark: pgbench select-only TPS directly against a
+//! real PostgreSQL 15 server vs through the local router (same run,
+//! alternating), and 200 concurrent connections through the router (errors,
+//! p95 latency), with the direct 200-connection run as baseline.
+//!
+//! `cargo run -p pgcluster-ha --release --example router_bench [SECONDS] [CLIENTS]`
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgcluster_ha::local::bench::{self, BenchRun, BenchTarget};
+use pgcluster_ha::local::{RouteTargets, Router, RouterConfig};
+use pgcluster_ha::testing::{TEST_PASSWORD, TestServer};
+use tokio::sync::watch;
+
+fn target(port: u16) -> BenchTarget {
+    BenchTarget {
+        host: "127.0.0.1".to_owned(),
+        port,
+        user: "postgres".to_owned(),
+        password: TEST_PASSWORD.to_owned(),
+        dbname: "postgres".to_owned(),
+    }
+}
+
+fn show(label: &str, r: &bench::BenchResult) {
+    println!(
+        "  {label:<28} tps {:>9.0}  avg {:>7} ms  p95 {:>7} ms  errors {}",
+        r.tps,
+        r.latency_avg_ms.map_or("-".into(), |v| format!("{v:.2}")),
+        r.latency_p95_ms.map_or("-".into(), |v| format!("{v:.2}")),
+        r.errors()
+    );
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let seconds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let clients: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(8);
+    let server = TestServer::primary_with("bench", |c| c.max_connections = 260).await;
+    let pgbench = server.instance.bin.tool("pgbench");
+    let scratch = PathBuf::from(server.dir());
+    bench::init(&pgbench, &target(server.instance.port), 1).await?;
+
+    let (_targets, rx) = watch::channel(RouteTargets {
+        primary: Some(server.addr()),
+        replicas: vec![],
+    });
+    let router = Router::bind(RouterConfig::local(0, 0), rx).await?;
+    let direct = target(server.instance.port);
+    let routed = target(router.rw_addr().port());
+
+    println!(
+        "select-only, {clients} clients, 2 threads, {seconds} s per run, best of 2 alternating rounds"
+    );
+    let spec = BenchRun {
+        clients,
+        threads: 2,
+        duration: Duration::from_secs(seconds),
+        select_only: true,
+        log_latencies: true,
+    };
+    let overhead =
+        bench::compare_direct_vs_routed(&pgbench, &direct, &routed, &spec, 2, &scratch).await?;
+    show("direct", &overhead.direct);
+    show("through router (rw)", &overhead.routed);
+    println!("  ratio routed/direct: {:.2}", overhead.ratio);
+
+    println!("200 concurrent connections, select-only, {seconds} s");
+    let many = BenchRun {
+        clients: 200,
+        ..spec
+    };
+    let direct_many = bench::run(&pgbench, &direct, &many, &scratch).await?;
+    let routed_many = bench::run(&pgbench, &routed, &many, &scratch).await?;
+    show("direct, 200 clients", &direct_many);
+    show("through router, 200 clients", &routed_many);
+    println!(
+        "  ratio routed/direct: {:.2}; router errors: {}; router stats: {:?}",
+        routed_many.tps / direct_many.tps.max(f64::MIN_POSITIVE),
+        routed_many.errors(),
+        router.stats()
+    );
+    Ok(())
+}
