@@ -11,6 +11,11 @@
 //! * Lease actions are one compare-and-swap each:
 //!   `coordinator.compare_and_swap_lease(expected, record)`.
 //! * Actions are idempotent: doing one twice (after an agent restart) is harmless.
+//! * `Bootstrap`, `StartAsPrimary` and `Promote` must fail (not make
+//!   PostgreSQL writable) when no watchdog deadline is armed or the armed one
+//!   has passed: a batch can run late (a long pause between `step` and the
+//!   executor), and the machine always arms the watchdog earlier in the
+//!   same batch.
 
 use super::observation::FailsafeProbe;
 use super::observation::FailsafeReply;

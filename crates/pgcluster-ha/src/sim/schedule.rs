@@ -22,6 +22,9 @@ pub enum FaultKind {
     CrashNode,
     /// Only the agent dies (PostgreSQL keeps running; the watchdog stays armed).
     CrashAgent,
+    /// The agent freezes (a long GC or VM pause) until `until`, then carries
+    /// on with what it was doing, on stale decisions.
+    PauseAgent,
     /// Only PostgreSQL dies (the agent restarts it).
     CrashPostgres,
     /// The coordinator is unreachable for the target until `until`.
@@ -63,6 +66,7 @@ impl fmt::Display for Fault {
         let kind = match self.kind {
             FaultKind::CrashNode => "crash-node".to_owned(),
             FaultKind::CrashAgent => "crash-agent".to_owned(),
+            FaultKind::PauseAgent => "pause-agent".to_owned(),
             FaultKind::CrashPostgres => "crash-pg".to_owned(),
             FaultKind::CoordinatorDown => "coord-down".to_owned(),
             FaultKind::Partition { peer } => format!("partition/{peer}"),
@@ -77,7 +81,7 @@ impl fmt::Display for Fault {
 /// A fault specification that could not be parsed.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "failed to parse fault {spec:?}: expected KIND:WHO@START[-END] with KIND one of crash-node, crash-agent, crash-pg, coord-down, partition/N, switchover/N|best, foreign-data and WHO a member index, all or primary"
+    "failed to parse fault {spec:?}: expected KIND:WHO@START[-END] with KIND one of crash-node, crash-agent, pause-agent, crash-pg, coord-down, partition/N, switchover/N|best, foreign-data and WHO a member index, all or primary"
 )]
 pub struct FaultParseError {
     /// The offending text.
@@ -108,6 +112,7 @@ impl std::str::FromStr for Fault {
             None => match kind {
                 "crash-node" => FaultKind::CrashNode,
                 "crash-agent" => FaultKind::CrashAgent,
+                "pause-agent" => FaultKind::PauseAgent,
                 "crash-pg" => FaultKind::CrashPostgres,
                 "coord-down" => FaultKind::CoordinatorDown,
                 "foreign-data" => FaultKind::ForeignData,
@@ -209,9 +214,10 @@ pub fn random_faults(rng: &mut Rng, members: usize, start: u64, heal: u64) -> (S
                     3 => Target::All,
                     _ => Target::Member(rng.below(members)),
                 };
-                let kind = match rng.range(0, 10) {
+                let kind = match rng.range(0, 11) {
                     0 | 1 => FaultKind::CrashNode,
                     2 => FaultKind::CrashAgent,
+                    10 => FaultKind::PauseAgent,
                     3 => FaultKind::CrashPostgres,
                     4..=6 => FaultKind::CoordinatorDown,
                     7 | 8 => FaultKind::Partition {
@@ -223,7 +229,10 @@ pub fn random_faults(rng: &mut Rng, members: usize, start: u64, heal: u64) -> (S
                 };
                 let target = match (kind, target) {
                     (FaultKind::Partition { .. }, Target::All) => Target::Primary,
-                    (FaultKind::CrashNode | FaultKind::CrashAgent, Target::All) => Target::Primary,
+                    (
+                        FaultKind::CrashNode | FaultKind::CrashAgent | FaultKind::PauseAgent,
+                        Target::All,
+                    ) => Target::Primary,
                     (_, t) => t,
                 };
                 faults.push(Fault {

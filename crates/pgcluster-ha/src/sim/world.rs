@@ -114,6 +114,8 @@ pub(super) struct Member {
     watchdog: Option<Millis>,
     pub coord_down: u32,
     pub foreign: bool,
+    /// The agent is frozen until this time.
+    paused_until: u64,
 }
 
 pub(super) struct World {
@@ -171,6 +173,7 @@ impl World {
                 watchdog: None,
                 coord_down: 0,
                 foreign: false,
+                paused_until: 0,
             })
             .collect();
         let (shape, faults) = match &cfg.faults {
@@ -306,6 +309,22 @@ impl World {
     }
 
     fn handle(&mut self, event: Event) {
+        // A frozen agent handles nothing until it thaws; then it carries on.
+        let agent_of = match &event {
+            Event::Tick { m, .. }
+            | Event::ReadDone { m, .. }
+            | Event::Step { m, .. }
+            | Event::Exec { m, .. } => Some(*m),
+            Event::Probe { to, .. } | Event::Reply { to, .. } => Some(*to),
+            _ => None,
+        };
+        if let Some(m) = agent_of
+            && self.members[m].paused_until > self.now
+        {
+            let at = self.members[m].paused_until;
+            self.push(at, event);
+            return;
+        }
         match event {
             Event::Tick { m, inc } if self.alive(m, inc) => {
                 let now = self.now;
@@ -464,6 +483,15 @@ impl World {
     /// Executes one action; returns (succeeded, how long it took).
     fn apply(&mut self, m: usize, action: Action) -> (bool, u64) {
         let name = self.names[m].clone();
+        // Executor rule: never make PostgreSQL writable once the armed
+        // watchdog deadline has passed (the batch may run late, e.g. after a pause).
+        let makes_writable = matches!(
+            action,
+            Action::Bootstrap | Action::StartAsPrimary | Action::Promote { .. }
+        );
+        if makes_writable && self.members[m].watchdog.is_none_or(|d| self.local(m) >= d) {
+            return (false, 0);
+        }
         if let Some((expected, record)) = action.lease_cas() {
             if self.members[m].coord_down > 0 {
                 self.agent(m).lease_outcome = Some(LeaseOutcome::Failed);
@@ -859,6 +887,9 @@ impl World {
                     self.members[m].watchdog = None;
                 }
                 FaultKind::CrashAgent => self.kill_agent(m),
+                FaultKind::PauseAgent => {
+                    self.members[m].paused_until = self.members[m].paused_until.max(f.until)
+                }
                 FaultKind::CrashPostgres => self.members[m].pg.stop(),
                 FaultKind::CoordinatorDown => self.members[m].coord_down += 1,
                 FaultKind::Partition { peer } if peer < self.members.len() && peer != m => {
