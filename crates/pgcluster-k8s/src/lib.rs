@@ -4,8 +4,12 @@
 //! [`ValidatedCluster`](pgcluster_core::ValidatedCluster) into typed
 //! k8s-openapi objects, and the stable multi-document YAML rendering of them
 //! ([`render`]) used by `pgcluster render`, the goldens and GitOps. The
-//! controller (reconcile, apply, status) and the Lease coordinator will live
-//! here too.
+//! controller ([`controller`]: reconcile, apply, status), the HA coordinator
+//! on a Kubernetes Lease ([`lease`]), the pods' role label ([`pod_role`]) and
+//! the table of API calls the RBAC is checked against ([`api_calls`]).
+//!
+//! Everything that talks to the API server is tested only against
+//! tower-test mocks (no API server runs on our CI machines).
 //!
 //! What it must not do: the builders never perform I/O, never read a clock
 //! and never generate secrets; passwords arrive as inputs
@@ -14,6 +18,7 @@
 //! ```text
 //! ValidatedCluster + BuildOptions --build()--> Bundle (typed objects) --render::to_yaml--> multi-doc YAML
 //!                                                   \--(controller)--> server-side apply
+//! agent --Coordinator trait--> lease::KubeLeaseCoordinator --> Lease `<name>-leader` + pod annotations
 //! ```
 //!
 //! # Golden files
@@ -32,7 +37,11 @@
 
 #![warn(missing_docs)]
 
+pub mod api_calls;
 pub mod build;
+pub mod controller;
+pub mod lease;
+pub mod pod_role;
 pub mod render;
 
 pub use build::{BuildError, BuildOptions, Bundle, build};

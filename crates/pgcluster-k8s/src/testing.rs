@@ -1,6 +1,10 @@
 //! Test fixtures: [`ValidatedCluster`] values built in code, for unit tests here
 //! and in crates that use the builders. Chain the modifiers on the result.
 
+#[cfg(test)]
+pub mod api_server;
+pub mod objects;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use pgcluster_core::ValidatedCluster;

@@ -99,10 +99,13 @@ pub fn agent_role_binding(
 /// touches. It creates the agents' Role, so it must itself hold every
 /// permission that Role grants (Kubernetes refuses privilege escalation).
 /// Not part of a cluster's [`Bundle`](super::Bundle): it is installed once with the controller.
+///
+/// The verbs match the table of calls in [`crate::api_calls`] (a test
+/// compares them): owned kinds are server-side applied (`patch`, `create`),
+/// watched (`list`, `watch`) and deleted as orphans; no `get`/`update`.
 pub fn controller_cluster_role() -> ClusterRole {
-    const OWN: &[&str] = &[
-        "get", "list", "watch", "create", "update", "patch", "delete",
-    ];
+    const OWN: &[&str] = &["list", "watch", "create", "patch", "delete"];
+    const OWN_UNWATCHED: &[&str] = &["list", "create", "patch", "delete"];
     ClusterRole {
         metadata: ObjectMeta {
             name: Some(CONTROLLER_NAME.to_owned()),
@@ -124,13 +127,13 @@ pub fn controller_cluster_role() -> ClusterRole {
             rule(
                 &["pgcluster.dev"],
                 &["postgresclusters"],
-                &["get", "list", "watch", "update", "patch"],
+                &["list", "watch", "patch"],
                 &[],
             ),
             rule(
                 &["pgcluster.dev"],
                 &["postgresclusters/status"],
-                &["get", "update", "patch"],
+                &["patch"],
                 &[],
             ),
             rule(
@@ -146,12 +149,9 @@ pub fn controller_cluster_role() -> ClusterRole {
                 OWN,
                 &[],
             ),
-            rule(
-                &[""],
-                &["pods"],
-                &["get", "list", "watch", "patch", "delete"],
-                &[],
-            ),
+            rule(&[""], &["pods"], &["get", "list", "watch", "patch"], &[]),
+            // The finalizer deletes the volumes when `storage.retention` is Delete.
+            rule(&[""], &["persistentvolumeclaims"], &["list", "delete"], &[]),
             rule(
                 &["", "events.k8s.io"],
                 &["events"],
@@ -166,11 +166,18 @@ pub fn controller_cluster_role() -> ClusterRole {
             ),
             rule(&["networking.k8s.io"], &["networkpolicies"], OWN, &[]),
             rule(&["policy"], &["poddisruptionbudgets"], OWN, &[]),
-            rule(&["coordination.k8s.io"], &["leases"], OWN, &[]),
+            // get/create/update: the controller's leader election and the
+            // clusters' Leases; watch/patch: held because the agents' Role grants them.
+            rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["get", "watch", "create", "update", "patch"],
+                &[],
+            ),
             rule(
                 &["monitoring.coreos.com"],
                 &["prometheusrules", "servicemonitors"],
-                OWN,
+                OWN_UNWATCHED,
                 &[],
             ),
         ]),

@@ -1,0 +1,209 @@
+//! Step 4: server-side apply of every built object with the one field
+//! manager [`FIELD_MANAGER`], then deletion of orphans (objects labelled
+//! `pgcluster.dev/cluster=<name>` and owned by this cluster that the build no
+//! longer produces). No get-compare-update loops.
+//!
+//! Secrets that already exist (with a password) are **not** applied: their
+//! data is never touched after creation. (Applying their shape would be
+//! wrong too: server-side apply removes fields the same manager applied
+//! before and omits now, i.e. the password.)
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::Client;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde::Serialize;
+
+use super::FIELD_MANAGER;
+use super::error::Error;
+use crate::build::labels::LABEL_CLUSTER;
+use crate::build::{Bundle, Object};
+
+/// Proof that step 4 ran: status is computed only after apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// `(kind, name)` of every object applied, in order.
+    pub applied: Vec<(&'static str, String)>,
+    /// `(kind, name)` of every orphan deleted.
+    pub deleted: Vec<(&'static str, String)>,
+}
+
+/// Group, version and plural of each kind pgcluster applies; also the
+/// table the RBAC test reads.
+pub const KINDS: &[(&str, &str, &str, &str)] = &[
+    // (kind, group, version, plural)
+    ("ServiceAccount", "", "v1", "serviceaccounts"),
+    ("Role", "rbac.authorization.k8s.io", "v1", "roles"),
+    (
+        "RoleBinding",
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+    ),
+    ("ConfigMap", "", "v1", "configmaps"),
+    ("Secret", "", "v1", "secrets"),
+    ("Service", "", "v1", "services"),
+    ("StatefulSet", "apps", "v1", "statefulsets"),
+    (
+        "PodDisruptionBudget",
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+    ),
+    (
+        "NetworkPolicy",
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+    ),
+    (
+        "ServiceMonitor",
+        "monitoring.coreos.com",
+        "v1",
+        "servicemonitors",
+    ),
+    (
+        "PrometheusRule",
+        "monitoring.coreos.com",
+        "v1",
+        "prometheusrules",
+    ),
+];
+
+/// The [`ApiResource`] of `kind` (one of [`KINDS`]).
+pub fn api_resource(kind: &str) -> ApiResource {
+    let (kind, group, version, plural) = KINDS
+        .iter()
+        .find(|k| k.0 == kind)
+        .copied()
+        .expect("every kind the builders produce is listed in KINDS because Object is closed");
+    ApiResource {
+        group: group.to_owned(),
+        version: version.to_owned(),
+        api_version: if group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{group}/{version}")
+        },
+        kind: kind.to_owned(),
+        plural: plural.to_owned(),
+    }
+}
+
+fn to_json<T: Serialize>(
+    kind: &'static str,
+    name: &str,
+    value: &T,
+) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(value).map_err(|source| Error::Apply {
+        kind,
+        name: name.to_owned(),
+        source: kube::Error::SerdeError(source),
+    })
+}
+
+/// The JSON of an object and its namespace.
+pub fn object_json(object: &Object<'_>) -> Result<(serde_json::Value, Option<String>), Error> {
+    let (kind, name) = (object.kind(), object.name());
+    let (json, ns) = match object {
+        Object::ServiceAccount(o) => (to_json(kind, name, o)?, o.metadata.namespace.clone()),
+        Object::Role(o) => (to_json(kind, name, o)?, o.metadata.namespace.clone()),
+        Object::RoleBinding(o) => (to_json(kind, name, o)?, o.metadata.namespace.clone()),
+        Object::ConfigMap(o) => (to_json(kind, name, o)?, o.metadata.namespace.clone()),
+        Object::Secret(o) => (to_json(kind, name, o)?, o.metadata.namespace.clone()),
+        Object::Service(o) => (to_json(kind, name, o)?, o.metadata.namespace.clone()),
+        Object::StatefulSet(o) => (to_json(kind, name, o)?, o.metadata.namespace.clone()),
+        Object::PodDisruptionBudget(o) => (to_json(kind, name, o)?, o.metadata.namespace.clone()),
+        Object::NetworkPolicy(o) => (to_json(kind, name, o)?, o.metadata.namespace.clone()),
+        Object::ServiceMonitor(o) => (to_json(kind, name, o)?, o.metadata.namespace.clone()),
+        Object::PrometheusRule(o) => (to_json(kind, name, o)?, o.metadata.namespace.clone()),
+    };
+    Ok((json, ns))
+}
+
+/// Applies `bundle` (except the Secrets named in `existing_secrets`), then
+/// deletes orphans in `namespace` owned by `owner_uid`.
+pub async fn apply(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    owner_uid: &str,
+    bundle: &Bundle,
+    existing_secrets: &BTreeSet<String>,
+) -> Result<Applied, Error> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut applied = Vec::new();
+    let mut wanted: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    for object in bundle.objects() {
+        let (kind, name) = (object.kind(), object.name().to_owned());
+        wanted.entry(kind).or_default().insert(name.clone());
+        if kind == "Secret" && existing_secrets.contains(&name) {
+            continue;
+        }
+        let (json, ns) = object_json(&object)?;
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            ns.as_deref().unwrap_or(namespace),
+            &api_resource(kind),
+        );
+        api.patch(&name, &params, &Patch::Apply(&json))
+            .await
+            .map_err(|source| Error::Apply {
+                kind,
+                name: name.clone(),
+                source,
+            })?;
+        applied.push((kind, name));
+    }
+    let deleted = delete_orphans(client, namespace, cluster, owner_uid, &wanted).await?;
+    Ok(Applied { applied, deleted })
+}
+
+/// Deletes, kind by kind, objects labelled with the cluster, owned by
+/// `owner_uid` and not in `wanted`. A kind whose API is not served (the
+/// Prometheus operator's CRDs are optional) is skipped.
+pub async fn delete_orphans(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    owner_uid: &str,
+    wanted: &BTreeMap<&'static str, BTreeSet<String>>,
+) -> Result<Vec<(&'static str, String)>, Error> {
+    let selector = format!("{LABEL_CLUSTER}={cluster}");
+    let mut deleted = Vec::new();
+    for (kind, ..) in KINDS {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
+        let list = match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => list,
+            Err(kube::Error::Api(s)) if s.is_not_found() => continue,
+            Err(source) => {
+                return Err(Error::DeleteOrphan {
+                    kind,
+                    name: "*".to_owned(),
+                    source,
+                });
+            }
+        };
+        for item in list.items {
+            let Some(name) = item.metadata.name.clone() else {
+                continue;
+            };
+            let owned = item
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.uid == owner_uid);
+            if !owned || wanted.get(kind).is_some_and(|w| w.contains(&name)) {
+                continue;
+            }
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => deleted.push((*kind, name)),
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(source) => return Err(Error::DeleteOrphan { kind, name, source }),
+            }
+        }
+    }
+    Ok(deleted)
+}

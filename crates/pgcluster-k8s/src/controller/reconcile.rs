@@ -1,0 +1,316 @@
+//! The reconcile pipeline of one `PostgresCluster`:
+//!
+//! ```text
+//! finalizer? --> dereference --> validate --> build --> apply (+ SQL) --> status
+//!   (API)          (API)          (pure)      (pure)      (API, PG)       (API)
+//! ```
+//!
+//! Only dereference, apply and status touch the API. Errors carry their step
+//! (see [`Error`]); `error_policy` alone decides how to retry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use pgcluster_core::api::v1alpha1::{PostgresCluster, RetentionPolicy};
+use pgcluster_core::names::SUPERUSER_ROLE;
+use pgcluster_core::{ValidatedCluster, validate};
+use tracing::{info, instrument, warn};
+
+use super::apply;
+use super::dereference::{Dereferenced, dereference};
+use super::error::Error;
+use super::passwords;
+use super::sql::{self, AdminTarget, SqlError};
+use super::status::{self, Outcome};
+use super::{Context, FINALIZER};
+use crate::build::labels::LABEL_CLUSTER;
+use crate::build::{BuildOptions, POSTGRES_PORT, build};
+
+/// Resync period of a settled cluster.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Requeue period while a cluster is still converging (no watch covers the Lease).
+pub const CONVERGING: Duration = Duration::from_secs(15);
+
+/// Reconciles one object: runs the pipeline, counts and times it, and turns
+/// a failure into a Warning Event on the object.
+#[instrument(skip_all, fields(cluster = %obj.name_any(), namespace = obj.namespace().unwrap_or_default()))]
+pub async fn reconcile(obj: Arc<PostgresCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.start();
+    let result = pipeline(&obj, &ctx).await;
+    match &result {
+        Ok(_) => ctx.succeeded(&obj),
+        Err(error) => {
+            ctx.metrics.failed(error.category());
+            warn!(category = error.category(), error = %chain(error), "reconcile failed");
+            ctx.event(&obj, EventType::Warning, &error.reason(), chain(error))
+                .await;
+        }
+    }
+    result
+}
+
+/// An error and its sources, `: `-separated (the messages never repeat their source).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn has_finalizer(obj: &PostgresCluster) -> bool {
+    obj.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+async fn set_finalizers(
+    ctx: &Context,
+    obj: &PostgresCluster,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let api: Api<PostgresCluster> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": obj.resource_version() }
+    });
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(drop)
+    .map_err(|source| Error::Finalizer {
+        cluster: obj.name_any(),
+        source,
+    })
+}
+
+/// Deletion: honour `spec.storage.retention`, then release the object.
+/// `Delete` deletes the cluster's PVCs; `Retain` (the default) leaves them.
+/// Everything else goes with the owner references (garbage collection).
+async fn cleanup(ctx: &Context, obj: &PostgresCluster, namespace: &str) -> Result<(), Error> {
+    let name = obj.name_any();
+    let retention = obj
+        .spec
+        .storage
+        .as_ref()
+        .and_then(|s| s.retention)
+        .unwrap_or_default();
+    if retention == RetentionPolicy::Delete {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+        let err = |source| Error::Finalizer {
+            cluster: name.clone(),
+            source,
+        };
+        let list = pvcs
+            .list(&ListParams::default().labels(&format!("{LABEL_CLUSTER}={name}")))
+            .await
+            .map_err(err)?;
+        for pvc in list.items {
+            let pvc_name = pvc.name_any();
+            match pvcs.delete(&pvc_name, &DeleteParams::background()).await {
+                Ok(_) => info!(pvc = pvc_name, "deleted volume (retention Delete)"),
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(source) => return Err(err(source)),
+            }
+        }
+    }
+    let rest = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(ctx, obj, rest).await
+}
+
+async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error> {
+    let name = obj.name_any();
+    let namespace = obj
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace { name: name.clone() })?;
+    if obj.meta().deletion_timestamp.is_some() {
+        if has_finalizer(obj) {
+            cleanup(ctx, obj, &namespace).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if !has_finalizer(obj) {
+        let mut finalizers = obj.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_owned());
+        set_finalizers(ctx, obj, finalizers).await?;
+    }
+
+    // 1. dereference
+    let current = dereference(&ctx.client, &namespace, &name).await?;
+
+    // 2. validate
+    let validated = match validate(obj) {
+        Ok(v) => v,
+        Err(errors) => {
+            let status = status::compute(
+                obj,
+                &Outcome::Invalid(&errors),
+                &current.pods,
+                current.lease.as_ref(),
+                (ctx.clock)(),
+            );
+            status::write(&ctx.client, obj, &status).await?;
+            return Err(Error::Validate {
+                cluster: name,
+                source: errors,
+            });
+        }
+    };
+
+    // 3. build (passwords: reused or generated once, then inputs of the builders)
+    let (passwords, existing) =
+        passwords::passwords(&validated, &current.existing_passwords, passwords::generate);
+    let owner = obj
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::MissingNamespace { name: name.clone() })?;
+    let bundle = build(
+        &validated,
+        &BuildOptions {
+            owner: Some(owner),
+            passwords: passwords.clone(),
+            controller_namespace: ctx.controller_namespace.clone(),
+        },
+    )
+    .map_err(|source| Error::Build {
+        cluster: name.clone(),
+        source,
+    })?;
+
+    // 4. apply (objects, then databases and roles on the primary)
+    let uid = obj.uid().unwrap_or_default();
+    let applied = apply::apply(&ctx.client, &namespace, &name, &uid, &bundle, &existing).await?;
+    let created: Vec<&str> = applied
+        .applied
+        .iter()
+        .filter(|(kind, _)| *kind == "Secret")
+        .map(|(_, n)| n.as_str())
+        .collect();
+    if !created.is_empty() {
+        // Names only: values are never logged nor put in Events.
+        ctx.event(
+            obj,
+            EventType::Normal,
+            "SecretsCreated",
+            format!("generated credentials in {}", created.join(", ")),
+        )
+        .await;
+    }
+    let sql = databases(ctx, &validated, &current, &passwords).await;
+
+    // 5. status
+    let status = status::compute(
+        obj,
+        &Outcome::Applied {
+            applied: &applied,
+            instances: validated.instances,
+            sql: match &sql {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("no ready primary yet".to_owned()),
+                Err(e) => Err(chain(e)),
+            },
+        },
+        &current.pods,
+        current.lease.as_ref(),
+        (ctx.clock)(),
+    );
+    status::write(&ctx.client, obj, &status).await?;
+    let previous = obj.status.as_ref().and_then(|s| s.last_failover.as_ref());
+    if let Some(record) = status
+        .last_failover
+        .as_ref()
+        .filter(|r| Some(*r) != previous)
+    {
+        ctx.event(
+            obj,
+            EventType::Normal,
+            if record.kind == "switchover" {
+                "Switchover"
+            } else {
+                "Failover"
+            },
+            format!(
+                "primary moved from {} to {}: {}",
+                record.from.as_deref().unwrap_or("none"),
+                record.to,
+                record.reason
+            ),
+        )
+        .await;
+    }
+    settle(
+        &status,
+        sql.map_err(|source| Error::Sql {
+            cluster: name,
+            source,
+        }),
+    )
+}
+
+fn settle(
+    status: &pgcluster_core::api::v1alpha1::PostgresClusterStatus,
+    sql: Result<bool, Error>,
+) -> Result<Action, Error> {
+    sql?;
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    Ok(Action::requeue(if ready { RESYNC } else { CONVERGING }))
+}
+
+/// Databases and roles on the primary: `Ok(false)` when no primary is ready yet.
+async fn databases(
+    ctx: &Context,
+    cluster: &ValidatedCluster,
+    current: &Dereferenced,
+    passwords: &std::collections::BTreeMap<String, String>,
+) -> Result<bool, SqlError> {
+    let holder = current
+        .lease
+        .as_ref()
+        .and_then(|l| l.record.holder.as_ref())
+        .map(|h| h.as_str().to_owned());
+    let instances = status::instances(&current.pods, current.lease.as_ref());
+    let Some(primary) = holder.filter(|h| instances.iter().any(|i| &i.name == h && i.ready)) else {
+        return Ok(false);
+    };
+    if cluster.roles.is_empty() && cluster.databases.is_empty() {
+        return Ok(true);
+    }
+    let target = AdminTarget {
+        host: format!(
+            "{primary}.{}.{}.svc",
+            cluster.name.headless_service(),
+            cluster.namespace
+        ),
+        port: u16::try_from(POSTGRES_PORT).expect("5432 fits in u16 because it is a TCP port"),
+        user: SUPERUSER_ROLE.to_owned(),
+        password: passwords
+            .get(SUPERUSER_ROLE)
+            .cloned()
+            .expect("passwords() returns the superuser's because secret_names() lists it first"),
+    };
+    let inventory = ctx.admin.inventory(&target).await?;
+    let verifiers = cluster
+        .roles
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), ctx.admin.verifier(passwords.get(&r.name)?))))
+        .collect();
+    let statements = sql::plan(cluster, &inventory, &verifiers);
+    ctx.admin.execute(&target, &statements).await?;
+    Ok(true)
+}

@@ -1,0 +1,499 @@
+//! Databases and roles on the primary: a pure [`plan`] of idempotent SQL from
+//! the [`ValidatedCluster`] and an [`Inventory`] of what exists, and the I/O
+//! behind the small [`DatabaseAdmin`] trait ([`PostgresAdmin`] with
+//! tokio-postgres; tests use a fake).
+//!
+//! Least privilege:
+//! - every role is `LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+//!   NOBYPASSRLS` with its connection limit;
+//! - `PUBLIC` loses every right on each declared database and its `public`
+//!   schema; the owner owns the database and the schema; other roles get
+//!   exactly their grant (`readOnly`: CONNECT, USAGE, SELECT; `readWrite`:
+//!   plus INSERT, UPDATE, DELETE and sequence use), including on tables the
+//!   owner creates later (default privileges);
+//! - a role removed from the spec is disabled (`NOLOGIN`), never dropped:
+//!   its objects and data stay. pgcluster marks the roles it manages with a
+//!   comment ([`MANAGED_COMMENT`]) so it never touches other roles.
+//!
+//! Passwords never appear in statements: the role's password is set as a
+//! SCRAM-SHA-256 verifier computed in the process, and [`Statement`]'s
+//! `Display` hides it anyway.
+//!
+//! Not tested against a real PostgreSQL here (the real-server tests live in
+//! pgcluster-ha); [`PostgresAdmin`] is exercised only by reading. Note the
+//! rendered `pg_hba.conf` must admit the superuser from the controller's
+//! namespace for [`PostgresAdmin`] to connect over TCP.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use futures::future::BoxFuture;
+use pgcluster_core::ValidatedCluster;
+use pgcluster_core::api::v1alpha1::Privileges;
+
+/// The comment marking roles pgcluster manages.
+pub const MANAGED_COMMENT: &str = "pgcluster: managed";
+
+/// What exists on the server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Every role name.
+    pub roles: BTreeSet<String>,
+    /// Roles carrying [`MANAGED_COMMENT`].
+    pub managed_roles: BTreeSet<String>,
+    /// Every database name.
+    pub databases: BTreeSet<String>,
+}
+
+/// One SQL statement and the database it runs in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// Database to connect to (`None`: the maintenance database `postgres`).
+    pub database: Option<String>,
+    /// The SQL.
+    pub sql: String,
+    /// Whether the SQL carries a credential (a SCRAM verifier): never shown.
+    pub sensitive: bool,
+}
+
+impl fmt::Display for Statement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let db = self.database.as_deref().unwrap_or("postgres");
+        if self.sensitive {
+            let head = self.sql.split(" PASSWORD ").next().unwrap_or_default();
+            write!(f, "[{db}] {head} PASSWORD <redacted>")
+        } else {
+            write!(f, "[{db}] {}", self.sql)
+        }
+    }
+}
+
+impl fmt::Debug for Statement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'` with embedded quotes doubled (standard_conforming_strings is on).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn top(sql: String) -> Statement {
+    Statement {
+        database: None,
+        sql,
+        sensitive: false,
+    }
+}
+
+fn inside(db: &str, sql: String) -> Statement {
+    Statement {
+        database: Some(db.to_owned()),
+        sql,
+        sensitive: false,
+    }
+}
+
+/// The statements that bring the server to the spec. `verifiers` holds the
+/// SCRAM verifier of each declared role's password; a role without one keeps
+/// its password. Idempotent: running the plan twice changes nothing the
+/// second time (every statement is `CREATE` only when missing per
+/// `inventory`, otherwise `ALTER`/`GRANT`/`REVOKE`, all repeatable).
+pub fn plan(
+    cluster: &ValidatedCluster,
+    inventory: &Inventory,
+    verifiers: &BTreeMap<String, String>,
+) -> Vec<Statement> {
+    let mut out = Vec::new();
+    for role in &cluster.roles {
+        let r = quote_ident(&role.name);
+        let verb = if inventory.roles.contains(&role.name) {
+            "ALTER"
+        } else {
+            "CREATE"
+        };
+        let mut sql = format!(
+            "{verb} ROLE {r} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {}",
+            role.connection_limit
+        );
+        let sensitive = if let Some(v) = verifiers.get(&role.name) {
+            sql.push_str(&format!(" PASSWORD {}", quote_literal(v)));
+            true
+        } else {
+            false
+        };
+        out.push(Statement {
+            database: None,
+            sql,
+            sensitive,
+        });
+        out.push(top(format!(
+            "COMMENT ON ROLE {r} IS {}",
+            quote_literal(MANAGED_COMMENT)
+        )));
+    }
+    for db in &cluster.databases {
+        let (d, o) = (quote_ident(&db.name), quote_ident(&db.owner));
+        if inventory.databases.contains(&db.name) {
+            out.push(top(format!("ALTER DATABASE {d} OWNER TO {o}")));
+        } else {
+            out.push(top(format!("CREATE DATABASE {d} OWNER {o}")));
+        }
+        out.push(top(format!("REVOKE ALL ON DATABASE {d} FROM PUBLIC")));
+        out.push(inside(
+            &db.name,
+            format!("ALTER SCHEMA public OWNER TO {o}"),
+        ));
+        out.push(inside(
+            &db.name,
+            "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_owned(),
+        ));
+        for ext in &db.extensions {
+            out.push(inside(
+                &db.name,
+                format!("CREATE EXTENSION IF NOT EXISTS {}", quote_ident(ext)),
+            ));
+        }
+    }
+    for role in &cluster.roles {
+        let r = quote_ident(&role.name);
+        for (db_name, level) in &role.grants {
+            let Some(db) = cluster.databases.iter().find(|d| &d.name == db_name) else {
+                continue;
+            };
+            let (d, o) = (quote_ident(&db.name), quote_ident(&db.owner));
+            let tables = match level {
+                Privileges::ReadOnly => "SELECT",
+                Privileges::ReadWrite => "SELECT, INSERT, UPDATE, DELETE",
+            };
+            out.push(top(format!("GRANT CONNECT ON DATABASE {d} TO {r}")));
+            out.push(inside(
+                db_name,
+                format!("GRANT USAGE ON SCHEMA public TO {r}"),
+            ));
+            out.push(inside(
+                db_name,
+                format!("GRANT {tables} ON ALL TABLES IN SCHEMA public TO {r}"),
+            ));
+            out.push(inside(
+                db_name,
+                format!(
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA public GRANT {tables} ON TABLES TO {r}"
+                ),
+            ));
+            if *level == Privileges::ReadWrite {
+                out.push(inside(
+                    db_name,
+                    format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}"),
+                ));
+                out.push(inside(
+                    db_name,
+                    format!(
+                        "ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {r}"
+                    ),
+                ));
+            }
+        }
+    }
+    let desired: BTreeSet<&str> = cluster.roles.iter().map(|r| r.name.as_str()).collect();
+    for removed in inventory
+        .managed_roles
+        .iter()
+        .filter(|r| !desired.contains(r.as_str()))
+    {
+        out.push(top(format!("ALTER ROLE {} NOLOGIN", quote_ident(removed))));
+    }
+    out
+}
+
+/// A failed database administration call.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// Connecting failed.
+    #[error("failed to connect to {host} database {database}")]
+    Connect {
+        /// Host.
+        host: String,
+        /// Database.
+        database: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A query or statement failed (the statement is shown redacted).
+    #[error("failed to run {statement}")]
+    Execute {
+        /// The statement (redacted).
+        statement: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// The I/O side: read the inventory, run statements. Object-safe so the
+/// controller holds any implementation behind `Arc<dyn DatabaseAdmin>`.
+pub trait DatabaseAdmin: Send + Sync {
+    /// What exists on the server at `target`.
+    fn inventory<'a>(
+        &'a self,
+        target: &'a AdminTarget,
+    ) -> BoxFuture<'a, Result<Inventory, SqlError>>;
+    /// Runs `statements` in order, each in its database.
+    fn execute<'a>(
+        &'a self,
+        target: &'a AdminTarget,
+        statements: &'a [Statement],
+    ) -> BoxFuture<'a, Result<(), SqlError>>;
+    /// The SCRAM-SHA-256 verifier of `password` (random salt).
+    fn verifier(&self, password: &str) -> String {
+        postgres_protocol::password::scram_sha_256(password.as_bytes())
+    }
+}
+
+/// Where and as whom to connect.
+#[derive(Clone)]
+pub struct AdminTarget {
+    /// Host (the rw Service's DNS name).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Superuser name.
+    pub user: String,
+    /// Superuser password.
+    pub password: String,
+}
+
+impl fmt::Debug for AdminTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminTarget")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`DatabaseAdmin`] over tokio-postgres (no TLS inside the cluster network;
+/// scram-sha-256 authentication).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PostgresAdmin;
+
+impl PostgresAdmin {
+    async fn connect(
+        target: &AdminTarget,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, SqlError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&target.host)
+            .port(target.port)
+            .user(&target.user)
+            .password(&target.password)
+            .dbname(database)
+            .application_name("pgcluster-controller")
+            .connect_timeout(std::time::Duration::from_secs(5));
+        let (client, connection) =
+            config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|source| SqlError::Connect {
+                    host: target.host.clone(),
+                    database: database.to_owned(),
+                    source,
+                })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "admin connection ended");
+            }
+        });
+        Ok(client)
+    }
+}
+
+impl DatabaseAdmin for PostgresAdmin {
+    fn inventory<'a>(
+        &'a self,
+        target: &'a AdminTarget,
+    ) -> BoxFuture<'a, Result<Inventory, SqlError>> {
+        Box::pin(async move {
+            let client = Self::connect(target, "postgres").await?;
+            let q = |sql: &'static str| {
+                let client = &client;
+                async move {
+                    client
+                        .query(sql, &[])
+                        .await
+                        .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+                        .map_err(|source| SqlError::Execute {
+                            statement: sql.to_owned(),
+                            source,
+                        })
+                }
+            };
+            Ok(Inventory {
+                roles: q("SELECT rolname::text FROM pg_roles").await?,
+                managed_roles: q(
+                    "SELECT r.rolname::text FROM pg_roles r JOIN pg_shdescription d \
+                     ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass \
+                     WHERE d.description = 'pgcluster: managed'",
+                )
+                .await?,
+                databases: q("SELECT datname::text FROM pg_database WHERE NOT datistemplate")
+                    .await?,
+            })
+        })
+    }
+
+    fn execute<'a>(
+        &'a self,
+        target: &'a AdminTarget,
+        statements: &'a [Statement],
+    ) -> BoxFuture<'a, Result<(), SqlError>> {
+        Box::pin(async move {
+            let mut current: Option<(String, tokio_postgres::Client)> = None;
+            for statement in statements {
+                let db = statement.database.as_deref().unwrap_or("postgres");
+                if current.as_ref().is_none_or(|(name, _)| name != db) {
+                    current = Some((db.to_owned(), Self::connect(target, db).await?));
+                }
+                let (_, client) = current
+                    .as_ref()
+                    .expect("a connection exists because it was opened just above");
+                client
+                    .batch_execute(&statement.sql)
+                    .await
+                    .map_err(|source| SqlError::Execute {
+                        statement: statement.to_string(),
+                        source,
+                    })?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::testing::{Fixture, cluster};
+    use pgcluster_core::validated::ResolvedRole;
+
+    fn reporting() -> ValidatedCluster {
+        let mut c = cluster("pg", 2).with_app("app");
+        c.roles.push(ResolvedRole {
+            name: "reporting".into(),
+            grants: BTreeMap::from([("app".to_owned(), Privileges::ReadOnly)]),
+            connection_limit: 5,
+        });
+        c
+    }
+
+    fn sqls(statements: &[Statement]) -> Vec<String> {
+        statements.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A fresh server: roles and the database are created, PUBLIC loses its
+    /// rights, the reader gets exactly read-only access (incl. future tables).
+    #[test]
+    fn fresh_server_creates_with_least_privilege() {
+        let verifiers = BTreeMap::from([("app".to_owned(), "SCRAM-SHA-256$4096:x$y:z".to_owned())]);
+        let out = sqls(&plan(&reporting(), &Inventory::default(), &verifiers));
+        let expected = [
+            "[postgres] CREATE ROLE \"app\" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT -1 PASSWORD <redacted>",
+            "[postgres] COMMENT ON ROLE \"app\" IS 'pgcluster: managed'",
+            "[postgres] CREATE ROLE \"reporting\" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 5",
+            "[postgres] COMMENT ON ROLE \"reporting\" IS 'pgcluster: managed'",
+            "[postgres] CREATE DATABASE \"app\" OWNER \"app\"",
+            "[postgres] REVOKE ALL ON DATABASE \"app\" FROM PUBLIC",
+            "[app] ALTER SCHEMA public OWNER TO \"app\"",
+            "[app] REVOKE ALL ON SCHEMA public FROM PUBLIC",
+            "[postgres] GRANT CONNECT ON DATABASE \"app\" TO \"reporting\"",
+            "[app] GRANT USAGE ON SCHEMA public TO \"reporting\"",
+            "[app] GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"reporting\"",
+            "[app] ALTER DEFAULT PRIVILEGES FOR ROLE \"app\" IN SCHEMA public GRANT SELECT ON TABLES TO \"reporting\"",
+        ];
+        assert_eq!(out, expected);
+    }
+
+    /// Once everything exists the plan only ALTERs/GRANTs (idempotent), and
+    /// the plan for an unchanged inventory is the same every time.
+    #[test]
+    fn existing_objects_are_altered_not_created() {
+        let inventory = Inventory {
+            roles: BTreeSet::from(["app".into(), "reporting".into(), "postgres".into()]),
+            managed_roles: BTreeSet::from(["app".into(), "reporting".into()]),
+            databases: BTreeSet::from(["app".into(), "postgres".into()]),
+        };
+        let out = plan(&reporting(), &inventory, &BTreeMap::new());
+        assert!(out.iter().all(|s| !s.sql.starts_with("CREATE ROLE") && !s.sql.starts_with("CREATE DATABASE")));
+        assert!(
+            out.iter()
+                .any(|s| s.sql == "ALTER DATABASE \"app\" OWNER TO \"app\"")
+        );
+        assert_eq!(out, plan(&reporting(), &inventory, &BTreeMap::new()));
+    }
+
+    /// A managed role removed from the spec is disabled, not dropped; roles
+    /// pgcluster does not manage are never touched.
+    #[test]
+    fn removed_roles_are_disabled_not_dropped() {
+        let inventory = Inventory {
+            roles: BTreeSet::from(["app".into(), "old".into(), "human".into()]),
+            managed_roles: BTreeSet::from(["app".into(), "old".into()]),
+            databases: BTreeSet::new(),
+        };
+        let out = sqls(&plan(
+            &cluster("pg", 2).with_app("app"),
+            &inventory,
+            &BTreeMap::new(),
+        ));
+        assert!(out.contains(&"[postgres] ALTER ROLE \"old\" NOLOGIN".to_owned()));
+        assert!(
+            out.iter()
+                .all(|s| !s.contains("DROP") && !s.contains("\"human\""))
+        );
+    }
+
+    /// readWrite adds DML and sequences; nothing ever grants CREATE, superuser or replication.
+    #[test]
+    fn read_write_grant_and_no_escalation() {
+        let mut c = reporting();
+        c.roles[1]
+            .grants
+            .insert("app".into(), Privileges::ReadWrite);
+        let out = sqls(&plan(&c, &Inventory::default(), &BTreeMap::new()));
+        assert!(out.contains(&"[app] GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"reporting\"".to_owned()));
+        assert!(
+            out.contains(
+                &"[app] GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \"reporting\""
+                    .to_owned()
+            )
+        );
+        assert!(out.iter().all(|s| !s.contains("GRANT CREATE")
+            && !s.contains(" SUPERUSER")
+            && !s.contains(" REPLICATION ")));
+    }
+
+    /// Identifiers and literals cannot break out of their quotes, and a
+    /// statement with a credential never prints it.
+    #[test]
+    fn quoting_and_redaction() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        let s = Statement {
+            database: None,
+            sql: "ALTER ROLE \"x\" WITH LOGIN PASSWORD 'SCRAM-secret'".into(),
+            sensitive: true,
+        };
+        assert!(!s.to_string().contains("SCRAM-secret"));
+        assert!(!format!("{s:?}").contains("SCRAM-secret"));
+    }
+}

@@ -1,0 +1,281 @@
+//! Step 5: the status, computed by a pure function of the object, the
+//! pipeline's outcome, the pods and the Lease, then written to the status
+//! subresource by server-side apply (the one field manager; fields that are
+//! no longer set disappear).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use pgcluster_core::ValidationErrors;
+use pgcluster_core::api::v1alpha1::{
+    ClusterPhase, FailoverRecord, InstanceStatus, PostgresCluster, PostgresClusterStatus,
+};
+use pgcluster_ha::machine::{Lease, MemberRole, MemberState};
+
+use super::FIELD_MANAGER;
+use super::apply::Applied;
+use super::error::Error;
+use crate::build::labels::LABEL_ROLE;
+use crate::lease::pod_member_state;
+
+/// What the pipeline got to, as input of [`compute`].
+#[derive(Clone, Debug)]
+pub enum Outcome<'a> {
+    /// The spec is invalid; nothing was applied.
+    Invalid(&'a ValidationErrors),
+    /// Everything was applied; `sql` says whether databases and roles are in
+    /// place (`Err(reason)` while the primary is not reachable or SQL failed).
+    Applied {
+        /// The apply marker.
+        applied: &'a Applied,
+        /// Expected number of instances.
+        instances: u32,
+        /// Databases and roles.
+        sql: Result<(), String>,
+    },
+}
+
+/// The condition types, in the order they are written.
+pub const CONDITIONS: [&str; 4] = ["Ready", "Available", "Degraded", "Progressing"];
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod_role(pod: &Pod) -> &str {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_ROLE))
+        .map_or("unknown", String::as_str)
+}
+
+/// The instances as their pods and agents report them, by pod name.
+pub fn instances(pods: &BTreeMap<String, Pod>, lease: Option<&Lease>) -> Vec<InstanceStatus> {
+    let states: BTreeMap<&str, MemberState> = pods
+        .iter()
+        .filter_map(|(name, pod)| Some((name.as_str(), pod_member_state(pod)?)))
+        .collect();
+    let primary_lsn = lease.map(|l| l.record.primary_lsn.0).or_else(|| {
+        states
+            .values()
+            .find(|s| s.role == MemberRole::Primary)
+            .map(|s| s.flushed_lsn.0)
+    });
+    pods.iter()
+        .map(|(name, pod)| {
+            let state = states.get(name.as_str());
+            let is_primary = state.is_some_and(|s| s.role == MemberRole::Primary);
+            InstanceStatus {
+                name: name.clone(),
+                role: pod_role(pod).to_owned(),
+                ready: pod_ready(pod),
+                lsn: state.map(|s| {
+                    if is_primary {
+                        s.flushed_lsn
+                    } else {
+                        s.replayed_lsn
+                    }
+                    .to_string()
+                }),
+                lag_bytes: state
+                    .filter(|_| !is_primary)
+                    .zip(primary_lsn)
+                    .map(|(s, p)| p.saturating_sub(s.replayed_lsn.0)),
+                timeline: state.map(|s| s.timeline.0),
+            }
+        })
+        .collect()
+}
+
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// The status of `cluster` after the pipeline reached `outcome`, given its
+/// pods and Lease; `now` stamps condition transitions and failovers.
+pub fn compute(
+    cluster: &PostgresCluster,
+    outcome: &Outcome<'_>,
+    pods: &BTreeMap<String, Pod>,
+    lease: Option<&Lease>,
+    now: jiff::Timestamp,
+) -> PostgresClusterStatus {
+    let previous = cluster.status.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let instances = instances(pods, lease);
+    let holder = lease
+        .and_then(|l| l.record.holder.as_ref())
+        .map(|h| h.to_string());
+    let primary_ready = holder
+        .as_ref()
+        .is_some_and(|h| instances.iter().any(|i| &i.name == h && i.ready));
+    let ready_count = instances.iter().filter(|i| i.ready).count();
+    let expected = match outcome {
+        Outcome::Applied { instances, .. } => *instances as usize,
+        Outcome::Invalid(_) => cluster.spec.instances.unwrap_or(2) as usize,
+    };
+    let all_ready = ready_count >= expected && instances.len() >= expected;
+    let serving_phase = if lease.is_none() {
+        ClusterPhase::Creating
+    } else if holder.is_none() {
+        ClusterPhase::FailingOver
+    } else if !primary_ready {
+        ClusterPhase::Unavailable
+    } else if all_ready {
+        ClusterPhase::Healthy
+    } else {
+        ClusterPhase::Degraded
+    };
+    let summary = format!(
+        "{ready_count}/{expected} instances ready; primary {}",
+        holder.as_deref().unwrap_or("none")
+    );
+    let c = |t, s, r: &str, m: String| condition(&previous.conditions, t, s, r, m, generation, now);
+    let (phase, ready, progressing) = match outcome {
+        Outcome::Invalid(errors) => {
+            let messages: Vec<String> = errors
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect();
+            let message = format!("the spec is invalid: {}", messages.join("; "));
+            (
+                ClusterPhase::Invalid,
+                c("Ready", false, "InvalidSpec", message.clone()),
+                c("Progressing", false, "InvalidSpec", message),
+            )
+        }
+        Outcome::Applied { sql, .. } => {
+            let phase_name = format!("{serving_phase:?}");
+            let ready = c(
+                "Ready",
+                serving_phase == ClusterPhase::Healthy && sql.is_ok(),
+                match (&serving_phase, sql) {
+                    (ClusterPhase::Healthy, Err(_)) => "DatabasesPending",
+                    _ => &phase_name,
+                },
+                match sql {
+                    Err(reason) if serving_phase == ClusterPhase::Healthy => {
+                        format!("{summary}; databases and roles pending: {reason}")
+                    }
+                    _ => summary.clone(),
+                },
+            );
+            let settled = serving_phase == ClusterPhase::Healthy && sql.is_ok();
+            let progressing = c(
+                "Progressing",
+                !settled,
+                if settled { "Reconciled" } else { "Reconciling" },
+                summary.clone(),
+            );
+            (serving_phase, ready, progressing)
+        }
+    };
+    let available = c(
+        "Available",
+        primary_ready,
+        if primary_ready {
+            "PrimaryServing"
+        } else {
+            "NoPrimary"
+        },
+        summary.clone(),
+    );
+    let degraded_now = primary_ready && !all_ready || lease.is_some() && !primary_ready;
+    let degraded = c(
+        "Degraded",
+        degraded_now,
+        if degraded_now {
+            "InstancesNotReady"
+        } else {
+            "AllInstancesReady"
+        },
+        summary,
+    );
+    let last_failover = match (&previous.primary, &holder) {
+        (Some(old), Some(new)) if old != new => {
+            let old_alive = instances.iter().any(|i| &i.name == old && i.ready);
+            let kind = if old_alive { "switchover" } else { "failover" };
+            Some(FailoverRecord {
+                kind: kind.to_owned(),
+                from: Some(old.clone()),
+                to: new.clone(),
+                reason: format!(
+                    "lease term {} -> {}: {}",
+                    previous.lease_term.unwrap_or(0),
+                    lease.map_or(0, |l| l.record.term),
+                    if old_alive {
+                        "the primary handed over its lease"
+                    } else {
+                        "the previous primary stopped renewing its lease"
+                    }
+                ),
+                time: now.to_string(),
+            })
+        }
+        _ => previous.last_failover.clone(),
+    };
+    PostgresClusterStatus {
+        phase: Some(phase),
+        primary: holder,
+        lease_term: lease.map(|l| l.record.term),
+        instances,
+        conditions: vec![ready, available, degraded, progressing],
+        observed_generation: generation,
+        last_failover,
+    }
+}
+
+/// Writes `status` to the status subresource (server-side apply).
+pub async fn write(
+    client: &Client,
+    cluster: &PostgresCluster,
+    status: &PostgresClusterStatus,
+) -> Result<(), Error> {
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<PostgresCluster> = Api::namespaced(client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "pgcluster.dev/v1alpha1",
+        "kind": "PostgresCluster",
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(drop)
+    .map_err(|source| Error::Status {
+        cluster: name,
+        source,
+    })
+}
