@@ -38,6 +38,11 @@ async fn initdb_start_observe() {
         &std::fs::metadata(&server.instance.layout.data_dir).expect("data dir exists"),
     );
     assert_ne!(owner, 0, "the data directory must not belong to root");
+    let via_instance = server.instance.observe().await.expect("observe");
+    assert_eq!(
+        via_instance.map(|s| s.system_identifier),
+        Some(state.system_identifier)
+    );
     let on_disk = server
         .instance
         .data_dir_state()
@@ -137,6 +142,11 @@ async fn immediate_fence_stops_writes() {
     assert!(
         server.instance.connect().await.is_err(),
         "no new connections"
+    );
+    assert_eq!(
+        server.instance.observe().await.expect("observe"),
+        None,
+        "observed as not running"
     );
     assert!(
         fence_time < Duration::from_secs(2),

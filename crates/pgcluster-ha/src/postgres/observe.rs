@@ -72,6 +72,20 @@ pub struct ConnectionUsage {
     pub max: u32,
 }
 
+impl super::Instance {
+    /// Observes this instance over its Unix socket: `None` when it does not
+    /// accept connections (stopped, starting up, crashed); errors only for
+    /// failures after connecting.
+    pub async fn observe(&self) -> Result<Option<ServerState>, PgError> {
+        let client = match self.connect().await {
+            Ok(client) => client,
+            Err(PgError::Connect { .. }) => return Ok(None),
+            Err(other) => return Err(other),
+        };
+        observe(&client).await.map(Some)
+    }
+}
+
 /// Reads the server's state: a handful of small queries on one connection.
 pub async fn observe(client: &tokio_postgres::Client) -> Result<ServerState, PgError> {
     let in_recovery: bool = query_one(client, "SELECT pg_is_in_recovery()")

@@ -43,7 +43,9 @@ impl StopMode {
     }
 }
 
-/// A running postmaster started by us.
+/// A running postmaster started by us. Dropping it leaves the server
+/// running (a supervisor decides how it stops); stop it with
+/// [`Postmaster::stop`] or [`Postmaster::fence`].
 #[derive(Debug)]
 pub struct Postmaster {
     child: tokio::process::Child,
