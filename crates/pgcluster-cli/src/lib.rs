@@ -5,6 +5,7 @@
 pub mod dispatch;
 pub mod error;
 pub mod output;
+pub mod telemetry;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,21 @@ pub enum Command {
     Crd(dispatch::crd::Args),
     /// Print the Kubernetes manifests of a cluster spec (Secrets as shapes, never passwords).
     Render(dispatch::render::Args),
+    /// Start a local HA cluster on this machine (one agent + PostgreSQL per instance, rw/ro router).
+    Up(dispatch::up::Args),
+    /// Stop a local cluster (data kept).
+    Down(dispatch::down::Args),
+    /// Show a local cluster's instances: role, state, timeline, LSN, lag, PIDs, ports.
+    Status(dispatch::status::Args),
+    /// Move the primary role to a caught-up replica without losing writes.
+    Switchover(dispatch::switchover::Args),
+    /// Force a replica to become primary when the primary is gone.
+    Failover(dispatch::failover::Args),
+    /// Run the per-instance agent (started by `pgcluster up`).
+    Agent(dispatch::agent::Args),
+    /// Serve a detached local cluster's rw/ro ports (started by `pgcluster up --detach`).
+    #[command(hide = true)]
+    Router(dispatch::router::Args),
 }
 
 /// Runs a parsed command line.
@@ -42,5 +58,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Access(args) => dispatch::access::exec(args),
         Command::Crd(args) => dispatch::crd::exec(args),
         Command::Render(args) => dispatch::render::exec(args),
+        Command::Up(args) => dispatch::up::exec(args),
+        Command::Down(args) => dispatch::down::exec(args),
+        Command::Status(args) => dispatch::status::exec(args),
+        Command::Switchover(args) => dispatch::switchover::exec(args),
+        Command::Failover(args) => dispatch::failover::exec(args),
+        Command::Agent(args) => dispatch::agent::exec(args),
+        Command::Router(args) => dispatch::router::exec(args),
     }
 }

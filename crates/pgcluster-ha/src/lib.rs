@@ -135,6 +135,7 @@
 //! failsafe confirmations keep the primary's deadline moving.
 
 #![warn(missing_docs)]
+pub mod agent;
 pub mod coordinator;
 pub mod local;
 pub mod machine;

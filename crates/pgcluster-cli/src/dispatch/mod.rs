@@ -1,7 +1,15 @@
 //! One module per subcommand, each with `Args` and `exec()`.
 
 pub mod access;
+pub mod agent;
 pub mod crd;
-pub mod render;
+pub mod down;
+pub mod failover;
 pub mod init;
+pub mod local;
+pub mod render;
+pub mod router;
+pub mod status;
+pub mod switchover;
+pub mod up;
 pub mod validate;

@@ -8,6 +8,8 @@
 //! ```
 
 pub mod bench;
+pub mod cluster;
+pub mod layout;
 pub mod router;
 
 pub use router::{Endpoint, RouteTargets, Router, RouterConfig, RouterError, RouterStats};

@@ -1,0 +1,54 @@
+//! `pgcluster down`: stops a local cluster (agents stop PostgreSQL with a
+//! fast shutdown; no data is removed; `pgcluster up` starts it again).
+
+use std::time::Duration;
+
+use pgcluster_ha::local::cluster;
+
+use super::local::{Target, fail, runtime};
+use crate::CliError;
+
+/// Arguments of `pgcluster down`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Only the processes recorded in the cluster's cluster.json are signalled.
+
+Examples:
+  pgcluster down
+  pgcluster down --data-dir /tmp/demo"
+)]
+pub struct Args {
+    /// Which cluster.
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// Stops the cluster.
+pub fn exec(args: Args) -> Result<(), CliError> {
+    let layout = args.target.layout();
+    let record = layout.read_record().map_err(|e| fail(&e))?;
+    let report = runtime()?
+        .block_on(cluster::stop(&layout, Duration::from_secs(60)))
+        .map_err(|e| fail(&e))?;
+    if report.stopped.is_empty() && report.killed.is_empty() {
+        println!(
+            "cluster {} was not running (data kept in {})",
+            record.name,
+            layout.root().display()
+        );
+    } else {
+        println!(
+            "cluster {} stopped ({} processes); data kept in {}",
+            record.name,
+            report.stopped.len() + report.killed.len(),
+            layout.root().display()
+        );
+        if !report.killed.is_empty() {
+            eprintln!(
+                "warning: PIDs {:?} did not stop in time and were killed",
+                report.killed
+            );
+        }
+    }
+    Ok(())
+}

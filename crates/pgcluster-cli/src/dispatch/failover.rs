@@ -1,0 +1,72 @@
+//! `pgcluster failover --to I`: makes I the primary when the current primary
+//! is gone (forced). Refused while the primary is healthy: use
+//! `pgcluster switchover`, which loses nothing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pgcluster_ha::agent::client;
+use pgcluster_ha::local::cluster;
+
+use super::local::{Target, fail, runtime};
+use super::switchover::request_and_wait;
+use crate::CliError;
+
+/// Arguments of `pgcluster failover`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "The request goes through the coordinator; once the old primary's lease \
+has expired, I takes it over and promotes (it must be a replica of the cluster's lineage).
+
+Examples:
+  pgcluster failover --to local-1"
+)]
+pub struct Args {
+    /// The instance to promote.
+    #[arg(long, value_name = "INSTANCE")]
+    pub to: String,
+    /// Which cluster.
+    #[command(flatten)]
+    pub target: Target,
+    /// How long to wait, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
+}
+
+/// Runs the forced failover and prints the result.
+pub fn exec(args: Args) -> Result<(), CliError> {
+    let layout = args.target.layout();
+    let record = layout.read_record().map_err(|e| fail(&e))?;
+    runtime()?.block_on(async {
+        let coord = cluster::coordinator(&layout, Duration::from_secs(2)).map_err(|e| fail(&e))?;
+        let view = coord.read_now().map_err(|e| fail(&e))?;
+        if let Some(holder) = view.lease.as_ref().and_then(|l| l.record.holder.clone())
+            && let Some(m) = record.member(holder.as_str())
+        {
+            let addr = SocketAddr::from(([127, 0, 0, 1], m.api_port));
+            if let Ok((200, body)) = client::get(addr, "/readyz", Duration::from_secs(1)).await
+                && body.contains("primary")
+            {
+                return Err(CliError::Invalid(format!(
+                    "the primary {holder} is healthy; a failover would lose its newest writes. \
+                     Use `pgcluster switchover --to {}` instead",
+                    args.to
+                )));
+            }
+        }
+        let done = request_and_wait(
+            &layout,
+            &record,
+            Some(&args.to),
+            Duration::from_secs(args.timeout),
+        )
+        .await?;
+        println!(
+            "failover done: {} -> {} in {} ms",
+            done.from.as_deref().unwrap_or("-"),
+            done.to,
+            done.took.as_millis()
+        );
+        Ok(())
+    })
+}

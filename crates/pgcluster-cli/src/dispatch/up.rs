@@ -1,0 +1,189 @@
+//! `pgcluster up`: runs a cluster spec on this machine — one agent process
+//! per instance supervising a real PostgreSQL server, the local coordinator
+//! and the rw/ro router — and waits until it is ready.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use pgcluster_ha::local::cluster::{self, Prepared, UpOptions};
+use pgcluster_ha::local::{Router, RouterConfig};
+
+use super::local::{DEFAULT_SPEC, fail, runtime, shutdown_signal, validate_spec};
+use crate::CliError;
+
+/// Arguments of `pgcluster up`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Without -f, runs the default spec: cluster `local` with two instances \
+(a primary and a streaming replica). The cluster keeps its data in --data-dir; after \
+`pgcluster down` (or Ctrl-C), `pgcluster up` starts it again with every row kept.
+
+Ports (with the default base 15432): rw 15432, ro 15433, PostgreSQL 15440+i, agent APIs 15450+i.
+
+Examples:
+  pgcluster up                                   # foreground; Ctrl-C stops it
+  pgcluster up --detach && pgcluster status      # background; stop with pgcluster down
+  pgcluster up -f examples/local.yaml --port 25432 --data-dir /tmp/demo
+  psql \"postgresql://postgres@127.0.0.1:15432/postgres\"   # password in the printed file"
+)]
+pub struct Args {
+    /// The PostgresCluster spec (YAML or JSON); default: two instances named local-0, local-1.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Where the cluster keeps everything (default: $XDG_DATA_HOME/pgcluster/<name>,
+    /// ~/.local/share/pgcluster/<name>, or /var/lib/pgcluster/<name> as root).
+    #[arg(long, value_name = "DIR", env = "PGCLUSTER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory with the PostgreSQL server binaries (default: PATH, pg_config, /usr/lib/postgresql/*/bin).
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// OS user PostgreSQL runs as when started as root (default: postgres, else a created `pgcluster`).
+    #[arg(long, value_name = "USER")]
+    pub os_user: Option<String>,
+    /// Return once the cluster is ready, leaving it running (stop it with `pgcluster down`).
+    #[arg(long)]
+    pub detach: bool,
+    /// Base port: rw = BASE, ro = BASE+1, PostgreSQL BASE+8+i, agent APIs BASE+18+i.
+    #[arg(long = "port", value_name = "BASE")]
+    pub port: Option<u16>,
+    /// How long to wait for the cluster to become ready, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    pub timeout: u64,
+}
+
+/// Starts the cluster; in the foreground, runs until Ctrl-C/SIGTERM and stops it.
+pub fn exec(args: Args) -> Result<(), CliError> {
+    crate::telemetry::init("warn");
+    let (spec, origin) = match &args.file {
+        Some(f) => (super::validate::read_input(f)?, f.display().to_string()),
+        None => (DEFAULT_SPEC.to_owned(), "the default spec".to_owned()),
+    };
+    let validated = validate_spec(&spec, &origin)?;
+    let opts = UpOptions {
+        spec,
+        cluster: validated.clone(),
+        data_dir: args.data_dir.clone(),
+        pg_bin: args.pg_bin.clone(),
+        os_user: args.os_user.clone(),
+        base_port: args.port,
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let prepared = cluster::prepare(&opts).await.map_err(|e| fail(&e))?;
+        match start(&args, &prepared, &validated).await {
+            Ok(router) => {
+                if args.detach {
+                    return Ok(());
+                }
+                println!(
+                    "Running in the foreground; Ctrl-C (or `pgcluster down`) stops the cluster."
+                );
+                shutdown_signal().await;
+                eprintln!("stopping cluster {} ...", prepared.record.name);
+                drop(router);
+                cluster::stop(&prepared.layout, Duration::from_secs(60))
+                    .await
+                    .map_err(|e| fail(&e))?;
+                println!(
+                    "cluster {} stopped; data kept in {}",
+                    prepared.record.name,
+                    prepared.layout.root().display()
+                );
+                Ok(())
+            }
+            Err(err) => {
+                // Nothing half-started is left behind.
+                let _ = cluster::stop(&prepared.layout, Duration::from_secs(60)).await;
+                Err(err)
+            }
+        }
+    })
+}
+
+async fn start(
+    args: &Args,
+    prepared: &Prepared,
+    validated: &pgcluster_core::ValidatedCluster,
+) -> Result<Option<Router>, CliError> {
+    let exe = std::env::current_exe().map_err(|e| fail(&e))?;
+    if !args.detach {
+        prepared
+            .layout
+            .update_record(|r| r.up_pid = Some(std::process::id()))
+            .map_err(|e| fail(&e))?;
+    }
+    cluster::spawn_agents(prepared, &exe).map_err(|e| fail(&e))?;
+    let router = if args.detach {
+        cluster::spawn_router(prepared, &exe).map_err(|e| fail(&e))?;
+        None
+    } else {
+        let (targets, _task) = cluster::route_targets(
+            &prepared.layout,
+            &prepared.record,
+            Duration::from_millis(50),
+        )
+        .map_err(|e| fail(&e))?;
+        let config = RouterConfig::local(prepared.record.rw_port, prepared.record.ro_port);
+        Some(Router::bind(config, targets).await.map_err(|e| fail(&e))?)
+    };
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>3} {msg}")
+            .expect("the progress template is valid because it is a constant"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.set_message(format!("starting cluster {}", prepared.record.name));
+    let ready = cluster::wait_ready(prepared, Duration::from_secs(args.timeout), |line| {
+        bar.set_message(line.to_owned());
+    })
+    .await;
+    bar.finish_and_clear();
+    ready.map_err(|e| fail(&e))?;
+    cluster::create_app_objects(prepared, validated)
+        .await
+        .map_err(|e| fail(&e))?;
+    print_ready(prepared, validated);
+    Ok(router)
+}
+
+fn print_ready(prepared: &Prepared, validated: &pgcluster_core::ValidatedCluster) {
+    let r = &prepared.record;
+    let l = &prepared.layout;
+    println!(
+        "cluster {} is ready ({} instances)",
+        r.name,
+        r.members.len()
+    );
+    println!(
+        "  rw: postgresql://{}@127.0.0.1:{}/postgres",
+        r.superuser, r.rw_port
+    );
+    println!(
+        "  ro: postgresql://{}@127.0.0.1:{}/postgres",
+        r.superuser, r.ro_port
+    );
+    println!(
+        "  password of {}: {}",
+        r.superuser,
+        l.superuser_password_file().display()
+    );
+    for role in &validated.roles {
+        println!(
+            "  role {}: password in {}",
+            role.name,
+            l.role_password_file(&role.name).display()
+        );
+    }
+    for db in &validated.databases {
+        println!(
+            "  database {}: postgresql://{}@127.0.0.1:{}/{}",
+            db.name, db.owner, r.rw_port, db.name
+        );
+    }
+    println!(
+        "  data: {}   status: pgcluster status --data-dir {}",
+        l.root().display(),
+        l.root().display()
+    );
+}

@@ -1,0 +1,303 @@
+//! Shared fixtures of the local-cluster tests: a cluster in its own temp
+//! data dir and port range, driven through the built `pgcluster` binary,
+//! stopped by PID in `Drop` even when the test fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pgcluster")
+}
+
+/// A spec with short failover timings (lease 1 s, loop 100 ms).
+pub fn fast_spec(name: &str, mode: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: pgcluster.dev/v1alpha1
+kind: PostgresCluster
+metadata: {{name: {name}, namespace: default}}
+spec:
+  instances: 2
+  replication: {{mode: {mode}{extra}}}
+  failover: {{leaseDuration: 1s, loopInterval: 100ms, renewDeadline: 600ms, stopWritesTimeout: 200ms, maxClockDrift: 100ms}}
+"
+    )
+}
+
+/// A base port whose whole derived range (base, base+1, base+8.., base+18..) is free.
+pub fn free_base() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .subsec_nanos() as u64;
+    for i in 0..200u64 {
+        let base = 20000 + ((seed.wrapping_mul(2654435761).wrapping_add(i * 7919)) % 40000) as u16;
+        let ports = [
+            base,
+            base + 1,
+            base + 8,
+            base + 9,
+            base + 10,
+            base + 18,
+            base + 19,
+            base + 20,
+        ];
+        if ports
+            .iter()
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+/// A local cluster under test.
+pub struct TestCluster {
+    /// Its data dir (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// Base port.
+    pub base: u16,
+    /// Spec file.
+    pub spec: PathBuf,
+    /// Agents the test started itself (restarts).
+    pub extra: Vec<Child>,
+}
+
+impl TestCluster {
+    /// A cluster (not started) with `spec`.
+    pub fn new(spec: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pgcluster-local-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let spec_path = dir.path().join("spec.yaml");
+        std::fs::write(&spec_path, spec).expect("write spec");
+        Self {
+            dir,
+            base: free_base(),
+            spec: spec_path,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The data dir.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs `pgcluster <args> --data-dir <data>`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pgcluster");
+        eprintln!(
+            "$ pgcluster {} -> {}\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `pgcluster up -f spec --port base --detach`; panics with the output when it fails.
+    pub fn up(&self) {
+        let base = self.base.to_string();
+        let spec = self.spec.display().to_string();
+        let out = self.run(&[
+            "up",
+            "-f",
+            &spec,
+            "--port",
+            &base,
+            "--detach",
+            "--timeout",
+            "90",
+        ]);
+        assert!(
+            out.status.success(),
+            "up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `pgcluster status -o json`.
+    pub fn status(&self) -> Value {
+        let out = self.run(&["status", "-o", "json"]);
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// The instance with `role`, if any.
+    pub fn instance_with_role(&self, role: &str) -> Option<Value> {
+        self.status()["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .find(|i| i["role"] == role && i["ready"] == true)
+            .cloned()
+    }
+
+    /// Waits for a ready primary and `replicas` ready replicas.
+    pub fn wait_ready(&self, replicas: usize, timeout: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let s = self.status();
+            let inst = s["instances"].as_array().expect("instances");
+            let p = inst
+                .iter()
+                .filter(|i| i["role"] == "primary" && i["ready"] == true)
+                .count();
+            let r = inst
+                .iter()
+                .filter(|i| i["role"] == "replica" && i["ready"] == true)
+                .count();
+            if p == 1 && r == replicas {
+                return s;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "cluster not ready in {timeout:?}: {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The superuser password.
+    pub fn password(&self) -> String {
+        std::fs::read_to_string(self.data().join("secrets/superuser.password"))
+            .expect("password file")
+            .trim()
+            .to_owned()
+    }
+
+    /// rw port.
+    pub fn rw(&self) -> u16 {
+        self.base
+    }
+
+    /// ro port.
+    pub fn ro(&self) -> u16 {
+        self.base + 1
+    }
+
+    /// Starts one member's agent by hand (a restart after a crash).
+    pub fn start_agent(&mut self, member: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data().join(format!("members/{member}/agent.log")))
+            .expect("agent log");
+        let child = Command::new(bin())
+            .args(["agent", "--local", "--member", member, "--data-dir"])
+            .arg(self.data())
+            .stdout(log.try_clone().expect("clone"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawn agent");
+        self.extra.push(child);
+    }
+}
+
+use std::os::unix::process::CommandExt as _;
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if self.data().join("cluster.json").exists() {
+            let _ = Command::new(bin())
+                .args(["down", "--data-dir"])
+                .arg(self.data())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        for c in &mut self.extra {
+            let _ = kill(c.id(), "TERM");
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for c in &mut self.extra {
+            while Instant::now() < deadline {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Any postmaster still running in our data dir (its own pid file).
+        if let Ok(members) = std::fs::read_dir(self.data().join("members")) {
+            for m in members.flatten() {
+                let pidfile = m.path().join("data/postmaster.pid");
+                if let Some(pid) = std::fs::read_to_string(&pidfile)
+                    .ok()
+                    .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+                {
+                    let _ = kill(pid, "KILL");
+                }
+            }
+        }
+    }
+}
+
+/// `kill -SIG pid`.
+pub fn kill(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Connects as the superuser to 127.0.0.1:port.
+pub async fn connect(
+    port: u16,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut c = tokio_postgres::Config::new();
+    c.host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .password(password)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(2));
+    let (client, conn) = c.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Waits until `f` returns Some, polling every 100 ms.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The path of a member's data dir.
+pub fn member_data(data: &Path, member: &str) -> PathBuf {
+    data.join("members").join(member).join("data")
+}

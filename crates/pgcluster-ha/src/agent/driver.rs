@@ -1,0 +1,428 @@
+//! The agent loop: observe, read the coordinator, [`step`], execute, feed the
+//! outcomes into the next tick. Failsafe probes from peers are stepped
+//! between ticks. After a batch that changed PostgreSQL's role the next tick
+//! runs at once, so the new role is published without waiting a full loop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tracing::instrument;
+
+use super::execute::{BatchOutcome, Executor};
+use super::http::{self, ApiState, ProbeRequest};
+use super::observe::{Observed, observe};
+use super::status::AgentStatus;
+use super::supervise::{LocalPg, orphan_postmaster, stop_orphan};
+use super::watchdog::Watchdog;
+use super::{AgentConfig, AgentError};
+use crate::coordinator::Coordinator;
+use crate::machine::{
+    Action, ActionKind, ClusterView, FailsafeReply, LeaseOutcome, MachineState, MemberName, Millis,
+    Observation, Phase, TickObservation, step,
+};
+use crate::postgres::{self, MANAGED_FILE};
+
+/// What one tick leaves for the next.
+#[derive(Debug, Default)]
+struct Carry {
+    lease_outcome: Option<LeaseOutcome>,
+    failed_action: Option<ActionKind>,
+    failsafe_replies: Vec<FailsafeReply>,
+}
+
+/// The running agent.
+struct Agent<C> {
+    cfg: AgentConfig,
+    coord: C,
+    epoch: Instant,
+    machine: MachineState,
+    local: LocalPg,
+    watchdog: Watchdog,
+    carry: Carry,
+    status: Arc<RwLock<AgentStatus>>,
+    failovers: u64,
+    switchovers: u64,
+    last_error: Option<String>,
+    last_phase: Phase,
+}
+
+/// Runs the agent until `shutdown` resolves, then stops PostgreSQL cleanly
+/// (fast shutdown) and returns.
+pub async fn run<C: Coordinator>(
+    cfg: AgentConfig,
+    coord: C,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let epoch = Instant::now();
+    let watchdog = Watchdog::start().map_err(|source| AgentError::Watchdog { source })?;
+    cfg.instance
+        .prepare_dirs()
+        .map_err(|source| AgentError::Prepare {
+            member: cfg.me().to_string(),
+            source,
+        })?;
+    if let Some(pid) = orphan_postmaster(&cfg) {
+        stop_orphan(pid).await;
+    }
+    let mut local = LocalPg::new();
+    restore_decisions(&cfg, &mut local);
+
+    let status = Arc::new(RwLock::new(AgentStatus {
+        cluster: cfg.cluster_name.clone(),
+        member: cfg.me().to_string(),
+        role: "starting".to_owned(),
+        state: "Starting".to_owned(),
+        agent_pid: std::process::id(),
+        pg_port: cfg.instance.port,
+        api_port: cfg.api_listen.port(),
+        ..Default::default()
+    }));
+    let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeRequest>(16);
+    let (stop_http, mut stop_http_rx) = watch::channel(false);
+    let server = http::serve(
+        cfg.api_listen,
+        ApiState {
+            status: status.clone(),
+            probes: probe_tx,
+        },
+        async move {
+            let _ = stop_http_rx.changed().await;
+        },
+    )
+    .await
+    .map_err(|source| AgentError::Http { source })?;
+    tracing::info!(member = %cfg.me(), api = %cfg.api_listen, pg_port = cfg.instance.port, "agent started");
+
+    let machine = MachineState::new(cfg.ha.clone(), Millis(0));
+    let mut agent = Agent {
+        cfg,
+        coord,
+        epoch,
+        machine,
+        local,
+        watchdog,
+        carry: Carry::default(),
+        status,
+        failovers: 0,
+        switchovers: 0,
+        last_error: None,
+        last_phase: Phase::Starting,
+    };
+    let mut interval = tokio::time::interval(agent.cfg.loop_interval());
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            Some((probe, reply)) = probe_rx.recv() => agent.answer_probe(probe, reply).await,
+            _ = interval.tick() => {
+                if agent.tick().await {
+                    interval.reset_immediately();
+                }
+            }
+        }
+    }
+    tracing::info!("agent stopping: fast shutdown of PostgreSQL");
+    agent.watchdog.disarm();
+    let _ = stop_http.send(true);
+    if let Some(bg) = agent.local.background.take() {
+        bg.abort();
+    }
+    let pid = agent.local.pid();
+    let stopped = agent
+        .local
+        .stop(postgres::StopMode::Fast, Duration::from_secs(60))
+        .await;
+    // A postmaster an aborted operation had started is stopped by its pid file.
+    if let Some(orphan) = orphan_postmaster(&agent.cfg) {
+        stop_orphan(orphan).await;
+    }
+    let _ = server.await;
+    stopped.map_err(|source| AgentError::Shutdown {
+        member: agent.cfg.me().to_string(),
+        pid: pid.unwrap_or(0),
+        source,
+    })
+}
+
+impl<C: Coordinator> Agent<C> {
+    fn now(&self) -> Millis {
+        Millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn coord_timeout(&self) -> Duration {
+        (self.cfg.loop_interval() * 3 / 4).max(Duration::from_millis(50))
+    }
+
+    /// One loop: observe, read, step, execute. Returns whether the next tick
+    /// should run at once (PostgreSQL's role changed).
+    #[instrument(skip_all, fields(cluster = %self.cfg.cluster_name, member = %self.cfg.me()))]
+    async fn tick(&mut self) -> bool {
+        let coord_timeout = self.coord_timeout();
+        let finished = self.poll_background().await;
+        let observe_timeout = coord_timeout.max(Duration::from_millis(250));
+        let observed = observe(&self.cfg, &mut self.local, observe_timeout).await;
+        self.watchdog.set_pid(self.local.pid());
+        let view = match tokio::time::timeout(self.coord_timeout(), self.coord.read_view()).await {
+            Ok(Ok(view)) => Some(view),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not read the coordinator");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("reading the coordinator timed out");
+                None
+            }
+        };
+        let mut carry = std::mem::take(&mut self.carry);
+        if let Some(kind) = finished {
+            carry.failed_action = Some(kind);
+        }
+        let tick = TickObservation {
+            postgres: observed.pg.clone(),
+            view: view.clone(),
+            lease_outcome: carry.lease_outcome,
+            failed_action: carry.failed_action,
+            failsafe_replies: carry.failsafe_replies,
+        };
+        let now = self.now();
+        let (next, actions) = step(self.machine.clone(), now, Observation::Tick(Box::new(tick)));
+        self.machine = next;
+        if self.machine.phase() != self.last_phase {
+            tracing::info!(from = ?self.last_phase, to = ?self.machine.phase(), "phase changed");
+            self.last_phase = self.machine.phase();
+        }
+        if actions.iter().any(|a| !routine(a)) {
+            let kinds: Vec<String> = actions
+                .iter()
+                .filter(|a| !routine(a))
+                .map(describe)
+                .collect();
+            tracing::info!(actions = ?kinds, "executing");
+        }
+        let outcome = Executor {
+            cfg: &self.cfg,
+            coord: &self.coord,
+            local: &mut self.local,
+            watchdog: &self.watchdog,
+            epoch: self.epoch,
+            observed: &observed.pg,
+            coord_timeout: write_timeout(&self.cfg),
+            reply_to: None,
+        }
+        .run(actions)
+        .await;
+        if !outcome.armed && self.machine.held_lease().is_none() {
+            // No lease and no writable primary by the machine's decision:
+            // nothing for the watchdog to guard.
+            self.watchdog.disarm();
+        }
+        let changed = outcome.changed || finished.is_some();
+        self.absorb(outcome);
+        self.publish_status(&observed, view.as_ref());
+        changed
+    }
+
+    /// Installs the result of a finished background operation; returns the
+    /// kind of a failed one.
+    async fn poll_background(&mut self) -> Option<ActionKind> {
+        let bg = self.local.background.as_mut()?;
+        let done = bg.poll().await?;
+        let bg = self.local.background.take()?;
+        let elapsed_ms = bg.started.elapsed().as_millis() as u64;
+        if let Some(pm) = done.postmaster {
+            self.local.postmaster = Some(pm);
+        }
+        self.local.client = None;
+        self.local.last_running = None;
+        self.watchdog.set_pid(self.local.pid());
+        match done.result {
+            Ok(()) => {
+                tracing::info!(op = ?bg.op.kind(), elapsed_ms, "operation finished");
+                if let super::background::Op::Promote { failover, .. } = bg.op {
+                    if failover {
+                        self.failovers += 1;
+                    } else {
+                        self.switchovers += 1;
+                    }
+                }
+                None
+            }
+            Err(error) => {
+                let text = super::execute::error_chain(&error);
+                tracing::warn!(op = ?bg.op.kind(), elapsed_ms, error = %text, "operation failed");
+                self.last_error = Some(text);
+                Some(bg.op.kind())
+            }
+        }
+    }
+
+    fn absorb(&mut self, outcome: BatchOutcome) {
+        if outcome.failover {
+            self.failovers += 1;
+        }
+        if outcome.switchover {
+            self.switchovers += 1;
+        }
+        if outcome.error.is_some() {
+            self.last_error = outcome.error;
+        }
+        self.carry = Carry {
+            lease_outcome: outcome.lease_outcome,
+            failed_action: outcome.failed_action,
+            failsafe_replies: outcome.failsafe_replies,
+        };
+    }
+
+    async fn answer_probe(
+        &mut self,
+        probe: crate::machine::FailsafeProbe,
+        reply: tokio::sync::oneshot::Sender<FailsafeReply>,
+    ) {
+        let (next, actions) = step(
+            self.machine.clone(),
+            self.now(),
+            Observation::FailsafeProbe(probe),
+        );
+        self.machine = next;
+        let observed = crate::machine::PgObservation::empty();
+        let _ = Executor {
+            cfg: &self.cfg,
+            coord: &self.coord,
+            local: &mut self.local,
+            watchdog: &self.watchdog,
+            epoch: self.epoch,
+            observed: &observed,
+            coord_timeout: write_timeout(&self.cfg),
+            reply_to: Some(reply),
+        }
+        .run(actions)
+        .await;
+    }
+
+    fn publish_status(&self, observed: &Observed, view: Option<&ClusterView>) {
+        let pg = &observed.pg;
+        let role = if !pg.running {
+            if self.machine.phase() == Phase::Refused {
+                "refused"
+            } else {
+                "stopped"
+            }
+        } else if pg.in_recovery {
+            "replica"
+        } else {
+            "primary"
+        };
+        let lease = view.and_then(|v| v.lease.as_ref());
+        let holder = lease.and_then(|l| l.record.holder.clone());
+        let primary_lsn = view
+            .zip(holder.as_ref())
+            .and_then(|(v, h)| v.members.get(h))
+            .map(|m| m.flushed_lsn.0);
+        let end = pg.end_lsn().0;
+        let lag = match (pg.in_recovery, primary_lsn) {
+            (true, Some(p)) => p.saturating_sub(end),
+            _ => 0,
+        };
+        let ready = match role {
+            "primary" => {
+                self.machine.held_lease().is_some() && self.machine.phase() == Phase::Primary
+            }
+            "replica" => pg.streaming,
+            _ => false,
+        };
+        let mut s = self
+            .status
+            .write()
+            .expect("the status lock is never poisoned because writers only assign");
+        s.role = role.to_owned();
+        s.state = format!("{:?}", self.machine.phase());
+        s.ready = ready;
+        s.running = pg.running;
+        s.timeline = pg.timeline.0;
+        s.lsn = crate::machine::Lsn(end).to_string();
+        s.lsn_bytes = end;
+        s.lag_bytes = lag;
+        s.following = pg.upstream.as_ref().map(MemberName::to_string);
+        s.postgres_pid = self.local.pid();
+        s.lease_holder = holder.map(|h| h.to_string());
+        s.lease_term = lease.map_or(0, |l| l.record.term);
+        s.connections = observed.connections.map_or(0, |c| c.in_use);
+        s.max_connections = observed.connections.map_or(0, |c| c.max);
+        s.failovers_total = self.failovers;
+        s.switchovers_total = self.switchovers;
+        s.watchdog_fired = self.watchdog.fired();
+        s.last_error = self.last_error.clone();
+    }
+}
+
+/// Actions that happen every loop and are not worth an info log.
+fn routine(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::RenewLease { .. }
+            | Action::ArmWatchdog { .. }
+            | Action::PublishState(_)
+            | Action::SetRoleLabel { .. }
+    )
+}
+
+fn describe(a: &Action) -> String {
+    match a {
+        Action::StartAsReplica { of } => format!("StartAsReplica({of})"),
+        Action::Promote { timeline } => format!("Promote(timeline {timeline})"),
+        Action::Rewind { from } => format!("Rewind({from})"),
+        Action::Reclone { from } => format!("Reclone({from})"),
+        Action::HandOverLease { to, .. } => format!("HandOverLease({to})"),
+        Action::AcquireLease { record, .. } => format!("AcquireLease(term {})", record.term),
+        Action::SetSyncStandbys(s) => format!("SetSyncStandbys({})", s.to_setting()),
+        other => format!("{:?}", other.kind()),
+    }
+}
+
+/// Restores what the previous agent configured (standby of whom,
+/// synchronous_standby_names) from `pgcluster.conf`, so that the first
+/// observation of a stopped server is right.
+fn restore_decisions(cfg: &AgentConfig, local: &mut LocalPg) {
+    let path = cfg.instance.layout.data_dir.join(MANAGED_FILE);
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let value = |name: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('\'').replace("''", "'"))
+        })
+    };
+    if let Some(sync) = value("synchronous_standby_names") {
+        local.sync = super::observe::parse_sync_standbys(&sync);
+    }
+    if cfg.instance.layout.data_dir.join("standby.signal").exists()
+        && let Some(conninfo) = value("primary_conninfo")
+        && let Some(port) = conninfo
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("port="))
+            .and_then(|p| p.parse::<u16>().ok())
+    {
+        local.standby_of = cfg
+            .peers
+            .iter()
+            .find(|(_, p)| p.pg_port == port)
+            .map(|(m, _)| m.clone());
+    }
+}
+
+/// The timeout of coordinator writes: half the renew deadline, at least
+/// three quarters of a loop.
+pub fn write_timeout(cfg: &AgentConfig) -> Duration {
+    (cfg.ha.timings.renew_deadline / 2).max(cfg.loop_interval() * 3 / 4)
+}
+
+/// `127.0.0.1:port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}

@@ -1,0 +1,208 @@
+//! The agent's HTTP API on 127.0.0.1 (local mode) or the pod IP:
+//! `GET /healthz` (the agent is alive), `GET /readyz` (200 iff it serves its
+//! role), `GET /status` (JSON [`AgentStatus`]), `GET /metrics` (Prometheus
+//! text) and `POST /failsafe` (a peer primary's failsafe probe, answered by
+//! the state machine).
+//!
+//! ```text
+//! peer --POST /failsafe--> handler --(probe, oneshot)--> driver loop --step--> AnswerProbe --> reply
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::metrics;
+use super::status::AgentStatus;
+use crate::machine::{FailsafeProbe, FailsafeReply, MemberName, Millis, Timeline};
+
+/// A probe handed to the driver loop with the channel for its answer.
+pub type ProbeRequest = (FailsafeProbe, oneshot::Sender<FailsafeReply>);
+
+/// What the handlers share with the driver.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The latest status, written by the driver every loop.
+    pub status: Arc<RwLock<AgentStatus>>,
+    /// Probes for the driver loop.
+    pub probes: mpsc::Sender<ProbeRequest>,
+}
+
+/// A failsafe probe on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProbeWire {
+    /// The primary asking.
+    pub from: String,
+    /// Its lease term.
+    pub term: u64,
+    /// Its timeline.
+    pub timeline: u32,
+    /// Its clock when sending (echoed back).
+    pub sent_at: u64,
+}
+
+/// A failsafe reply on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplyWire {
+    /// The member answering.
+    pub from: String,
+    /// The primary that asked.
+    pub to: String,
+    /// The term asked about.
+    pub term: u64,
+    /// The probe's send time, echoed.
+    pub probe_sent_at: u64,
+    /// The promise not to promote for a lease duration.
+    pub confirmed: bool,
+    /// The member it streams from.
+    pub following: Option<String>,
+}
+
+impl From<&FailsafeProbe> for ProbeWire {
+    fn from(p: &FailsafeProbe) -> Self {
+        Self {
+            from: p.from.to_string(),
+            term: p.term,
+            timeline: p.timeline.0,
+            sent_at: p.sent_at.0,
+        }
+    }
+}
+
+impl From<ProbeWire> for FailsafeProbe {
+    fn from(p: ProbeWire) -> Self {
+        Self {
+            from: MemberName::new(p.from),
+            term: p.term,
+            timeline: Timeline(p.timeline),
+            sent_at: Millis(p.sent_at),
+        }
+    }
+}
+
+impl From<&FailsafeReply> for ReplyWire {
+    fn from(r: &FailsafeReply) -> Self {
+        Self {
+            from: r.from.to_string(),
+            to: r.to.to_string(),
+            term: r.term,
+            probe_sent_at: r.probe_sent_at.0,
+            confirmed: r.confirmed,
+            following: r.following.as_ref().map(|m| m.to_string()),
+        }
+    }
+}
+
+impl From<ReplyWire> for FailsafeReply {
+    fn from(r: ReplyWire) -> Self {
+        Self {
+            from: MemberName::new(r.from),
+            to: MemberName::new(r.to),
+            term: r.term,
+            probe_sent_at: Millis(r.probe_sent_at),
+            confirmed: r.confirmed,
+            following: r.following.map(MemberName::new),
+        }
+    }
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The listen address is taken or not allowed.
+    #[error("failed to bind the agent API on {addr}; pick another port (--api-port / --port)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The bind error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics_text))
+        .route("/failsafe", post(failsafe))
+        .with_state(state)
+}
+
+/// Binds `addr` and serves until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, HttpError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let app = router(state);
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::warn!(%error, "agent API stopped");
+        }
+    }))
+}
+
+fn snapshot(state: &ApiState) -> AgentStatus {
+    state
+        .status
+        .read()
+        .expect("the status lock is never poisoned because writers only assign")
+        .clone()
+}
+
+async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+    let s = snapshot(&state);
+    if s.is_ready() {
+        (StatusCode::OK, format!("ready: {}\n", s.role))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {} ({})\n", s.role, s.state),
+        )
+    }
+}
+
+async fn status(State(state): State<ApiState>) -> Json<AgentStatus> {
+    Json(snapshot(&state))
+}
+
+async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        metrics::render(&snapshot(&state)),
+    )
+}
+
+async fn failsafe(
+    State(state): State<ApiState>,
+    Json(probe): Json<ProbeWire>,
+) -> Result<Json<ReplyWire>, StatusCode> {
+    let (tx, rx) = oneshot::channel();
+    state
+        .probes
+        .send((probe.into(), tx))
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    match tokio::time::timeout(Duration::from_secs(2), rx).await {
+        Ok(Ok(reply)) => Ok(Json(ReplyWire::from(&reply))),
+        _ => Err(StatusCode::SERVICE_UNAVAILABLE),
+    }
+}

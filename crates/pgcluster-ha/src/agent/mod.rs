@@ -1,0 +1,129 @@
+//! The agent: runs the pure state machine against a real PostgreSQL server
+//! it supervises as a child process.
+//!
+//! Every `loop_interval` the [`driver`] observes the local server
+//! ([`observe`]), reads the coordinator's view (with a timeout shorter than
+//! the loop), calls [`crate::machine::step`], executes the returned actions in
+//! order ([`execute`], stopping at the first failure or lost compare-and-swap)
+//! and feeds the outcomes into the next tick. A [`watchdog`] thread fences
+//! PostgreSQL when the lease deadline passes even if this loop stalls. The
+//! [`http`] API serves health, readiness, status, metrics and failsafe probes.
+//!
+//! ```text
+//!            +-------------------- driver (tokio) ---------------------+
+//! postgres --observe--> PgObservation --+                              |
+//! coordinator --read_view (timeout)-----+--> step --> actions --execute--> postgres, coordinator, watchdog, peers
+//!            +--- outcomes (lease, failed action, probe replies) ------+
+//! ```
+
+pub mod background;
+pub mod client;
+pub mod driver;
+pub mod execute;
+pub mod http;
+pub mod metrics;
+pub mod observe;
+pub mod status;
+pub mod supervise;
+pub mod watchdog;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use driver::run;
+pub use status::AgentStatus;
+
+use crate::machine::{HaConfig, MemberName};
+use crate::postgres::{Instance, PgError};
+
+/// Where one member can be reached on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// PostgreSQL's TCP port on 127.0.0.1.
+    pub pg_port: u16,
+    /// The agent API's TCP port on 127.0.0.1.
+    pub api_port: u16,
+}
+
+/// Everything one agent needs, resolved before it starts.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The cluster's name (logs, metrics, `cluster_name`).
+    pub cluster_name: String,
+    /// The state machine's configuration for this member.
+    pub ha: HaConfig,
+    /// The local PostgreSQL instance (binaries, OS user, files, port, superuser).
+    pub instance: Instance,
+    /// Every member (this one included) and where it listens.
+    pub peers: BTreeMap<MemberName, PeerAddr>,
+    /// Where the agent API listens.
+    pub api_listen: SocketAddr,
+    /// User PostgreSQL parameters from the spec (already validated).
+    pub parameters: BTreeMap<String, String>,
+    /// How long a start (including crash recovery) may take.
+    pub start_timeout: Duration,
+}
+
+impl AgentConfig {
+    /// This member's name.
+    pub fn me(&self) -> &MemberName {
+        &self.ha.me
+    }
+
+    /// The loop interval.
+    pub fn loop_interval(&self) -> Duration {
+        self.ha.timings.loop_interval
+    }
+}
+
+/// Why the agent stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The agent API could not listen.
+    #[error("failed to start the agent API")]
+    Http {
+        /// The cause.
+        #[source]
+        source: http::HttpError,
+    },
+    /// The watchdog thread could not be started.
+    #[error("failed to start the watchdog thread; check the process and thread limits")]
+    Watchdog {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Preparing the instance's directories failed.
+    #[error("failed to prepare the directories of member {member}")]
+    Prepare {
+        /// The member.
+        member: String,
+        /// The cause.
+        #[source]
+        source: PgError,
+    },
+    /// Stopping PostgreSQL at shutdown failed.
+    #[error("failed to stop PostgreSQL of member {member} at shutdown; stop PID {pid} by hand")]
+    Shutdown {
+        /// The member.
+        member: String,
+        /// The postmaster's PID.
+        pid: u32,
+        /// The cause.
+        #[source]
+        source: PgError,
+    },
+}
+
+impl AgentError {
+    /// A bounded label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            AgentError::Http { .. } => "http",
+            AgentError::Watchdog { .. } => "watchdog",
+            AgentError::Prepare { .. } => "prepare",
+            AgentError::Shutdown { .. } => "shutdown",
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Observing the local server into the machine's [`PgObservation`]: over the
+//! Unix socket while it runs, from `pg_controldata` and `standby.signal`
+//! while it is stopped. The two `Lsn` types (machine and postgres driver)
+//! are converted here, at the edge.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::AgentConfig;
+use super::supervise::LocalPg;
+use crate::machine::{
+    DataDir, Lsn, MemberName, PgObservation, ReplicaProgress, SyncStandbys, SystemId, Timeline,
+};
+use crate::postgres::{self, ConnectionUsage, PgError};
+
+/// One observation plus what only the status page needs.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// What the machine gets.
+    pub pg: PgObservation,
+    /// Connections in use (running only).
+    pub connections: Option<ConnectionUsage>,
+}
+
+/// Observes the local server; never fails: what cannot be read is reported
+/// as "not running" (and logged), which is what the machine must assume.
+pub async fn observe(cfg: &AgentConfig, local: &mut LocalPg, timeout: Duration) -> Observed {
+    local.reap();
+    if local.postmaster.is_some() {
+        match tokio::time::timeout(timeout, running(cfg, local)).await {
+            Ok(Ok(obs)) => return obs,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "could not observe the running server");
+                local.client = None;
+            }
+            Err(_) => {
+                tracing::debug!(?timeout, "observing the running server timed out");
+                local.client = None;
+            }
+        }
+        // Our postmaster is alive but did not answer in time (starting,
+        // overloaded): report what we last saw of it, or its files, as
+        // running; a slow answer is no reason to restart it.
+        if let Some(last) = &local.last_running {
+            let mut pg = last.clone();
+            pg.streaming = false;
+            return Observed {
+                pg,
+                connections: None,
+            };
+        }
+        let mut obs = stopped(cfg, local).await;
+        obs.pg.running = true;
+        return obs;
+    }
+    stopped(cfg, local).await
+}
+
+async fn running(cfg: &AgentConfig, local: &mut LocalPg) -> Result<Observed, PgError> {
+    let standby_of = local.standby_of.clone();
+    let client = local.client(cfg).await?;
+    let state = postgres::observe(client).await?;
+    let sync_sql = "SHOW synchronous_standby_names";
+    let sync_text: String = client
+        .query_one(sync_sql, &[])
+        .await
+        .map_err(|source| PgError::Query {
+            statement: sync_sql.to_owned(),
+            source,
+        })?
+        .get(0);
+    local.system_id = Some(state.system_identifier);
+    let flushed = state
+        .flushed_lsn
+        .or(state.received_lsn)
+        .or(state.replayed_lsn)
+        .map_or(0, |l| l.0);
+    let received = state.received_lsn.map_or(flushed, |l| l.0);
+    let replayed = state.replayed_lsn.map_or(flushed, |l| l.0);
+    let pg = PgObservation {
+        data: DataDir::Initialized(SystemId(state.system_identifier)),
+        running: true,
+        in_recovery: state.in_recovery,
+        timeline: Timeline(state.timeline),
+        received_lsn: Lsn(received),
+        replayed_lsn: Lsn(replayed),
+        flushed_lsn: Lsn(flushed.max(received)),
+        upstream: if state.in_recovery { standby_of } else { None },
+        streaming: state.streaming,
+        sync_standbys: parse_sync_standbys(&sync_text),
+        replicas: state
+            .standbys
+            .iter()
+            .filter(|s| s.state == "streaming")
+            .map(|s| ReplicaProgress {
+                name: MemberName::new(s.application_name.clone()),
+                flushed_lsn: Lsn(s.flush_lsn.map_or(0, |l| l.0)),
+            })
+            .collect(),
+    };
+    local.last_running = Some(pg.clone());
+    Ok(Observed {
+        pg,
+        connections: Some(state.connections),
+    })
+}
+
+/// A stopped server: identity, timeline and position from pg_controldata,
+/// recovery from `standby.signal`.
+async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
+    let data_dir = &cfg.instance.layout.data_dir;
+    local.last_running = None;
+    let mut pg = PgObservation::empty();
+    if !data_dir.join("PG_VERSION").exists() {
+        local.system_id = None;
+        return Observed {
+            pg,
+            connections: None,
+        };
+    }
+    match controldata(cfg).await {
+        Some(c) => {
+            local.system_id = Some(c.system_identifier);
+            pg.data = DataDir::Initialized(SystemId(c.system_identifier));
+            pg.timeline = Timeline(c.timeline);
+            pg.flushed_lsn = Lsn(c.end_lsn);
+            pg.received_lsn = Lsn(c.end_lsn);
+            pg.replayed_lsn = Lsn(c.end_lsn);
+        }
+        None => {
+            // Unreadable control file: keep the cached identity if any so
+            // the machine does not take the directory for empty.
+            if let Some(id) = local.system_id {
+                pg.data = DataDir::Initialized(SystemId(id));
+            }
+        }
+    }
+    pg.in_recovery = data_dir.join("standby.signal").exists();
+    pg.upstream = if pg.in_recovery {
+        local.standby_of.clone()
+    } else {
+        None
+    };
+    pg.sync_standbys = local.sync.clone();
+    Observed {
+        pg,
+        connections: None,
+    }
+}
+
+/// What pg_controldata tells about a stopped cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlData {
+    /// `Database system identifier`.
+    pub system_identifier: u64,
+    /// `Latest checkpoint's TimeLineID`.
+    pub timeline: u32,
+    /// The larger of the latest checkpoint location and the minimum recovery
+    /// ending location: a lower bound of the local WAL's end.
+    pub end_lsn: u64,
+}
+
+async fn controldata(cfg: &AgentConfig) -> Option<ControlData> {
+    let mut cmd = cfg.instance.tool("pg_controldata");
+    cmd.arg(&cfg.instance.layout.data_dir).env("LC_ALL", "C");
+    let out = cmd.output().await.ok()?;
+    if !out.status.success() {
+        tracing::debug!(
+            stderr = %String::from_utf8_lossy(&out.stderr),
+            "pg_controldata failed"
+        );
+        return None;
+    }
+    parse_controldata(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses pg_controldata's C-locale output.
+pub fn parse_controldata(text: &str) -> Option<ControlData> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    let lsn = |name: &str| {
+        field(name)
+            .and_then(|v| v.parse::<postgres::Lsn>().ok())
+            .map_or(0, |l| l.0)
+    };
+    Some(ControlData {
+        system_identifier: field("Database system identifier:")?.parse().ok()?,
+        timeline: field("Latest checkpoint's TimeLineID:")?.parse().ok()?,
+        end_lsn: lsn("Latest checkpoint location:").max(lsn("Minimum recovery ending location:")),
+    })
+}
+
+/// The machine's view of a `synchronous_standby_names` value written by
+/// [`SyncStandbys::to_setting`].
+pub fn parse_sync_standbys(value: &str) -> SyncStandbys {
+    let value = value.trim();
+    if value.is_empty() {
+        return SyncStandbys::Off;
+    }
+    let names: BTreeSet<MemberName> = value
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|n| *n != "pgcluster_no_standby")
+        .map(MemberName::new)
+        .collect();
+    SyncStandbys::AllOf(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the agent writes as synchronous_standby_names reads back the same.
+    #[test]
+    fn sync_standbys_round_trip() {
+        for value in [
+            SyncStandbys::Off,
+            SyncStandbys::AllOf(BTreeSet::new()),
+            SyncStandbys::AllOf(["a-1".into(), "b-2".into()].into_iter().collect()),
+        ] {
+            assert_eq!(parse_sync_standbys(&value.to_setting()), value);
+        }
+    }
+
+    /// The stopped server's identity, timeline and WAL position come from pg_controldata.
+    #[test]
+    fn parses_controldata_fields() {
+        let text = "Database system identifier:           7311111111111111111\n\
+                    Latest checkpoint location:           0/3000060\n\
+                    Latest checkpoint's TimeLineID:       2\n\
+                    Minimum recovery ending location:     0/3000100\n";
+        let c = parse_controldata(text).expect("parsed");
+        assert_eq!(c.system_identifier, 7_311_111_111_111_111_111);
+        assert_eq!(c.timeline, 2);
+        assert_eq!(c.end_lsn, 0x0300_0100);
+    }
+}

@@ -1,0 +1,164 @@
+//! The watchdog behind [`crate::machine::Action::ArmWatchdog`]: a dedicated OS
+//! thread with its own timer that fences our postmaster (SIGQUIT, an
+//! immediate shutdown, to the PID we started) when the armed deadline passes,
+//! even if the agent's async loop is stalled or blocked.
+//!
+//! ```text
+//! driver --arm(deadline)/disarm()/set_pid(pid)--> Mutex+Condvar --> thread --SIGQUIT--> postmaster
+//! ```
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+#[derive(Debug, Default)]
+struct Inner {
+    deadline: Option<Instant>,
+    pid: Option<u32>,
+    stop: bool,
+    fired: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    inner: Mutex<Inner>,
+    wake: Condvar,
+}
+
+/// The watchdog; dropping it stops the thread (without fencing).
+#[derive(Debug)]
+pub struct Watchdog {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Starts the watchdog thread, disarmed.
+    pub fn start() -> std::io::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let for_thread = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("pgcluster-watchdog".to_owned())
+            .spawn(move || run(&for_thread))?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut inner =
+            self.shared.inner.lock().expect(
+                "the watchdog lock is never poisoned because nothing panics while holding it",
+            );
+        let out = f(&mut inner);
+        self.shared.wake.notify_all();
+        out
+    }
+
+    /// Fence at `deadline` unless re-armed or disarmed before; replaces the previous deadline.
+    pub fn arm(&self, deadline: Instant) {
+        self.with(|i| i.deadline = Some(deadline));
+    }
+
+    /// No deadline (this member holds no lease and runs no writable primary).
+    pub fn disarm(&self) {
+        self.with(|i| i.deadline = None);
+    }
+
+    /// The postmaster to fence (`None` while none runs).
+    pub fn set_pid(&self, pid: Option<u32>) {
+        self.with(|i| i.pid = pid);
+    }
+
+    /// How many times the watchdog fenced PostgreSQL.
+    pub fn fired(&self) -> u64 {
+        self.with(|i| i.fired)
+    }
+
+    /// The armed deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.with(|i| i.deadline)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.with(|i| i.stop = true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(shared: &Shared) {
+    let mut inner = shared
+        .inner
+        .lock()
+        .expect("the watchdog lock is never poisoned because nothing panics while holding it");
+    loop {
+        if inner.stop {
+            return;
+        }
+        let now = Instant::now();
+        match inner.deadline {
+            Some(deadline) if now >= deadline => {
+                inner.deadline = None;
+                if let Some(pid) = inner.pid {
+                    inner.fired += 1;
+                    fence(pid);
+                }
+            }
+            Some(deadline) => {
+                let wait = deadline.saturating_duration_since(now);
+                inner = shared
+                    .wake
+                    .wait_timeout(inner, wait)
+                    .expect("the watchdog lock is never poisoned because nothing panics while holding it")
+                    .0;
+            }
+            None => {
+                inner = shared
+                    .wake
+                    .wait_timeout(inner, Duration::from_secs(1))
+                    .expect("the watchdog lock is never poisoned because nothing panics while holding it")
+                    .0;
+            }
+        }
+    }
+}
+
+/// SIGQUIT to the postmaster: an immediate shutdown; it SIGQUITs every
+/// backend at once, so nothing commits after this.
+fn fence(pid: u32) {
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    // eprintln, not tracing: this thread must not depend on anything that could stall.
+    eprintln!("pgcluster watchdog: lease deadline passed; fencing postmaster {pid} (SIGQUIT)");
+    let _ = kill(Pid::from_raw(raw), Signal::SIGQUIT);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An armed deadline fires without any help from the caller's thread, and
+    /// re-arming pushes it back.
+    #[test]
+    fn fires_only_after_the_latest_deadline() {
+        let dog = Watchdog::start().expect("thread starts");
+        // A PID that is certainly not ours to signal would be unsafe; use none:
+        // firing with no PID only clears the deadline.
+        dog.arm(Instant::now() + Duration::from_millis(50));
+        dog.arm(Instant::now() + Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(dog.deadline().is_some(), "re-armed deadline not yet passed");
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(dog.deadline().is_none(), "deadline passed and was consumed");
+        assert_eq!(dog.fired(), 0, "no pid, nothing fenced");
+    }
+}
