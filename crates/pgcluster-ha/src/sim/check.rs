@@ -5,8 +5,8 @@
 //!    becomes writable it must hold every acknowledged write (a writable
 //!    primary's WAL only grows, and acknowledgements come from it, so this
 //!    covers every instant), and at the end.
-//! 3. Liveness: after the primary crashes, with the coordinator and an
-//!    eligible replica healthy and no other fault nearby, a writable primary
+//! 3. Liveness: after the primary crashes, with the coordinator (every
+//!    answer arrives) and an eligible replica healthy and no other fault nearby, a writable primary
 //!    exists within lease duration + 2 loop intervals (plus the simulated
 //!    clock-rate drift, message delays and promotion time).
 //! 4. A switchover with no other fault nearby completes within
@@ -260,6 +260,10 @@ impl Checker {
         let Some(p) = (0..w.members.len()).find(|&m| w.members[m].pg.writable()) else {
             return;
         };
+        // The time bounds assume a healthy coordinator: none of its answers lost.
+        if !w.coordinator_answers() {
+            return;
+        }
         match f.kind {
             FaultKind::CrashNode | FaultKind::CrashPostgres => {
                 if w.resolved[i] != Some(p)

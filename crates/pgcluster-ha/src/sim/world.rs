@@ -998,6 +998,12 @@ impl World {
     pub fn max_delay(&self) -> u64 {
         self.max_delay
     }
+
+    /// Whether the coordinator is healthy in the sense of invariants 3, 4
+    /// and 6: every write's answer arrives.
+    pub fn coordinator_answers(&self) -> bool {
+        self.lost_answers == 0
+    }
 }
 
 fn is_coordinator_op(a: &Action) -> bool {
