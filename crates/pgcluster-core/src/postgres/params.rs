@@ -140,6 +140,18 @@ pub const MANAGED_PARAMETERS: &[ManagedParameter] = &[
         name: "promote_trigger_file",
         reason: "promotion is done by the agent after it holds the leader lease",
     },
+    ManagedParameter {
+        name: "wal_keep_size",
+        reason: "pg_rewind of a former primary needs the WAL since the fork; the agent keeps enough",
+    },
+    ManagedParameter {
+        name: "max_slot_wal_keep_size",
+        reason: "bounds the WAL a dead replica's slot can pin, so it can never fill the disk; the agent sets it",
+    },
+    ManagedParameter {
+        name: "hot_standby_feedback",
+        reason: "the agent enables it so queries on the ro endpoint are not cancelled by vacuum on the primary",
+    },
 ];
 
 /// The managed-parameter entry covering `name` (case-insensitive, like PostgreSQL), if any.
