@@ -35,6 +35,15 @@ pub fn exec(args: Args) -> Result<(), CliError> {
     crate::telemetry::init("info");
     let layout = Layout::new(&args.data_dir);
     let (record, validated) = load(&layout)?;
+    // Recorded so that `pgcluster down` stops this agent too (e.g. one restarted by hand).
+    let me = args.member.clone();
+    layout
+        .update_record(|r| {
+            if let Some(m) = r.members.iter_mut().find(|m| m.name == me) {
+                m.agent_pid = Some(std::process::id());
+            }
+        })
+        .map_err(|e| fail(&e))?;
     runtime()?.block_on(async {
         let config = cluster::agent_config(&layout, &record, &validated, &args.member)
             .await

@@ -70,6 +70,16 @@ async fn running(cfg: &AgentConfig, local: &mut LocalPg) -> Result<Observed, PgE
         })?
         .get(0);
     local.system_id = Some(state.system_identifier);
+    let timeline = if state.in_recovery {
+        // With the WAL receiver down, PostgreSQL only tells the last
+        // checkpoint's timeline; a history file in pg_wal means the standby
+        // already follows that timeline.
+        state
+            .timeline
+            .max(newest_history(&cfg.instance.layout.data_dir))
+    } else {
+        state.timeline
+    };
     let flushed = state
         .flushed_lsn
         .or(state.received_lsn)
@@ -81,7 +91,7 @@ async fn running(cfg: &AgentConfig, local: &mut LocalPg) -> Result<Observed, PgE
         data: DataDir::Initialized(SystemId(state.system_identifier)),
         running: true,
         in_recovery: state.in_recovery,
-        timeline: Timeline(state.timeline),
+        timeline: Timeline(timeline),
         received_lsn: Lsn(received),
         replayed_lsn: Lsn(replayed),
         flushed_lsn: Lsn(flushed.max(received)),
@@ -123,9 +133,23 @@ async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
             local.system_id = Some(c.system_identifier);
             pg.data = DataDir::Initialized(SystemId(c.system_identifier));
             pg.timeline = Timeline(c.timeline);
-            pg.flushed_lsn = Lsn(c.end_lsn);
-            pg.received_lsn = Lsn(c.end_lsn);
-            pg.replayed_lsn = Lsn(c.end_lsn);
+            // The checkpoint location is the *start* of the last checkpoint
+            // record; the machine needs the end of local WAL (a standby that
+            // received the shutdown checkpoint is exactly there).
+            let end = match local.wal_end_cache {
+                Some((key, end)) if key == (c.checkpoint_lsn, c.timeline) => end,
+                _ => {
+                    let end = wal_end(cfg, c.checkpoint_lsn, c.timeline)
+                        .await
+                        .unwrap_or(c.end_lsn)
+                        .max(c.end_lsn);
+                    local.wal_end_cache = Some(((c.checkpoint_lsn, c.timeline), end));
+                    end
+                }
+            };
+            pg.flushed_lsn = Lsn(end);
+            pg.received_lsn = Lsn(end);
+            pg.replayed_lsn = Lsn(end);
         }
         None => {
             // Unreadable control file: keep the cached identity if any so
@@ -136,6 +160,9 @@ async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
         }
     }
     pg.in_recovery = data_dir.join("standby.signal").exists();
+    if pg.in_recovery {
+        pg.timeline = Timeline(pg.timeline.0.max(newest_history(data_dir)));
+    }
     pg.upstream = if pg.in_recovery {
         local.standby_of.clone()
     } else {
@@ -155,6 +182,8 @@ pub struct ControlData {
     pub system_identifier: u64,
     /// `Latest checkpoint's TimeLineID`.
     pub timeline: u32,
+    /// `Latest checkpoint location` (the start of the checkpoint record).
+    pub checkpoint_lsn: u64,
     /// The larger of the latest checkpoint location and the minimum recovery
     /// ending location: a lower bound of the local WAL's end.
     pub end_lsn: u64,
@@ -174,6 +203,57 @@ async fn controldata(cfg: &AgentConfig) -> Option<ControlData> {
     parse_controldata(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// The end of the valid WAL in a stopped server's pg_wal, read with
+/// pg_waldump from the last checkpoint: the position where it finds no
+/// further record.
+async fn wal_end(cfg: &AgentConfig, start: u64, timeline: u32) -> Option<u64> {
+    let mut cmd = cfg.instance.tool("pg_waldump");
+    cmd.arg("--path")
+        .arg(cfg.instance.layout.data_dir.join("pg_wal"))
+        .arg("--start")
+        .arg(Lsn(start).to_string())
+        .arg("--timeline")
+        .arg(timeline.to_string())
+        .arg("--quiet")
+        .env("LC_ALL", "C");
+    let out = tokio::time::timeout(Duration::from_secs(5), cmd.output())
+        .await
+        .ok()?
+        .ok()?;
+    parse_waldump_end(&String::from_utf8_lossy(&out.stderr))
+}
+
+/// The position where pg_waldump found no further record: the last
+/// "at X/Y" of its error ("error in WAL record at A: invalid record length at B").
+pub fn parse_waldump_end(stderr: &str) -> Option<u64> {
+    if !stderr.contains("error in WAL record at ") {
+        return None;
+    }
+    let rest = stderr.rsplit(" at ").next()?;
+    let lsn: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == '/')
+        .collect();
+    lsn.parse::<postgres::Lsn>().ok().map(|l| l.0)
+}
+
+/// The highest timeline with a history file in `data/pg_wal` (1 if none).
+pub fn newest_history(data_dir: &std::path::Path) -> u32 {
+    std::fs::read_dir(data_dir.join("pg_wal"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let id = name.strip_suffix(".history")?;
+            // Placeholders placed before a promotion are empty; they name no switch.
+            (e.metadata().ok()?.len() > 0).then_some(())?;
+            u32::from_str_radix(id, 16).ok()
+        })
+        .max()
+        .unwrap_or(1)
+}
+
 /// Parses pg_controldata's C-locale output.
 pub fn parse_controldata(text: &str) -> Option<ControlData> {
     let field = |name: &str| {
@@ -189,6 +269,7 @@ pub fn parse_controldata(text: &str) -> Option<ControlData> {
     Some(ControlData {
         system_identifier: field("Database system identifier:")?.parse().ok()?,
         timeline: field("Latest checkpoint's TimeLineID:")?.parse().ok()?,
+        checkpoint_lsn: lsn("Latest checkpoint location:"),
         end_lsn: lsn("Latest checkpoint location:").max(lsn("Minimum recovery ending location:")),
     })
 }
@@ -213,6 +294,14 @@ pub fn parse_sync_standbys(value: &str) -> SyncStandbys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The end of WAL is where pg_waldump stops finding records.
+    #[test]
+    fn parses_waldump_end() {
+        let err = "pg_waldump: error: error in WAL record at 0/301AB20: invalid record length at 0/301AB98: wanted 24, got 0\n";
+        assert_eq!(parse_waldump_end(err), Some(0x0301_AB98));
+        assert_eq!(parse_waldump_end("nothing"), None);
+    }
 
     /// Whatever the agent writes as synchronous_standby_names reads back the same.
     #[test]

@@ -32,6 +32,8 @@ pub struct LocalPg {
     pub system_id: Option<u64>,
     /// The last observation of the running server (reused when it is slow to answer).
     pub last_running: Option<crate::machine::PgObservation>,
+    /// The end of WAL found for a stopped server, keyed by (checkpoint, timeline).
+    pub wal_end_cache: Option<((u64, u32), u64)>,
     /// The slow operation running in the background, if any.
     pub background: Option<super::background::Background>,
 }
@@ -47,6 +49,7 @@ impl LocalPg {
             system_id: None,
             background: None,
             last_running: None,
+            wal_end_cache: None,
         }
     }
 
