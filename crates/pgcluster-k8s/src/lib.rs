@@ -39,6 +39,7 @@
 
 pub mod api_calls;
 pub mod build;
+pub mod client_ops;
 pub mod controller;
 pub mod lease;
 pub mod pod_role;

@@ -37,9 +37,13 @@ pub fn respond(request_line: &str, registry: &Registry) -> (u16, &'static str, S
     }
 }
 
-/// Serves until the listener fails.
+/// Binds `addr` and serves until the listener fails.
 pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+    serve_on(TcpListener::bind(addr).await?, registry).await
+}
+
+/// Serves on a bound listener until it fails.
+pub async fn serve_on(listener: TcpListener, registry: Arc<Registry>) -> std::io::Result<()> {
     loop {
         let (mut socket, _) = listener.accept().await?;
         let registry = registry.clone();

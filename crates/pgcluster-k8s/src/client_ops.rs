@@ -1,0 +1,600 @@
+//! The CLI's operations against a Kubernetes cluster (`pgcluster apply`,
+//! and `status` / `switchover` / `failover` in Kubernetes mode): library code
+//! so the CLI stays wiring only. Tested only through tower-test mocks.
+//!
+//! - [`apply`]: server-side apply of a validated `PostgresCluster` with the
+//!   field manager [`CLI_FIELD_MANAGER`] (not the controller's: a person's
+//!   apply owns the spec, the controller owns what it derives from it).
+//! - [`wait_ready`]: polls the object until its Ready condition is True for
+//!   the applied generation, reporting each change, or gives the reason.
+//! - [`status`]: the object's status plus the live view from the Lease and
+//!   the pods (what `pgcluster status` shows in local mode).
+//! - [`switchover`] / [`failover`]: a switchover request on the Lease, then
+//!   waiting until the lease holder is the target.
+
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use pgcluster_core::api::v1alpha1::{PostgresCluster, PostgresClusterStatus};
+use pgcluster_core::names::ClusterName;
+use pgcluster_ha::coordinator::{Coordinator, CoordinatorError};
+use pgcluster_ha::machine::{ClusterView, MemberName, SwitchoverRequest};
+
+use crate::lease::KubeLeaseCoordinator;
+
+pub use pgcluster_ha::machine::MemberRole;
+
+/// Field manager of `pgcluster apply`.
+pub const CLI_FIELD_MANAGER: &str = "pgcluster-cli";
+
+/// A failed cluster operation.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The object has no name or namespace.
+    #[error("failed to address the cluster: {what} is missing")]
+    Incomplete {
+        /// What is missing.
+        what: &'static str,
+    },
+    /// An API call failed.
+    #[error("failed to {action} PostgresCluster {name}")]
+    Api {
+        /// What was attempted.
+        action: &'static str,
+        /// The cluster.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The coordinator (Lease) call failed.
+    #[error("failed to {action} through the leader Lease of {name}")]
+    Coordinator {
+        /// What was attempted.
+        action: &'static str,
+        /// The cluster.
+        name: String,
+        /// The coordinator's error.
+        #[source]
+        source: CoordinatorError,
+    },
+    /// A forced failover while the primary is healthy would lose writes.
+    #[error(
+        "refusing to fail over: the primary {primary} is healthy and a failover would lose its newest writes; use switchover instead"
+    )]
+    PrimaryHealthy {
+        /// The healthy primary.
+        primary: String,
+    },
+    /// The target is not a member of the cluster.
+    #[error("failed to find instance {target}: the cluster's instances are {known}")]
+    UnknownTarget {
+        /// The requested target.
+        target: String,
+        /// The known members.
+        known: String,
+    },
+    /// The wait ran out of time.
+    #[error("timed out after {waited:?}: {reason}")]
+    Timeout {
+        /// How long it waited.
+        waited: Duration,
+        /// Why the cluster is not there yet.
+        reason: String,
+    },
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("failed to load a Kubernetes configuration: {reason}")]
+    Connect {
+        /// Why (the kubeconfig loader's message).
+        reason: String,
+    },
+    /// The cluster name is not valid.
+    #[error("failed to use cluster name {name}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl OpsError {
+    /// A bounded category (exit-code mapping, metrics).
+    pub fn category(&self) -> &'static str {
+        match self {
+            OpsError::Incomplete { .. } | OpsError::InvalidName { .. } => "invalid",
+            OpsError::Connect { .. } => "connect",
+            OpsError::Api { .. } => "api",
+            OpsError::Coordinator { .. } => "coordinator",
+            OpsError::PrimaryHealthy { .. } => "primary_healthy",
+            OpsError::UnknownTarget { .. } => "unknown_target",
+            OpsError::Timeout { .. } => "timeout",
+        }
+    }
+}
+
+/// Server-side applies `cluster` (already validated by the caller) and
+/// returns the stored object (its generation is what [`wait_ready`] waits for).
+pub async fn apply(
+    client: &Client,
+    cluster: &PostgresCluster,
+) -> Result<PostgresCluster, OpsError> {
+    let name = cluster.metadata.name.clone().ok_or(OpsError::Incomplete {
+        what: "metadata.name",
+    })?;
+    let namespace = cluster
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(OpsError::Incomplete {
+            what: "metadata.namespace",
+        })?;
+    let api: Api<PostgresCluster> = Api::namespaced(client.clone(), &namespace);
+    let mut object = cluster.clone();
+    object.status = None;
+    object.metadata.managed_fields = None;
+    object.metadata.resource_version = None;
+    api.patch(
+        &name,
+        &PatchParams::apply(CLI_FIELD_MANAGER).force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .map_err(|source| OpsError::Api {
+        action: "apply",
+        name,
+        source,
+    })
+}
+
+/// One line of progress: the phase and the Ready condition's reason and message.
+pub fn progress_line(status: Option<&PostgresClusterStatus>) -> String {
+    let Some(status) = status else {
+        return "waiting for the controller to report status".to_owned();
+    };
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    format!(
+        "phase {}{}",
+        status
+            .phase
+            .map_or_else(|| "unknown".to_owned(), |p| format!("{p:?}")),
+        ready.map_or_else(String::new, |c| format!(" ({}): {}", c.reason, c.message))
+    )
+}
+
+/// Whether `cluster` is Ready for its current generation.
+pub fn is_ready(cluster: &PostgresCluster) -> bool {
+    let Some(status) = &cluster.status else {
+        return false;
+    };
+    status.observed_generation >= cluster.metadata.generation
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Polls every `every` until `name` is Ready or `timeout` passes; calls
+/// `report` with each new progress line.
+pub async fn wait_ready(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+    every: Duration,
+    mut report: impl FnMut(&str),
+) -> Result<PostgresCluster, OpsError> {
+    let api: Api<PostgresCluster> = Api::namespaced(client.clone(), namespace);
+    let start = tokio::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        let cluster = api.get(name).await.map_err(|source| OpsError::Api {
+            action: "read",
+            name: name.to_owned(),
+            source,
+        })?;
+        let line = progress_line(cluster.status.as_ref());
+        if line != last {
+            report(&line);
+            last = line;
+        }
+        if is_ready(&cluster) {
+            return Ok(cluster);
+        }
+        if start.elapsed() >= timeout {
+            return Err(OpsError::Timeout {
+                waited: timeout,
+                reason: last,
+            });
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A cluster as `pgcluster status` shows it.
+#[derive(Clone, Debug)]
+pub struct ClusterReport {
+    /// The object (spec and the controller's status).
+    pub cluster: PostgresCluster,
+    /// The live view: the Lease and every member's published state.
+    pub view: ClusterView,
+}
+
+fn coordinator(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<KubeLeaseCoordinator, OpsError> {
+    let cluster = ClusterName::new(name).map_err(|e| OpsError::InvalidName {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(KubeLeaseCoordinator::new(
+        client.clone(),
+        namespace,
+        &cluster,
+    ))
+}
+
+/// Reads the object and the live view.
+pub async fn status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<ClusterReport, OpsError> {
+    let api: Api<PostgresCluster> = Api::namespaced(client.clone(), namespace);
+    let cluster = api.get(name).await.map_err(|source| OpsError::Api {
+        action: "read",
+        name: name.to_owned(),
+        source,
+    })?;
+    let view = coordinator(client, namespace, name)?
+        .read_view()
+        .await
+        .map_err(|source| OpsError::Coordinator {
+            action: "read the cluster view",
+            name: name.to_owned(),
+            source,
+        })?;
+    Ok(ClusterReport { cluster, view })
+}
+
+fn holder(view: &ClusterView) -> Option<&MemberName> {
+    view.lease.as_ref().and_then(|l| l.record.holder.as_ref())
+}
+
+/// Requests a switchover (to `target`, or the best replica) and waits until
+/// the lease moved. `id` identifies the request (e.g. the current time in ms).
+pub async fn switchover(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    target: Option<&str>,
+    id: u64,
+    timeout: Duration,
+) -> Result<String, OpsError> {
+    let coordinator = coordinator(client, namespace, name)?;
+    let view = read(&coordinator, name).await?;
+    if let Some(t) = target {
+        check_member(&view, t)?;
+    }
+    let from = holder(&view).cloned();
+    request(&coordinator, name, target, id).await?;
+    wait_for_new_holder(&coordinator, name, from.as_ref(), target, timeout).await
+}
+
+/// A forced failover to `to`: refused while the primary is healthy (its
+/// member state says primary and healthy); otherwise the same request as a
+/// switchover, which the agents execute once the old lease has expired.
+pub async fn failover(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    to: &str,
+    id: u64,
+    timeout: Duration,
+) -> Result<String, OpsError> {
+    let coordinator = coordinator(client, namespace, name)?;
+    let view = read(&coordinator, name).await?;
+    check_member(&view, to)?;
+    let from = holder(&view).cloned();
+    if let Some(primary) = &from
+        && view
+            .members
+            .get(primary)
+            .is_some_and(|m| m.role == MemberRole::Primary && m.healthy)
+    {
+        return Err(OpsError::PrimaryHealthy {
+            primary: primary.to_string(),
+        });
+    }
+    request(&coordinator, name, Some(to), id).await?;
+    wait_for_new_holder(&coordinator, name, from.as_ref(), Some(to), timeout).await
+}
+
+async fn read(coordinator: &KubeLeaseCoordinator, name: &str) -> Result<ClusterView, OpsError> {
+    coordinator
+        .read_view()
+        .await
+        .map_err(|source| OpsError::Coordinator {
+            action: "read the cluster view",
+            name: name.to_owned(),
+            source,
+        })
+}
+
+fn check_member(view: &ClusterView, target: &str) -> Result<(), OpsError> {
+    if view.members.contains_key(&MemberName::from(target)) {
+        return Ok(());
+    }
+    Err(OpsError::UnknownTarget {
+        target: target.to_owned(),
+        known: view
+            .members
+            .keys()
+            .map(MemberName::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+async fn request(
+    coordinator: &KubeLeaseCoordinator,
+    name: &str,
+    target: Option<&str>,
+    id: u64,
+) -> Result<(), OpsError> {
+    coordinator
+        .request_switchover(SwitchoverRequest {
+            id,
+            target: target.map(MemberName::from),
+        })
+        .await
+        .map_err(|source| OpsError::Coordinator {
+            action: "request a switchover",
+            name: name.to_owned(),
+            source,
+        })
+}
+
+async fn wait_for_new_holder(
+    coordinator: &KubeLeaseCoordinator,
+    name: &str,
+    from: Option<&MemberName>,
+    target: Option<&str>,
+    timeout: Duration,
+) -> Result<String, OpsError> {
+    let start = tokio::time::Instant::now();
+    loop {
+        let view = read(coordinator, name).await?;
+        if let Some(h) = holder(&view)
+            && Some(h) != from
+            && target.is_none_or(|t| h.as_str() == t)
+        {
+            return Ok(h.to_string());
+        }
+        if start.elapsed() >= timeout {
+            return Err(OpsError::Timeout {
+                waited: timeout,
+                reason: format!(
+                    "the leader is still {}{}",
+                    holder(&view).map_or_else(|| "none".to_owned(), MemberName::to_string),
+                    if view.switchover.is_some() {
+                        " and the request is pending"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Connects with the local kubeconfig (optionally another `context`), or the
+/// in-cluster configuration; returns the client and the context's default
+/// namespace.
+pub async fn connect(context: Option<&str>) -> Result<(Client, String), OpsError> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..kube::config::KubeConfigOptions::default()
+    };
+    let config = match kube::Config::from_kubeconfig(&options).await {
+        Ok(config) => config,
+        Err(_) if context.is_none() => {
+            kube::Config::infer().await.map_err(|e| OpsError::Connect {
+                reason: e.to_string(),
+            })?
+        }
+        Err(e) => {
+            return Err(OpsError::Connect {
+                reason: e.to_string(),
+            });
+        }
+    };
+    let namespace = config.default_namespace.clone();
+    let client = Client::try_from(config).map_err(|source| OpsError::Api {
+        action: "connect for",
+        name: "*".to_owned(),
+        source,
+    })?;
+    Ok((client, namespace))
+}
+
+/// Runs `fut` on a new current-thread runtime (the CLI's commands are
+/// synchronous; this keeps the runtime out of the CLI crate).
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds because it needs no threads beyond this one")
+        .block_on(fut)
+}
+
+/// `name`'s identifier for messages: `namespace/name`.
+pub fn display_name(cluster: &PostgresCluster) -> String {
+    format!(
+        "{}/{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+mod tests {
+    use ::http::Method;
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::api_server::{ApiServerVerifier, Reply, list};
+    use crate::testing::objects::{PodFixture, lease, lease_object, pod, postgres_cluster};
+
+    const CLUSTER: &str = "/apis/pgcluster.dev/v1alpha1/namespaces/db/postgresclusters/pg";
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/db/leases/pg-leader";
+    const PODS: &str = "/api/v1/namespaces/db/pods";
+
+    /// apply is one server-side apply with the CLI's field manager, without status.
+    #[tokio::test]
+    async fn apply_is_server_side_with_cli_manager() {
+        let (client, mut server) = ApiServerVerifier::new();
+        let mut obj = postgres_cluster();
+        obj.status = Some(PostgresClusterStatus::default());
+        let out = server
+            .serve_while(apply(&client, &obj), vec![])
+            .await
+            .unwrap();
+        assert_eq!(out.name_any(), "pg");
+        let s = &server.seen[0];
+        assert_eq!(
+            (s.method.clone(), s.path.as_str()),
+            (Method::PATCH, CLUSTER)
+        );
+        assert_eq!(s.param("fieldManager").as_deref(), Some(CLI_FIELD_MANAGER));
+        assert!(s.body.get("status").is_none());
+    }
+
+    /// wait_ready reports progress and returns once Ready is True for the generation.
+    #[tokio::test]
+    async fn wait_ready_reports_until_ready() {
+        let (client, mut server) = ApiServerVerifier::new();
+        let creating = serde_json::to_value(postgres_cluster()).unwrap();
+        let mut ready = creating.clone();
+        ready["status"] = json!({
+            "phase": "Healthy", "observedGeneration": 3,
+            "conditions": [{ "type": "Ready", "status": "True", "reason": "Healthy", "message": "2/2 instances ready; primary pg-0", "lastTransitionTime": "2026-01-01T00:00:00Z" }]
+        });
+        let mut lines = vec![];
+        let overrides = vec![
+            (Method::GET, CLUSTER.to_owned(), Reply::Ok(creating)),
+            (Method::GET, CLUSTER.to_owned(), Reply::Ok(ready)),
+        ];
+        let fut = wait_ready(
+            &client,
+            "db",
+            "pg",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            |l| lines.push(l.to_owned()),
+        );
+        let out = server.serve_while(fut, overrides).await.unwrap();
+        assert!(is_ready(&out));
+        assert_eq!(lines[0], "waiting for the controller to report status");
+        assert!(lines[1].contains("Healthy"));
+    }
+
+    /// A failover while the primary is healthy is refused (no request written).
+    #[tokio::test]
+    async fn failover_refused_while_primary_healthy() {
+        let (client, mut server) = ApiServerVerifier::new();
+        let overrides = vec![
+            (
+                Method::GET,
+                LEASE.to_owned(),
+                Reply::Ok(lease_object(&lease(Some("pg-0"), 2, 10))),
+            ),
+            (
+                Method::GET,
+                PODS.to_owned(),
+                Reply::Ok(list(
+                    "PodList",
+                    vec![
+                        pod("pg-0").state(MemberRole::Primary, 10),
+                        pod("pg-1").state(MemberRole::Replica, 10),
+                    ],
+                )),
+            ),
+        ];
+        let err = server
+            .serve_while(
+                failover(&client, "db", "pg", "pg-1", 1, Duration::from_secs(1)),
+                overrides,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.category(), "primary_healthy");
+        assert!(server.seen.iter().all(|s| s.method == Method::GET));
+    }
+
+    /// A switchover writes the request on the Lease and returns the new holder.
+    #[tokio::test]
+    async fn switchover_requests_and_waits() {
+        let (client, mut server) = ApiServerVerifier::new();
+        let pods = || {
+            Reply::Ok(list(
+                "PodList",
+                vec![
+                    pod("pg-0").state(MemberRole::Primary, 10),
+                    pod("pg-1").state(MemberRole::Replica, 10),
+                ],
+            ))
+        };
+        let before = || Reply::Ok(lease_object(&lease(Some("pg-0"), 2, 10)));
+        let overrides = vec![
+            (Method::GET, LEASE.to_owned(), before()),
+            (Method::GET, PODS.to_owned(), pods()),
+            (Method::GET, LEASE.to_owned(), before()),
+            (Method::PUT, LEASE.to_owned(), Reply::Echo),
+            (
+                Method::GET,
+                LEASE.to_owned(),
+                Reply::Ok(lease_object(&lease(Some("pg-1"), 3, 10))),
+            ),
+            (Method::GET, PODS.to_owned(), pods()),
+        ];
+        let to = server
+            .serve_while(
+                switchover(
+                    &client,
+                    "db",
+                    "pg",
+                    Some("pg-1"),
+                    42,
+                    Duration::from_secs(5),
+                ),
+                overrides,
+            )
+            .await
+            .unwrap();
+        assert_eq!(to, "pg-1");
+        let put = server
+            .seen
+            .iter()
+            .find(|s| s.method == Method::PUT)
+            .unwrap();
+        let request: SwitchoverRequest = serde_json::from_str(
+            put.body["metadata"]["annotations"][crate::lease::ANNOTATION_SWITCHOVER]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            request,
+            SwitchoverRequest {
+                id: 42,
+                target: Some(MemberName::from("pg-1"))
+            }
+        );
+    }
+}
