@@ -112,6 +112,8 @@ fn same_seed_same_timeline() {
 fn node_crash_fails_over_in_under_three_seconds() {
     for seed in 0..50 {
         let mut c = SimConfig::new(seed, 3);
+        // Time bounds assume every coordinator answer arrives.
+        c.lost_answers = Some(0);
         c.faults = Some(vec![
             "crash-node:primary@3000-8000"
                 .parse()
@@ -135,6 +137,8 @@ fn coordinator_stall_keeps_the_primary() {
     for seed in 0..30 {
         for sync in [false, true] {
             let mut c = SimConfig::new(seed, 3);
+            // Time bounds assume every coordinator answer arrives.
+            c.lost_answers = Some(0);
             if sync {
                 c = c.sync(NoStandbyPolicy::Block);
             }
@@ -156,6 +160,8 @@ fn coordinator_stall_keeps_the_primary() {
 fn long_coordinator_outage_keeps_the_primary() {
     for seed in 0..20 {
         let mut c = SimConfig::new(seed, 3);
+        // Time bounds assume every coordinator answer arrives.
+        c.lost_answers = Some(0);
         c.faults = Some(vec![
             "coord-down:all@2500-8000"
                 .parse()
@@ -174,6 +180,8 @@ fn named_switchover_completes_without_loss() {
     for seed in 0..30 {
         for sync in [false, true] {
             let mut c = SimConfig::new(seed, 3);
+            // Time bounds assume every coordinator answer arrives.
+            c.lost_answers = Some(0);
             if sync {
                 c = c.sync(NoStandbyPolicy::Block);
             }

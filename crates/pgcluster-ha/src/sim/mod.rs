@@ -56,6 +56,9 @@ pub struct SimConfig {
     pub duration: u64,
     /// Largest one-way message delay, in ms (`None`: drawn from the seed, 1..=40).
     pub max_delay: Option<u64>,
+    /// Per mille of coordinator writes whose answer is lost (`None`: drawn
+    /// from the seed, zero in two thirds of the seeds).
+    pub lost_answers: Option<u64>,
     /// Record a human-readable timeline.
     pub trace: bool,
 }
@@ -77,6 +80,7 @@ impl SimConfig {
             heal_at: 6500,
             duration: 11_000,
             max_delay: None,
+            lost_answers: None,
             trace: false,
         }
     }

@@ -152,11 +152,12 @@ impl World {
             })
             .collect();
         let max_delay = cfg.max_delay.unwrap_or_else(|| rng.range(1, 40));
-        let lost_answers = if rng.chance(1, 3) {
+        let drawn = if rng.chance(1, 3) {
             rng.range(5, 50)
         } else {
             0
         };
+        let lost_answers = cfg.lost_answers.unwrap_or(drawn);
         let drift = i64::try_from(
             cfg.timings.max_clock_drift.as_micros() * 1000
                 / cfg.timings.lease_duration.as_millis().max(1)
