@@ -301,3 +301,68 @@ where
 pub fn member_data(data: &Path, member: &str) -> PathBuf {
     data.join("members").join(member).join("data")
 }
+
+/// A writer committing one counter row every `every` through the rw port,
+/// reconnecting after errors; returns every acknowledged id.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<i64>>,
+}
+
+impl Writer {
+    /// Starts writing into table `w(id bigint primary key)` (created if missing).
+    pub async fn start(port: u16, password: String, every: Duration) -> Self {
+        let c = connect(port, &password).await.expect("rw connects");
+        c.batch_execute("CREATE TABLE IF NOT EXISTS w (id bigint primary key)")
+            .await
+            .expect("create w");
+        drop(c);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut next = 1i64;
+            let mut client: Option<tokio_postgres::Client> = None;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if client.as_ref().is_none_or(|c| c.is_closed()) {
+                    client = connect(port, &password).await.ok();
+                }
+                if let Some(c) = &client {
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        c.execute("INSERT INTO w VALUES ($1)", &[&next]),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(_)) => acked.push(next),
+                        _ => client = None,
+                    }
+                    next += 1;
+                }
+                tokio::time::sleep(every).await;
+            }
+            acked
+        });
+        Self { stop, task }
+    }
+
+    /// Stops and returns the acknowledged ids.
+    pub async fn finish(self) -> Vec<i64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("writer task")
+    }
+}
+
+/// Ids of `acked` missing from table w on the server at `port`.
+pub async fn missing(port: u16, password: &str, acked: &[i64]) -> Vec<i64> {
+    let c = connect(port, password)
+        .await
+        .expect("connect to check rows");
+    let rows = c.query("SELECT id FROM w", &[]).await.expect("read w");
+    let have: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    acked
+        .iter()
+        .copied()
+        .filter(|id| !have.contains(id))
+        .collect()
+}
