@@ -62,6 +62,9 @@ enum Monitor {
         deadline: u64,
         old: usize,
         target: Option<usize>,
+        /// Acknowledged writes the old primary already lacked (lost by an
+        /// earlier async failover): not the switchover's doing.
+        missing_before: usize,
     },
     Outage {
         until: u64,
@@ -179,13 +182,14 @@ impl Checker {
                     deadline,
                     old,
                     target,
+                    missing_before,
                 } => {
                     let done = (0..w.members.len()).find(|&m| {
                         w.members[m].pg.writable() && m != old && target.is_none_or(|t| t == m)
                     });
                     if let Some(m) = done {
                         w.report.switchover_ms.push(w.now - started);
-                        let missing = w.checker.missing(w, m);
+                        let missing = w.checker.missing(w, m).saturating_sub(missing_before);
                         if missing > 0 {
                             Self::violate(
                                 w,
@@ -314,6 +318,7 @@ impl Checker {
                     deadline: w.now + bound,
                     old: p,
                     target: target.filter(|&t| t < w.members.len()),
+                    missing_before: w.checker.missing(w, p),
                 });
             }
             FaultKind::CoordinatorDown if f.target == Target::All => {
