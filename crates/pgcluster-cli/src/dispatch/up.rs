@@ -31,8 +31,8 @@ pub struct Args {
     /// The PostgresCluster spec (YAML or JSON); default: two instances named local-0, local-1.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
-    /// Where the cluster keeps everything (default: $XDG_DATA_HOME/pgcluster/<name>,
-    /// ~/.local/share/pgcluster/<name>, or /var/lib/pgcluster/<name> as root).
+    /// Where the cluster keeps everything (default: $XDG_DATA_HOME/pgcluster/NAME,
+    /// ~/.local/share/pgcluster/NAME, or /var/lib/pgcluster/NAME as root).
     #[arg(long, value_name = "DIR", env = "PGCLUSTER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Directory with the PostgreSQL server binaries (default: PATH, pg_config, /usr/lib/postgresql/*/bin).

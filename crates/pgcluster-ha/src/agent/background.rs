@@ -122,7 +122,10 @@ impl Background {
 }
 
 fn pg(action: &'static str) -> impl FnOnce(PgError) -> ExecError {
-    move |source| ExecError::Pg { action, source }
+    move |source| ExecError::Pg {
+        action,
+        source: Box::new(source),
+    }
 }
 
 async fn run(

@@ -50,7 +50,7 @@ pub enum ExecError {
         action: &'static str,
         /// The cause.
         #[source]
-        source: PgError,
+        source: Box<PgError>,
     },
     /// A coordinator call failed.
     #[error("failed to {action} in the coordinator")]
@@ -103,7 +103,10 @@ impl ExecError {
 }
 
 fn pg(action: &'static str) -> impl FnOnce(PgError) -> ExecError {
-    move |source| ExecError::Pg { action, source }
+    move |source| ExecError::Pg {
+        action,
+        source: Box::new(source),
+    }
 }
 
 /// Everything the executor works on.
