@@ -27,6 +27,10 @@ pub enum Command {
     Init(dispatch::init::Args),
     /// Check a spec: every problem with its field path and a hint, or a summary of the resolved cluster.
     Validate(dispatch::validate::Args),
+    /// Validate a spec, then server-side apply it to Kubernetes (current kubeconfig context); --wait shows progress until Ready.
+    Apply(dispatch::apply::Args),
+    /// Status, switchover and failover of a PostgresCluster in Kubernetes (also as `kubectl pgcluster kube ...`).
+    Kube(dispatch::kube::Args),
     /// Answer access questions from a spec's access rules (explain, pg_hba).
     Access(dispatch::access::Args),
     /// Print the PostgresCluster CustomResourceDefinition as YAML.
@@ -43,6 +47,8 @@ pub enum Command {
     Switchover(dispatch::switchover::Args),
     /// Force a replica to become primary when the primary is gone.
     Failover(dispatch::failover::Args),
+    /// Measure failover, switchover and router overhead on local clusters.
+    Bench(dispatch::bench::Args),
     /// Run the per-instance agent (started by `pgcluster up`).
     Agent(dispatch::agent::Args),
     /// Serve a detached local cluster's rw/ro ports (started by `pgcluster up --detach`).
@@ -55,6 +61,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Init(args) => dispatch::init::exec(args),
         Command::Validate(args) => dispatch::validate::exec(args),
+        Command::Apply(args) => dispatch::apply::exec(args),
+        Command::Kube(args) => dispatch::kube::exec(args),
         Command::Access(args) => dispatch::access::exec(args),
         Command::Crd(args) => dispatch::crd::exec(args),
         Command::Render(args) => dispatch::render::exec(args),
@@ -63,6 +71,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => dispatch::status::exec(args),
         Command::Switchover(args) => dispatch::switchover::exec(args),
         Command::Failover(args) => dispatch::failover::exec(args),
+        Command::Bench(args) => dispatch::bench::exec(args),
         Command::Agent(args) => dispatch::agent::exec(args),
         Command::Router(args) => dispatch::router::exec(args),
     }

@@ -2,10 +2,13 @@
 
 pub mod access;
 pub mod agent;
+pub mod bench;
+pub mod apply;
 pub mod crd;
 pub mod down;
 pub mod failover;
 pub mod init;
+pub mod kube;
 pub mod local;
 pub mod render;
 pub mod router;
