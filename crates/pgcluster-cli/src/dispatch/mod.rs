@@ -2,7 +2,6 @@
 
 pub mod access;
 pub mod agent;
-pub mod bench;
 pub mod apply;
 pub mod crd;
 pub mod down;
