@@ -47,6 +47,8 @@ pub enum Command {
     Switchover(dispatch::switchover::Args),
     /// Force a replica to become primary when the primary is gone.
     Failover(dispatch::failover::Args),
+    /// Measure failover, switchover and router overhead on local clusters.
+    Bench(dispatch::bench::Args),
     /// Run the per-instance agent (started by `pgcluster up`).
     Agent(dispatch::agent::Args),
     /// Serve a detached local cluster's rw/ro ports (started by `pgcluster up --detach`).
@@ -69,6 +71,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => dispatch::status::exec(args),
         Command::Switchover(args) => dispatch::switchover::exec(args),
         Command::Failover(args) => dispatch::failover::exec(args),
+        Command::Bench(args) => dispatch::bench::exec(args),
         Command::Agent(args) => dispatch::agent::exec(args),
         Command::Router(args) => dispatch::router::exec(args),
     }

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod agent;
+pub mod bench;
 pub mod apply;
 pub mod crd;
 pub mod down;

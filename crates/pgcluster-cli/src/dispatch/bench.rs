@@ -1,0 +1,430 @@
+//! `pgcluster bench failover`: measures, on this machine, what a client of
+//! the rw port sees during node crashes (agent + postmaster killed together,
+//! kill -9) and switchovers, with a writer committing a counter every 20 ms:
+//! the write-unavailability window, the time to promotion and acknowledged
+//! writes lost; then the router's overhead against direct connections
+//! (pgbench select-only) and 200 concurrent connections through it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgcluster_ha::local::bench::{self, BenchRun, BenchTarget};
+use pgcluster_ha::local::cluster;
+use pgcluster_ha::local::layout::Layout;
+use pgcluster_ha::postgres::PgBinaries;
+
+use super::local::{fail, runtime};
+use super::status::collect;
+use super::switchover::request_and_wait;
+use crate::CliError;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Node-crash failover, switchover and router overhead.
+    Failover,
+}
+
+/// Replication modes to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Synchronous replication.
+    Sync,
+    /// Asynchronous replication.
+    Async,
+    /// Both, one after the other.
+    Both,
+}
+
+/// Arguments of `pgcluster bench`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Runs its own local clusters (default timings) in temporary directories \
+and removes them afterwards. Takes a few minutes.
+
+Examples:
+  pgcluster bench failover
+  pgcluster bench failover --kills 3 --switchovers 3 --mode sync"
+)]
+pub struct Args {
+    /// What to measure.
+    pub kind: Kind,
+    /// Node crashes per mode.
+    #[arg(long, default_value_t = 10)]
+    pub kills: u32,
+    /// Switchovers per mode.
+    #[arg(long, default_value_t = 5)]
+    pub switchovers: u32,
+    /// Replication mode(s).
+    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    pub mode: Mode,
+    /// Base port of the benchmark clusters.
+    #[arg(long = "port", default_value_t = 25432)]
+    pub port: u16,
+    /// Skip the pgbench router measurements.
+    #[arg(long)]
+    pub skip_router: bool,
+}
+
+#[derive(Default)]
+struct Acks {
+    rows: Vec<(i64, Instant)>,
+}
+
+fn stats(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "-".to_owned();
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    format!(
+        "min {:.2} s / median {:.2} s / max {:.2} s",
+        s[0],
+        s[s.len() / 2],
+        s[s.len() - 1]
+    )
+}
+
+/// Runs the benchmark and prints the figures.
+pub fn exec(args: Args) -> Result<(), CliError> {
+    crate::telemetry::init("error");
+    let modes: &[&str] = match args.mode {
+        Mode::Sync => &["sync"],
+        Mode::Async => &["async"],
+        Mode::Both => &["sync", "async"],
+    };
+    let rt = runtime()?;
+    for (i, mode) in modes.iter().enumerate() {
+        let router = !args.skip_router && i == 0;
+        rt.block_on(one_mode(&args, mode, router))?;
+    }
+    Ok(())
+}
+
+async fn one_mode(args: &Args, mode: &str, router: bool) -> Result<(), CliError> {
+    let exe = std::env::current_exe().map_err(|e| fail(&e))?;
+    let dir = tempfile::Builder::new()
+        .prefix("pgcluster-bench-")
+        .tempdir_in("/tmp")
+        .map_err(|e| fail(&e))?;
+    let data = dir.path().join("data");
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {{name: bench, namespace: default}}\nspec:\n  instances: 2\n  replication: {{mode: {mode}}}\n  postgres: {{parameters: {{max_connections: \"300\"}}}}\n"
+        ),
+    )
+    .map_err(|e| fail(&e))?;
+    let layout = Layout::new(&data);
+    let result = run_mode(args, mode, router, &exe, &spec, &layout).await;
+    let _ = cluster::stop(&layout, Duration::from_secs(60)).await;
+    result
+}
+
+fn pgcluster(exe: &Path, args: &[&str]) -> Result<(), CliError> {
+    let out = Command::new(exe)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .map_err(|e| fail(&e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(CliError::Other(anyhow::anyhow!(
+            "pgcluster {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+async fn run_mode(
+    args: &Args,
+    mode: &str,
+    router: bool,
+    exe: &Path,
+    spec: &Path,
+    layout: &Layout,
+) -> Result<(), CliError> {
+    let root = layout.root().display().to_string();
+    let base = args.port.to_string();
+    let spec_s = spec.display().to_string();
+    pgcluster(
+        exe,
+        &[
+            "up",
+            "-f",
+            &spec_s,
+            "--data-dir",
+            &root,
+            "--port",
+            &base,
+            "--detach",
+        ],
+    )?;
+    let record = layout.read_record().map_err(|e| fail(&e))?;
+    let password = layout
+        .read_password(&layout.superuser_password_file())
+        .map_err(|e| fail(&e))?;
+    let rw = record.rw_port;
+    let c = cluster::connect(rw, "postgres", &password, "postgres")
+        .await
+        .map_err(|e| fail(&e))?;
+    c.batch_execute("CREATE TABLE IF NOT EXISTS w (id bigint primary key)")
+        .await
+        .map_err(|e| fail(&e))?;
+    drop(c);
+
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let acks = acks.clone();
+        let stop = stop.clone();
+        let password = password.clone();
+        tokio::spawn(async move {
+            let mut next = 1i64;
+            let mut client: Option<tokio_postgres::Client> = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if client.as_ref().is_none_or(|c| c.is_closed()) {
+                    client = cluster::connect(rw, "postgres", &password, "postgres")
+                        .await
+                        .ok();
+                }
+                if let Some(c) = &client {
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        c.execute("INSERT INTO w VALUES ($1)", &[&next]),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(_)) => acks
+                            .lock()
+                            .expect("acks lock is never poisoned")
+                            .rows
+                            .push((next, Instant::now())),
+                        _ => client = None,
+                    }
+                    next += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let last_ack = |acks: &Arc<Mutex<Acks>>| {
+        acks.lock()
+            .expect("acks lock is never poisoned")
+            .rows
+            .last()
+            .map(|r| r.1)
+    };
+    let wait_ack_after = |t: Instant, acks: Arc<Mutex<Acks>>| async move {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Some(a) = acks
+                .lock()
+                .expect("acks lock is never poisoned")
+                .rows
+                .iter()
+                .find(|r| r.1 > t)
+            {
+                return Some(a.1);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let coord = cluster::coordinator(layout, Duration::from_secs(1)).map_err(|e| fail(&e))?;
+    let holder = |coord: &pgcluster_ha::coordinator::local::LocalCoordinator| {
+        coord.read_now().ok().and_then(|v| {
+            let h = v.lease.as_ref()?.record.holder.clone()?;
+            let m = v.members.get(&h)?;
+            (m.role == pgcluster_ha::machine::MemberRole::Primary && m.healthy)
+                .then(|| h.to_string())
+        })
+    };
+    let mut windows = Vec::new();
+    let mut promotions = Vec::new();
+    for k in 0..args.kills {
+        let status = collect(layout, &record).await;
+        let Some(p) = status
+            .instances
+            .iter()
+            .find(|i| i.role == "primary" && i.ready)
+        else {
+            eprintln!("kill {k}: no ready primary; stopping the crash series");
+            break;
+        };
+        let (Some(agent), Some(pg)) = (p.agent_pid, p.postgres_pid) else {
+            break;
+        };
+        let old = p.instance.clone();
+        let before = last_ack(&acks).unwrap_or_else(Instant::now);
+        let killed = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-9", &agent.to_string(), &pg.to_string()])
+            .status();
+        let mut promoted = None;
+        while killed.elapsed() < Duration::from_secs(60) {
+            if holder(&coord).is_some_and(|h| h != old) {
+                promoted = Some(killed.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let after = wait_ack_after(killed, acks.clone()).await;
+        if let (Some(pr), Some(a)) = (promoted, after) {
+            promotions.push(pr.as_secs_f64());
+            windows.push(a.duration_since(before).as_secs_f64());
+            println!(
+                "  [{mode}] crash {}: promoted after {:.2} s, writes unavailable {:.2} s",
+                k + 1,
+                pr.as_secs_f64(),
+                a.duration_since(before).as_secs_f64()
+            );
+        }
+        // The old primary comes back and re-joins before the next crash.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(layout.agent_log(&old))
+            .map_err(|e| fail(&e))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["agent", "--local", "--member", &old, "--data-dir", &root])
+            .stdout(log.try_clone().map_err(|e| fail(&e))?)
+            .stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.spawn().map_err(|e| fail(&e))?;
+        let started = Instant::now();
+        loop {
+            let s = collect(layout, &record).await;
+            if s.instances.iter().all(|i| i.ready) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                eprintln!("  [{mode}] {old} did not re-join within 90 s");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut sw_windows = Vec::new();
+    let mut sw_took = Vec::new();
+    for k in 0..args.switchovers {
+        let before = last_ack(&acks).unwrap_or_else(Instant::now);
+        let started = Instant::now();
+        match request_and_wait(layout, &record, None, Duration::from_secs(30)).await {
+            Ok(done) => {
+                let after = wait_ack_after(started, acks.clone()).await;
+                sw_took.push(done.took.as_secs_f64());
+                if let Some(a) = after {
+                    sw_windows.push(a.duration_since(before).as_secs_f64());
+                }
+                println!(
+                    "  [{mode}] switchover {}: {} -> {} in {:.2} s",
+                    k + 1,
+                    done.from.unwrap_or_default(),
+                    done.to,
+                    done.took.as_secs_f64()
+                );
+            }
+            Err(e) => eprintln!("  [{mode}] switchover {} failed: {e}", k + 1),
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = writer.await;
+    let acked: Vec<i64> = acks
+        .lock()
+        .expect("acks lock is never poisoned")
+        .rows
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    let c = cluster::connect(rw, "postgres", &password, "postgres")
+        .await
+        .map_err(|e| fail(&e))?;
+    let have: std::collections::HashSet<i64> = c
+        .query("SELECT id FROM w", &[])
+        .await
+        .map_err(|e| fail(&e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost = acked.iter().filter(|id| !have.contains(id)).count();
+    println!(
+        "mode {mode}: {} node crashes, {} switchovers, {} writes acknowledged",
+        windows.len(),
+        sw_took.len(),
+        acked.len()
+    );
+    println!("  failover write-unavailability: {}", stats(&windows));
+    println!("  failover time to promotion:    {}", stats(&promotions));
+    println!("  switchover write-unavailability: {}", stats(&sw_windows));
+    println!("  switchover duration:             {}", stats(&sw_took));
+    println!("  acknowledged writes lost: {lost}");
+
+    if router {
+        let bin = PgBinaries::in_dir(&record.pg_bin).map_err(|e| fail(&e))?;
+        let pgbench = bin.tool("pgbench");
+        let status = collect(layout, &record).await;
+        let primary_port = status
+            .instances
+            .iter()
+            .find(|i| i.role == "primary")
+            .map_or(rw, |i| i.pg_port);
+        let target = |port| BenchTarget {
+            host: "127.0.0.1".to_owned(),
+            port,
+            user: "postgres".to_owned(),
+            password: password.clone(),
+            dbname: "postgres".to_owned(),
+        };
+        let scratch: PathBuf = layout.root().join("bench");
+        bench::init(&pgbench, &target(primary_port), 10)
+            .await
+            .map_err(|e| fail(&e))?;
+        let select = BenchRun {
+            clients: 8,
+            threads: 2,
+            duration: Duration::from_secs(10),
+            select_only: true,
+            log_latencies: false,
+        };
+        let o = bench::compare_direct_vs_routed(
+            &pgbench,
+            &target(primary_port),
+            &target(rw),
+            &select,
+            2,
+            &scratch,
+        )
+        .await
+        .map_err(|e| fail(&e))?;
+        println!(
+            "router: select-only direct {:.0} tps, through rw {:.0} tps, ratio {:.2}",
+            o.direct.tps, o.routed.tps, o.ratio
+        );
+        let many = BenchRun {
+            clients: 200,
+            threads: 2,
+            duration: Duration::from_secs(10),
+            select_only: true,
+            log_latencies: true,
+        };
+        let r = bench::run(&pgbench, &target(rw), &many, &scratch)
+            .await
+            .map_err(|e| fail(&e))?;
+        println!(
+            "router: 200 connections through rw: {:.0} tps, {} errors, p95 {:.1} ms",
+            r.tps,
+            r.errors(),
+            r.latency_p95_ms.unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
+}
