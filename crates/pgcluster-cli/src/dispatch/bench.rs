@@ -276,18 +276,8 @@ async fn run_mode(
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let after = wait_ack_after(killed, acks.clone()).await;
-        if let (Some(pr), Some(a)) = (promoted, after) {
-            promotions.push(pr.as_secs_f64());
-            windows.push(a.duration_since(before).as_secs_f64());
-            println!(
-                "  [{mode}] crash {}: promoted after {:.2} s, writes unavailable {:.2} s",
-                k + 1,
-                pr.as_secs_f64(),
-                a.duration_since(before).as_secs_f64()
-            );
-        }
-        // The old primary comes back and re-joins before the next crash.
+        // The old node comes back at once (in sync mode with two instances,
+        // writes wait for a standby) and re-joins before the next crash.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -299,6 +289,17 @@ async fn run_mode(
             .stderr(log);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.spawn().map_err(|e| fail(&e))?;
+        let after = wait_ack_after(killed, acks.clone()).await;
+        if let (Some(pr), Some(a)) = (promoted, after) {
+            promotions.push(pr.as_secs_f64());
+            windows.push(a.duration_since(before).as_secs_f64());
+            println!(
+                "  [{mode}] crash {}: promoted after {:.2} s, writes unavailable {:.2} s",
+                k + 1,
+                pr.as_secs_f64(),
+                a.duration_since(before).as_secs_f64()
+            );
+        }
         let started = Instant::now();
         loop {
             let s = collect(layout, &record).await;
