@@ -502,3 +502,23 @@ async fn take_over_relabels_self_then_old_primary() {
         .await;
     assert_eq!(task.await.unwrap(), Relabel::PodGone);
 }
+
+/// A hung API server during a renewal gives `Timeout` within the call's
+/// deadline (never `Won`): the agent's machine then counts the renewal as
+/// failed and fences itself before its lease can expire elsewhere.
+#[tokio::test]
+async fn renew_against_a_hung_api_server_times_out() {
+    let (client, mut server) = ApiServerVerifier::new();
+    let task = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let out = coordinator(client)
+            .with_timeout(Duration::from_millis(100))
+            .compare_and_swap_lease(LeaseVersion(3), record("pg-0", 2))
+            .await;
+        (out, started.elapsed())
+    });
+    server.hang_next().await;
+    let (out, took) = task.await.unwrap();
+    assert_eq!(out.unwrap_err().category(), "timeout");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}

@@ -17,6 +17,7 @@ pub struct ApiServerVerifier {
     handle: Handle,
     /// Every request handled so far, in order.
     pub seen: Vec<Seen>,
+    hung: Vec<tower_test::mock::SendResponse<Response<Body>>>,
 }
 
 /// A request the verifier handled.
@@ -117,6 +118,7 @@ impl ApiServerVerifier {
             Self {
                 handle,
                 seen: vec![],
+                hung: vec![],
             },
         )
     }
@@ -178,6 +180,19 @@ impl ApiServerVerifier {
             .iter()
             .map(|s| (s.method.to_string(), s.path.clone()))
             .collect()
+    }
+
+    /// Receives the next request and never answers it (a hung API server);
+    /// the request is kept pending until the verifier is dropped.
+    pub async fn hang_next(&mut self) -> Seen {
+        let (request, send) = self
+            .handle
+            .next_request()
+            .await
+            .expect("the mock client is alive");
+        let seen = Self::record(request).await;
+        self.hung.push(send);
+        seen
     }
 
     /// Asserts that no request arrives within `wait`.
