@@ -73,6 +73,19 @@ struct Acks {
     rows: Vec<(i64, Instant)>,
 }
 
+/// The longest gap between two consecutive acknowledgements from `from`
+/// up to the first acknowledgement after `until`.
+fn max_gap(acks: &Arc<Mutex<Acks>>, from: Instant, until: Instant) -> Option<f64> {
+    let rows = acks.lock().expect("acks lock is never poisoned");
+    let times: Vec<Instant> = rows.rows.iter().map(|r| r.1).collect();
+    let start = times.iter().rposition(|t| *t <= from)?;
+    let end = times.iter().position(|t| *t > until)?;
+    times[start..=end]
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_secs_f64())
+        .fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))))
+}
+
 fn stats(v: &[f64]) -> String {
     if v.is_empty() {
         return "-".to_owned();
@@ -289,15 +302,17 @@ async fn run_mode(
             .stderr(log);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.spawn().map_err(|e| fail(&e))?;
-        let after = wait_ack_after(killed, acks.clone()).await;
-        if let (Some(pr), Some(a)) = (promoted, after) {
+        let done_at = killed + promoted.unwrap_or_default();
+        let after = wait_ack_after(done_at, acks.clone()).await;
+        let gap = after.and_then(|_| max_gap(&acks, before, done_at));
+        if let (Some(pr), Some(g)) = (promoted, gap) {
             promotions.push(pr.as_secs_f64());
-            windows.push(a.duration_since(before).as_secs_f64());
+            windows.push(g);
             println!(
                 "  [{mode}] crash {}: promoted after {:.2} s, writes unavailable {:.2} s",
                 k + 1,
                 pr.as_secs_f64(),
-                a.duration_since(before).as_secs_f64()
+                g
             );
         }
         let started = Instant::now();
@@ -320,10 +335,11 @@ async fn run_mode(
         let started = Instant::now();
         match request_and_wait(layout, &record, None, Duration::from_secs(30)).await {
             Ok(done) => {
-                let after = wait_ack_after(started, acks.clone()).await;
+                let done_at = started + done.took;
+                let after = wait_ack_after(done_at, acks.clone()).await;
                 sw_took.push(done.took.as_secs_f64());
-                if let Some(a) = after {
-                    sw_windows.push(a.duration_since(before).as_secs_f64());
+                if let Some(g) = after.and_then(|_| max_gap(&acks, before, done_at)) {
+                    sw_windows.push(g);
                 }
                 println!(
                     "  [{mode}] switchover {}: {} -> {} in {:.2} s",
