@@ -2,8 +2,8 @@
 
 pub mod access;
 pub mod agent;
-pub mod bench;
 pub mod apply;
+pub mod bench;
 pub mod crd;
 pub mod down;
 pub mod failover;
