@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use pgcluster_ha::local::cluster;
+use pgcluster_ha::local::layout as cluster_layout;
 use pgcluster_ha::local::{Router, RouterConfig};
 
 use super::local::{Target, fail, runtime, shutdown_signal};
@@ -33,7 +34,24 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         let router = Router::bind(RouterConfig::local(record.rw_port, record.ro_port), targets)
             .await
             .map_err(|e| fail(&e))?;
-        shutdown_signal().await;
+        // A detached router must not outlive its cluster: stop when the
+        // cluster's record is gone (data dir removed), not only on a signal.
+        let orphaned = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if matches!(
+                    layout.read_record(),
+                    Err(cluster_layout::LayoutError::NoCluster { .. })
+                ) {
+                    tracing::warn!("the cluster record is gone; the router stops");
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = orphaned => {}
+        }
         router.shutdown();
         task.abort();
         Ok(())
