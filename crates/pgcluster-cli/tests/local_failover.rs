@@ -8,7 +8,7 @@ mod local_support;
 
 use std::time::{Duration, Instant};
 
-use local_support::{TestCluster, Writer, connect, eventually, kill, missing};
+use local_support::{WrittenCluster, connect, eventually, kill, missing};
 
 const SYNC_SPEC: &str = "apiVersion: pgcluster.dev/v1alpha1
 kind: PostgresCluster
@@ -27,20 +27,14 @@ spec:
 ";
 
 async fn crash_primary_and_check(spec: &str, sync: bool) {
-    let mut cluster = TestCluster::new(spec);
-    cluster.up();
-    let status = cluster.wait_ready(1, Duration::from_secs(40));
-    let pw = cluster.password();
-    let primary = status["instances"]
-        .as_array()
-        .expect("instances")
-        .iter()
-        .find(|i| i["role"] == "primary")
-        .cloned()
-        .expect("a primary");
-    let old = primary["instance"].as_str().expect("name").to_owned();
-    let writer = Writer::start(cluster.rw(), pw.clone(), Duration::from_millis(20)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let written = WrittenCluster::start(spec, 50).await;
+    let old = written.primary_name();
+    let WrittenCluster {
+        mut cluster,
+        password: pw,
+        primary,
+        writer,
+    } = written;
 
     // A node crash: the agent and its postmaster die together.
     let agent = primary["agent_pid"].as_u64().expect("agent pid") as u32;
@@ -66,9 +60,13 @@ async fn crash_primary_and_check(spec: &str, sync: bool) {
     .await;
     eprintln!("rw writable again {:?} after the crash", crashed.elapsed());
     drop(client);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The writer commits through the new primary too before it stops.
+    let before = writer.acked();
+    writer
+        .wait_acked_over(before + 10, Duration::from_secs(30))
+        .await;
     let acked = writer.finish().await;
-    assert!(acked.len() > 20, "the writer committed rows");
+    assert!(acked.len() > 60, "the writer committed rows");
     let lost = missing(cluster.rw(), &pw, &acked).await;
     if sync {
         assert!(

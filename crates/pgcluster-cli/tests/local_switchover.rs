@@ -5,13 +5,13 @@ mod local_support;
 
 use std::time::Duration;
 
-use local_support::{TestCluster, Writer, missing};
+use local_support::{WrittenCluster, missing};
 
 /// `pgcluster switchover` hands the primary role over without losing an
 /// acknowledged write; the old primary becomes a streaming replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_loses_nothing_and_old_primary_follows() {
-    let cluster = TestCluster::new(
+    let written = WrittenCluster::start(
         "apiVersion: pgcluster.dev/v1alpha1
 kind: PostgresCluster
 metadata: {name: swo, namespace: default}
@@ -19,27 +19,27 @@ spec:
   instances: 2
   replication: {mode: sync}
 ",
-    );
-    cluster.up();
-    let status = cluster.wait_ready(1, Duration::from_secs(40));
-    let pw = cluster.password();
-    let old = status["instances"]
-        .as_array()
-        .expect("instances")
-        .iter()
-        .find(|i| i["role"] == "primary")
-        .and_then(|i| i["instance"].as_str())
-        .expect("primary")
-        .to_owned();
-    let writer = Writer::start(cluster.rw(), pw.clone(), Duration::from_millis(20)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+        50,
+    )
+    .await;
+    let old = written.primary_name();
+    let WrittenCluster {
+        cluster,
+        password: pw,
+        writer,
+        ..
+    } = written;
     let out = cluster.run(&["switchover", "--timeout", "30"]);
     assert!(out.status.success(), "switchover failed");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("{old} ->")), "{text}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The writer commits through the new primary too before it stops.
+    let before = writer.acked();
+    writer
+        .wait_acked_over(before + 10, Duration::from_secs(30))
+        .await;
     let acked = writer.finish().await;
-    assert!(acked.len() > 20);
+    assert!(acked.len() > 60);
     let lost = missing(cluster.rw(), &pw, &acked).await;
     assert!(
         lost.is_empty(),

@@ -306,6 +306,7 @@ pub fn member_data(data: &Path, member: &str) -> PathBuf {
 /// reconnecting after errors; returns every acknowledged id.
 pub struct Writer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<Vec<i64>>,
 }
 
@@ -318,7 +319,9 @@ impl Writer {
             .expect("create w");
         drop(c);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let flag = stop.clone();
+        let count = acked_count.clone();
         let task = tokio::spawn(async move {
             let mut acked = Vec::new();
             let mut next = 1i64;
@@ -334,7 +337,10 @@ impl Writer {
                     )
                     .await;
                     match r {
-                        Ok(Ok(_)) => acked.push(next),
+                        Ok(Ok(_)) => {
+                            acked.push(next);
+                            count.store(acked.len(), std::sync::atomic::Ordering::Relaxed);
+                        }
                         _ => client = None,
                     }
                     next += 1;
@@ -343,13 +349,85 @@ impl Writer {
             }
             acked
         });
-        Self { stop, task }
+        Self {
+            stop,
+            acked: acked_count,
+            task,
+        }
+    }
+
+    /// How many writes have been acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.acked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits (polling, bounded by `timeout`) until more than `n` writes are
+    /// acknowledged; returns the count then.
+    pub async fn wait_acked_over(&self, n: usize, timeout: Duration) -> usize {
+        eventually(
+            &format!("more than {n} acknowledged writes"),
+            timeout,
+            || async {
+                let now = self.acked();
+                (now > n).then_some(now)
+            },
+        )
+        .await
     }
 
     /// Stops and returns the acknowledged ids.
     pub async fn finish(self) -> Vec<i64> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.task.await.expect("writer task")
+    }
+}
+
+/// A started two-instance cluster with a writer committing every 20 ms
+/// through rw, once it has acknowledged more than `warmup` writes.
+pub struct WrittenCluster {
+    /// The cluster.
+    pub cluster: TestCluster,
+    /// The superuser password.
+    pub password: String,
+    /// The primary's status entry when the writer started.
+    pub primary: Value,
+    /// The running writer.
+    pub writer: Writer,
+}
+
+impl WrittenCluster {
+    /// `up` with `spec`, waits for a primary and one replica, starts the
+    /// writer and waits until it has more than `warmup` acknowledged writes.
+    pub async fn start(spec: &str, warmup: usize) -> Self {
+        let cluster = TestCluster::new(spec);
+        cluster.up();
+        let status = cluster.wait_ready(1, Duration::from_secs(40));
+        let password = cluster.password();
+        let primary = status["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .find(|i| i["role"] == "primary")
+            .cloned()
+            .expect("a primary");
+        let writer = Writer::start(cluster.rw(), password.clone(), Duration::from_millis(20)).await;
+        writer
+            .wait_acked_over(warmup, Duration::from_secs(30))
+            .await;
+        Self {
+            cluster,
+            password,
+            primary,
+            writer,
+        }
+    }
+
+    /// The primary's instance name when the writer started.
+    pub fn primary_name(&self) -> String {
+        self.primary["instance"]
+            .as_str()
+            .expect("instance name")
+            .to_owned()
     }
 }
 
