@@ -6,7 +6,8 @@
 //! ([`render`]) used by `pgcluster render`, the goldens and GitOps. The
 //! controller ([`controller`]: reconcile, apply, status), the HA coordinator
 //! on a Kubernetes Lease ([`lease`]), the pods' role label ([`pod_role`]) and
-//! the table of API calls the RBAC is checked against ([`api_calls`]).
+//! the table of API calls the RBAC is checked against ([`api_calls`]), and
+//! the agent's Kubernetes mode ([`agent_mode`]: environment -> agent).
 //!
 //! Everything that talks to the API server is tested only against
 //! tower-test mocks (no API server runs on our CI machines).
@@ -37,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent_mode;
 pub mod api_calls;
 pub mod build;
 pub mod client_ops;

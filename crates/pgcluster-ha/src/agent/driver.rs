@@ -408,10 +408,14 @@ fn restore_decisions(cfg: &AgentConfig, local: &mut LocalPg) {
             .find_map(|kv| kv.strip_prefix("port="))
             .and_then(|p| p.parse::<u16>().ok())
     {
+        // Local members differ by port, Kubernetes members by host.
+        let host = conninfo
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("host="));
         local.standby_of = cfg
             .peers
             .iter()
-            .find(|(_, p)| p.pg_port == port)
+            .find(|(_, p)| p.pg_port == port && host.is_none_or(|h| h == p.host))
             .map(|(m, _)| m.clone());
     }
 }

@@ -282,10 +282,11 @@ impl<C: Coordinator> Executor<'_, C> {
                     }
                 }
             }
-            Action::SetRoleLabel { member, role } => {
+            Action::SetRoleLabel { member, role } => match &self.cfg.role_labels {
+                Some(labels) => labels.set(&member, role),
                 // Local mode has no pod labels: the router follows the lease.
-                tracing::debug!(%member, ?role, "role label (no-op in local mode)");
-            }
+                None => tracing::debug!(%member, ?role, "role label (no-op in local mode)"),
+            },
             Action::ArmWatchdog { deadline } => {
                 self.watchdog.set_pid(self.local.pid());
                 self.watchdog
@@ -442,16 +443,25 @@ impl<C: Coordinator> Executor<'_, C> {
             .peers()
             .filter_map(|p| self.cfg.peers.get(p))
             .map(|p| {
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], p.api_port));
+                let target = (p.host.clone(), p.api_port);
                 let body = body.clone();
-                tokio::spawn(
-                    async move { client::post_json(addr, "/failsafe", &body, timeout).await },
-                )
+                tokio::spawn(async move {
+                    // A dead peer's DNS name may not resolve: no reply from it.
+                    let resolve = tokio::net::lookup_host(target);
+                    let addr = tokio::time::timeout(timeout, resolve)
+                        .await
+                        .ok()?
+                        .ok()?
+                        .next()?;
+                    client::post_json(addr, "/failsafe", &body, timeout)
+                        .await
+                        .ok()
+                })
             })
             .collect::<Vec<_>>();
         let mut replies = Vec::new();
         for call in calls {
-            if let Ok(Ok((200, text))) = call.await
+            if let Ok(Some((200, text))) = call.await
                 && let Ok(wire) = serde_json::from_str::<ReplyWire>(&text)
             {
                 replies.push(wire.into());

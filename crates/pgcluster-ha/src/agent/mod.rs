@@ -29,21 +29,47 @@ pub mod watchdog;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use driver::run;
 pub use status::AgentStatus;
 
-use crate::machine::{HaConfig, MemberName};
+use crate::machine::{HaConfig, MemberName, RoleLabel};
 use crate::postgres::{Instance, PgError};
 
-/// Where one member can be reached on this machine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where one member can be reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerAddr {
-    /// PostgreSQL's TCP port on 127.0.0.1.
+    /// Host name or IP address (`127.0.0.1` in local mode; the pod's DNS
+    /// name behind the headless Service in Kubernetes).
+    pub host: String,
+    /// PostgreSQL's TCP port on `host`.
     pub pg_port: u16,
-    /// The agent API's TCP port on 127.0.0.1.
+    /// The agent API's TCP port on `host`.
     pub api_port: u16,
+}
+
+impl PeerAddr {
+    /// A member on this machine (local mode): `127.0.0.1` with these ports.
+    pub fn loopback(pg_port: u16, api_port: u16) -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            pg_port,
+            api_port,
+        }
+    }
+}
+
+/// Where the pod role labels the machine decides go (Kubernetes mode; local
+/// mode has no labels, its router follows the lease).
+///
+/// The machine emits a label only when it changes and does not retry, so an
+/// implementation must not block the loop and must keep retrying a label it
+/// could not set until it succeeds or a newer value for that member replaces it.
+pub trait RoleLabels: Send + Sync + std::fmt::Debug {
+    /// Asks for `member`'s pod to carry `role` (returns at once).
+    fn set(&self, member: &MemberName, role: RoleLabel);
 }
 
 /// Everything one agent needs, resolved before it starts.
@@ -63,6 +89,8 @@ pub struct AgentConfig {
     pub parameters: BTreeMap<String, String>,
     /// How long a start (including crash recovery) may take.
     pub start_timeout: Duration,
+    /// Where role labels go (`None`: local mode, labels are not set).
+    pub role_labels: Option<Arc<dyn RoleLabels>>,
 }
 
 impl AgentConfig {

@@ -166,9 +166,10 @@ pub fn hba() -> Vec<HbaRule> {
 
 /// `member` as a replication/rewind/clone source.
 pub fn upstream(cfg: &AgentConfig, member: &MemberName) -> Upstream {
+    let peer = cfg.peers.get(member);
     Upstream {
-        host: "127.0.0.1".to_owned(),
-        port: cfg.peers.get(member).map_or(0, |p| p.pg_port),
+        host: peer.map_or_else(|| "127.0.0.1".to_owned(), |p| p.host.clone()),
+        port: peer.map_or(0, |p| p.pg_port),
         user: cfg.instance.superuser.name.clone(),
     }
 }

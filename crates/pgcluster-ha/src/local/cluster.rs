@@ -505,10 +505,7 @@ pub async fn agent_config(
         .map(|m| {
             (
                 MemberName::new(m.name.clone()),
-                PeerAddr {
-                    pg_port: m.pg_port,
-                    api_port: m.api_port,
-                },
+                PeerAddr::loopback(m.pg_port, m.api_port),
             )
         })
         .collect();
@@ -520,6 +517,7 @@ pub async fn agent_config(
         api_listen: SocketAddr::from(([127, 0, 0, 1], me.api_port)),
         parameters: cluster.postgres.parameters.clone(),
         start_timeout: Duration::from_secs(120),
+        role_labels: None,
     })
 }
 

@@ -15,8 +15,14 @@
 //!   of pgcluster's image); `fsGroup` 999 makes the volume writable for it.
 //! - `PGDATA` is a subdirectory of the volume: initdb refuses a non-empty
 //!   directory, and some filesystems put `lost+found` at the volume root.
-//! - The passwords reach the agent through `secretKeyRef` env vars; the pod
-//!   never gets API access to Secrets.
+//! - The superuser's password reaches the agent as a file of the mounted
+//!   Secret ([`SUPERUSER_PASSWORD_FILE`]), not an env var (which every child
+//!   process, PostgreSQL included, would inherit); the pod never gets API
+//!   access to Secrets. The replication Secret is not mounted: the agents
+//!   replicate as the superuser.
+//! - Writable directories the agent creates itself ([`SOCKET_DIR`], the pgpass
+//!   file) are subdirectories of emptyDir mounts: a mount point belongs to
+//!   root, and the agent sets the modes of the directories it uses.
 
 use std::collections::BTreeMap;
 
@@ -26,9 +32,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
     SecurityContext, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
 };
@@ -53,8 +59,18 @@ pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 /// Where the ConfigMap (postgresql.conf, pg_hba.conf) is mounted.
 pub const CONFIG_MOUNT: &str = "/etc/pgcluster";
-/// PostgreSQL's socket directory (writable emptyDir).
-pub const SOCKET_DIR: &str = "/var/run/postgresql";
+/// Where the writable `run` emptyDir is mounted.
+pub const RUN_MOUNT: &str = "/var/run/postgresql";
+/// PostgreSQL's socket directory (created by the agent inside [`RUN_MOUNT`]).
+pub const SOCKET_DIR: &str = "/var/run/postgresql/socket";
+/// The agent's libpq password file (inside [`RUN_MOUNT`]).
+pub const PASSFILE: &str = "/var/run/postgresql/agent/pgpass";
+/// PostgreSQL's server log, on the data volume (kept across restarts).
+pub const SERVER_LOG: &str = "/var/lib/postgresql/data/log/postgresql.log";
+/// Where the superuser Secret is mounted (read-only).
+pub const SUPERUSER_SECRET_MOUNT: &str = "/etc/pgcluster-secrets/superuser";
+/// The superuser's password file (key `password` of the superuser Secret).
+pub const SUPERUSER_PASSWORD_FILE: &str = "/etc/pgcluster-secrets/superuser/password";
 /// Seconds a pod gets to stop cleanly (checkpoint, hand over the lease).
 pub const TERMINATION_GRACE_SECONDS: i64 = 60;
 /// Size of the in-memory `/dev/shm` (PostgreSQL's dynamic shared memory).
@@ -76,21 +92,6 @@ fn env_field(name: &str, path: &str) -> EnvVar {
             field_ref: Some(ObjectFieldSelector {
                 api_version: Some("v1".to_owned()),
                 field_path: path.to_owned(),
-            }),
-            ..EnvVarSource::default()
-        }),
-    }
-}
-
-fn env_secret(name: &str, secret: String, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret,
-                key: key.to_owned(),
-                optional: Some(false),
             }),
             ..EnvVarSource::default()
         }),
@@ -163,15 +164,9 @@ pub fn agent_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
     put(env_field("POD_NAMESPACE", "metadata.namespace"));
     put(env_field("POD_IP", "status.podIP"));
     put(env_field("NODE_NAME", "spec.nodeName"));
-    put(env_secret(
-        "PGCLUSTER_SUPERUSER_PASSWORD",
-        cluster.name.superuser_secret(),
-        "password",
-    ));
-    put(env_secret(
-        "PGCLUSTER_REPLICATION_PASSWORD",
-        cluster.name.replication_secret(),
-        "password",
+    put(env_value(
+        "PGCLUSTER_SUPERUSER_PASSWORD_FILE",
+        SUPERUSER_PASSWORD_FILE,
     ));
     env.into_values().collect()
 }
@@ -283,7 +278,8 @@ fn container(cluster: &ValidatedCluster) -> Container {
         volume_mounts: Some(vec![
             mount(DATA_VOLUME, DATA_MOUNT, false),
             mount("config", CONFIG_MOUNT, true),
-            mount("run", SOCKET_DIR, false),
+            mount("run", RUN_MOUNT, false),
+            mount("superuser", SUPERUSER_SECRET_MOUNT, true),
             mount("shm", "/dev/shm", false),
             mount("tmp", "/tmp", false),
         ]),
@@ -343,6 +339,21 @@ fn pod_spec(cluster: &ValidatedCluster) -> PodSpec {
                 ..Volume::default()
             },
             empty_dir("run", None),
+            Volume {
+                name: "superuser".to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(cluster.name.superuser_secret()),
+                    items: Some(vec![KeyToPath {
+                        key: super::secrets::PASSWORD_KEY.to_owned(),
+                        path: "password".to_owned(),
+                        mode: None,
+                    }]),
+                    // Group-readable: the kubelet gives the files to fsGroup 999.
+                    default_mode: Some(0o440),
+                    optional: Some(false),
+                }),
+                ..Volume::default()
+            },
             empty_dir("shm", Some(SHM_SIZE)),
             empty_dir("tmp", None),
         ]),

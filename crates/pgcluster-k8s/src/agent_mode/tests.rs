@@ -1,0 +1,291 @@
+//! Kubernetes mode: the environment parser, the agent's configuration, and
+//! the wiring to the Lease and the pod labels against tower-test mocks.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use http::Method;
+use k8s_openapi::api::core::v1::EnvVar;
+use pgcluster_ha::coordinator::{CasOutcome, Coordinator};
+use pgcluster_ha::machine::{
+    Action, ClusterView, LeaseVersion, MachineState, Millis, Observation, PgObservation,
+    TickObservation, step,
+};
+
+use super::*;
+use crate::testing::api_server::{ApiServerVerifier, Reply, not_found};
+
+/// The environment the StatefulSet builder gives a pod, with the downward
+/// API values filled in as the kubelet would.
+fn pod_env(cluster: &pgcluster_core::ValidatedCluster, pod: &str) -> BTreeMap<String, String> {
+    let env: Vec<EnvVar> = crate::build::statefulset::agent_env(cluster);
+    env.into_iter()
+        .map(|var| {
+            let value = match var.value {
+                Some(v) => v,
+                None => {
+                    let path = var.value_from.unwrap().field_ref.unwrap().field_path;
+                    match path.as_str() {
+                        "metadata.name" => pod.to_owned(),
+                        "metadata.namespace" => "db".to_owned(),
+                        "status.podIP" => "10.42.1.7".to_owned(),
+                        "spec.nodeName" => "node-a".to_owned(),
+                        other => panic!("unexpected downward API field {other}"),
+                    }
+                }
+            };
+            (var.name, value)
+        })
+        .collect()
+}
+
+fn env() -> KubeAgentEnv {
+    let cluster = crate::testing::cluster("pg", 3);
+    KubeAgentEnv::from_env(&pod_env(&cluster, "pg-1")).unwrap()
+}
+
+/// The builder and the agent agree: everything the StatefulSet sets parses
+/// into the cluster's identity, timings and replication settings.
+#[test]
+fn the_statefulset_environment_parses() {
+    let cluster = crate::testing::cluster("pg", 3);
+    let vars = pod_env(&cluster, "pg-1");
+    assert!(selected(&vars));
+    let env = KubeAgentEnv::from_env(&vars).unwrap();
+    assert_eq!(env.cluster.as_str(), "pg");
+    assert_eq!(env.instances, 3);
+    assert_eq!(env.pod_name, "pg-1");
+    assert_eq!(env.namespace, "db");
+    assert_eq!(env.pod_ip, "10.42.1.7".parse::<IpAddr>().unwrap());
+    assert_eq!(env.timings, cluster.timings);
+    assert_eq!(env.replication, cluster.replication);
+    assert_eq!(env.automatic_failover, cluster.automatic_failover);
+    assert_eq!(
+        env.superuser_password_file,
+        PathBuf::from(crate::build::statefulset::SUPERUSER_PASSWORD_FILE)
+    );
+    assert_eq!(env.pgdata, PathBuf::from(crate::build::statefulset::PGDATA));
+}
+
+/// Every required variable, when missing, is named in the error.
+#[test]
+fn a_missing_variable_is_named() {
+    let cluster = crate::testing::cluster("pg", 2);
+    let full = pod_env(&cluster, "pg-0");
+    for name in full.keys().filter(|n| *n != "NODE_NAME") {
+        let mut vars = full.clone();
+        vars.remove(name);
+        let error = KubeAgentEnv::from_env(&vars).unwrap_err();
+        assert!(
+            matches!(&error, AgentModeError::MissingVar { name: n } if n == name),
+            "{name}: {error}"
+        );
+        assert!(error.to_string().contains(name.as_str()));
+    }
+}
+
+/// Values that would make a wrong agent are refused with the variable's name.
+#[test]
+fn invalid_values_are_refused() {
+    let cluster = crate::testing::cluster("pg", 2);
+    let full = pod_env(&cluster, "pg-0");
+    for (name, value) in [
+        ("PGCLUSTER_MODE", "local"),
+        ("POD_NAME", "pg-5"),
+        ("POD_IP", "not-an-ip"),
+        ("PGCLUSTER_INSTANCES", "0"),
+        ("PGCLUSTER_LEASE", "other-leader"),
+        ("PGCLUSTER_LOOP_INTERVAL_MS", "1s"),
+        ("PGCLUSTER_REPLICATION_MODE", "semi"),
+        ("PGCLUSTER_AUTOMATIC_FAILOVER", "yes"),
+    ] {
+        let mut vars = full.clone();
+        vars.insert(name.to_owned(), value.to_owned());
+        let error = KubeAgentEnv::from_env(&vars).unwrap_err();
+        assert!(
+            matches!(&error, AgentModeError::InvalidVar { name: n, .. } if *n == name),
+            "{name}={value}: {error}"
+        );
+    }
+}
+
+/// Peers are the StatefulSet's pods by the headless Service's DNS, on the
+/// PostgreSQL and agent ports; this member is one of them.
+#[test]
+fn peers_are_pod_dns_names() {
+    let env = env();
+    let peers = env.peers();
+    assert_eq!(peers.len(), 3);
+    let pg0 = &peers[&MemberName::from("pg-0")];
+    assert_eq!(pg0.host, "pg-0.pg-pods.db.svc");
+    assert_eq!(pg0.pg_port, 5432);
+    assert_eq!(pg0.api_port, 8008);
+    let ha = env.ha_config().unwrap();
+    assert_eq!(ha.me, MemberName::from("pg-1"));
+    assert_eq!(ha.members.len(), 3);
+}
+
+/// The assembled agent: files where the pod's volumes are, the superuser
+/// from the Secret file, API on the pod IP, and the ConfigMap's
+/// postgresql.conf included last so its listen_addresses and hba_file win.
+#[tokio::test]
+async fn agent_config_assembly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let password = read_password(&file).unwrap();
+    assert_eq!(password, "s3cret");
+    let env = env();
+    // Stand-ins for the image's binaries (only their presence is checked).
+    for tool in [
+        "initdb",
+        "postgres",
+        "pg_basebackup",
+        "pg_rewind",
+        "pg_controldata",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join(tool);
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let bin = PgBinaries::in_dir(dir.path()).unwrap();
+    let os_user = OsUser::resolve(None).await.unwrap();
+    let cfg = env.agent_config(bin, os_user, password, None).unwrap();
+    assert_eq!(cfg.me().as_str(), "pg-1");
+    assert_eq!(cfg.instance.superuser.name, "postgres");
+    assert_eq!(cfg.instance.superuser.password, "s3cret");
+    assert_eq!(cfg.instance.port, 5432);
+    assert_eq!(
+        cfg.instance.layout.data_dir,
+        PathBuf::from(crate::build::statefulset::PGDATA)
+    );
+    assert_eq!(
+        cfg.api_listen,
+        "10.42.1.7:8008".parse::<SocketAddr>().unwrap()
+    );
+    // The agent's pgcluster.conf ends with the include of the ConfigMap.
+    let mut managed = pgcluster_ha::postgres::ManagedConfig::local(5432, SOCKET_DIR.into(), "pg");
+    managed.extra = cfg.parameters.clone();
+    let rendered = managed.render();
+    assert_eq!(
+        rendered.lines().last(),
+        Some("include = '/etc/pgcluster/postgresql.conf'")
+    );
+    // ...and the ConfigMap sets what local-mode defaults would get wrong in a pod.
+    let conf = crate::build::config::postgresql_conf(&crate::testing::cluster("pg", 3));
+    assert!(conf.contains("listen_addresses = '*'"));
+    assert!(conf.contains("hba_file = '/etc/pgcluster/pg_hba.conf'"));
+    assert!(conf.contains(&format!("unix_socket_directories = '{SOCKET_DIR}'")));
+}
+
+/// An empty or missing password file is an error naming the file.
+#[test]
+fn password_file_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    assert!(
+        read_password(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("nope")
+    );
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    assert!(matches!(
+        read_password(&empty),
+        Err(AgentModeError::Password { .. })
+    ));
+}
+
+/// The wiring's first tick on a fresh volume with no Lease: the machine
+/// (configured from the environment) asks for the lease, and the Lease
+/// coordinator from the environment creates `pg-leader` in the pod's
+/// namespace with this pod as holder and the spec's lease duration.
+#[tokio::test]
+async fn first_tick_acquires_the_lease_as_this_pod() {
+    let env = env();
+    let machine = MachineState::new(env.ha_config().unwrap(), Millis(0));
+    let tick = TickObservation {
+        postgres: PgObservation::empty(),
+        view: Some(ClusterView::default()),
+        lease_outcome: None,
+        failed_action: None,
+        failsafe_replies: vec![],
+    };
+    let (_, actions) = step(machine, Millis(0), Observation::Tick(Box::new(tick)));
+    let (expected, record) = actions
+        .iter()
+        .find_map(Action::lease_cas)
+        .expect("a fresh member with no lease holder asks for the lease");
+    assert_eq!(expected, LeaseVersion(0));
+    let (client, mut server) = ApiServerVerifier::new();
+    let coord = env.coordinator(client);
+    let record = record.clone();
+    let task = tokio::spawn(async move { coord.compare_and_swap_lease(expected, record).await });
+    server
+        .expect(
+            Method::GET,
+            "/apis/coordination.k8s.io/v1/namespaces/db/leases/pg-leader",
+            not_found(),
+        )
+        .await;
+    let post = server
+        .expect(
+            Method::POST,
+            "/apis/coordination.k8s.io/v1/namespaces/db/leases",
+            Reply::Echo,
+        )
+        .await;
+    assert_eq!(post.body["metadata"]["name"], "pg-leader");
+    assert_eq!(post.body["spec"]["holderIdentity"], "pg-1");
+    assert_eq!(
+        post.body["spec"]["leaseDurationSeconds"],
+        env.timings.lease_duration.as_millis().div_ceil(1000) as u64
+    );
+    assert!(matches!(task.await.unwrap().unwrap(), CasOutcome::Won(_)));
+}
+
+/// The labeller hook: labels go out in the order asked (the new primary
+/// first, then the old primary's pod); a failed patch is retried, and a
+/// newer value for a pod replaces an older pending one.
+#[tokio::test]
+async fn role_labels_are_applied_in_order_and_retried() {
+    let (client, mut server) = ApiServerVerifier::new();
+    let labels = KubeRoleLabels::spawn(PodLabeler::new(client, "db"), Duration::from_millis(10));
+    labels.set(&MemberName::from("pg-1"), RoleLabel::Primary);
+    labels.set(&MemberName::from("pg-0"), RoleLabel::Replica);
+    let first = server
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/db/pods/pg-1",
+            Reply::Status(500, "InternalError"),
+        )
+        .await;
+    assert_eq!(
+        first.body["metadata"]["labels"]["pgcluster.dev/role"],
+        "primary"
+    );
+    let retried = server
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/db/pods/pg-1",
+            Reply::Echo,
+        )
+        .await;
+    assert_eq!(retried.body, first.body);
+    let old = server
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/db/pods/pg-0",
+            not_found(),
+        )
+        .await;
+    assert_eq!(
+        old.body["metadata"]["labels"]["pgcluster.dev/role"],
+        "replica"
+    );
+    // A pod that is gone counts as done: nothing more is sent.
+    server.expect_silence(Duration::from_millis(100)).await;
+}
