@@ -7,7 +7,7 @@ mod local_support;
 
 use std::time::Duration;
 
-use local_support::{TestCluster, connect, eventually, fast_spec};
+use local_support::{TestCluster, alive, connect, eventually, fast_spec, kill, wait_exit};
 
 /// Rows written through rw are visible on the replica and through ro; a
 /// second `up` refuses; after down + up every row is still there.
@@ -123,4 +123,142 @@ fn bad_prerequisites_fail_clearly() {
         !text.contains("\"ready\": true"),
         "nothing was started: {text}"
     );
+}
+
+/// Foreground `up` stopped by SIGINT (Ctrl-C) stops every agent and
+/// postmaster it started and its in-process router, exits 0, and a
+/// following `up` starts the cluster again with every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreground_up_stops_everything_on_ctrl_c_and_data_survives() {
+    let mut cluster = TestCluster::new(&fast_spec("fg", "async", ""));
+    cluster.extra.push(cluster.spawn_up_foreground());
+    eventually(
+        "the foreground up to report a ready cluster",
+        Duration::from_secs(120),
+        || {
+            let exited = cluster.extra[0].try_wait().expect("try_wait");
+            assert!(
+                exited.is_none(),
+                "up exited early ({exited:?}):\n{}",
+                cluster.up_output()
+            );
+            let text = cluster.up_output();
+            async move { text.contains("is ready").then_some(()) }
+        },
+    )
+    .await;
+    let status = cluster.wait_ready(1, Duration::from_secs(30));
+    let pw = cluster.password();
+    let rw = connect(cluster.rw(), &pw).await.expect("rw connects");
+    rw.batch_execute(
+        "CREATE TABLE t (id int primary key); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await
+    .expect("write through rw");
+    drop(rw);
+
+    let up_pid = cluster.extra[0].id();
+    let record = cluster.record();
+    assert_eq!(record["up_pid"].as_u64(), Some(u64::from(up_pid)));
+    let instances = status["instances"].as_array().expect("instances");
+    let mut pids: Vec<(String, u32)> = Vec::new();
+    for i in instances {
+        let name = i["instance"].as_str().expect("name");
+        for key in ["agent_pid", "postgres_pid"] {
+            let pid = i[key].as_u64().unwrap_or_else(|| panic!("{name} {key}")) as u32;
+            pids.push((format!("{key} of {name}"), pid));
+        }
+    }
+    assert_eq!(pids.len(), 4);
+    for (what, pid) in &pids {
+        assert!(alive(*pid), "{what} ({pid}) runs before Ctrl-C");
+    }
+
+    assert!(kill(up_pid, "INT"), "SIGINT to up");
+    let exit = wait_exit(&mut cluster.extra[0], Duration::from_secs(90));
+    let output = cluster.up_output();
+    assert!(
+        exit.success(),
+        "up exits 0 after Ctrl-C: {exit:?}\n{output}"
+    );
+    assert!(output.contains("stopped"), "{output}");
+    let still: Vec<_> = pids.iter().filter(|(_, p)| alive(*p)).collect();
+    assert!(still.is_empty(), "still running after Ctrl-C: {still:?}");
+    assert!(
+        connect(cluster.rw(), &pw).await.is_err(),
+        "the rw endpoint is closed after Ctrl-C"
+    );
+    let record = cluster.record();
+    assert!(record["up_pid"].is_null(), "{record:#}");
+    for m in record["members"].as_array().expect("members") {
+        assert!(m["agent_pid"].is_null(), "{record:#}");
+    }
+
+    cluster.up();
+    cluster.wait_ready(1, Duration::from_secs(60));
+    let rw = connect(cluster.rw(), &pw).await.expect("rw after restart");
+    let n: i64 = rw
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("read")
+        .get(0);
+    assert_eq!(n, 100, "Ctrl-C + up keeps every row");
+}
+
+/// Ctrl-C while a foreground `up` is still starting stops the agents (and
+/// any postmaster) it already started instead of orphaning them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_startup_leaves_nothing_running() {
+    let mut cluster = TestCluster::new(&fast_spec("fgstart", "async", ""));
+    cluster.extra.push(cluster.spawn_up_foreground());
+    let up_pid = cluster.extra[0].id();
+    let record_path = cluster.data().join("cluster.json");
+    let agents: Vec<u32> = eventually("up to record both agents", Duration::from_secs(60), || {
+        let exited = cluster.extra[0].try_wait().expect("try_wait");
+        assert!(
+            exited.is_none(),
+            "up exited early:\n{}",
+            cluster.up_output()
+        );
+        let pids: Vec<u32> = std::fs::read(&record_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|r| {
+                r["members"]
+                    .as_array()?
+                    .iter()
+                    .map(|m| m["agent_pid"].as_u64().map(|p| p as u32))
+                    .collect::<Option<Vec<u32>>>()
+            })
+            .unwrap_or_default();
+        async move { (pids.len() == 2).then_some(pids) }
+    })
+    .await;
+    assert!(kill(up_pid, "INT"), "SIGINT to up");
+    let exit = wait_exit(&mut cluster.extra[0], Duration::from_secs(90));
+    let output = cluster.up_output();
+    // The cluster may have become ready just before the signal: then it
+    // stops like a running one (exit 0); otherwise `up` reports the interruption.
+    assert!(
+        exit.success() || (exit.code() == Some(2) && output.contains("interrupted")),
+        "up ends normally after Ctrl-C, not killed by it: {exit:?}\n{output}"
+    );
+    for pid in &agents {
+        assert!(
+            !alive(*pid),
+            "agent {pid} still runs after Ctrl-C\n{output}"
+        );
+    }
+    for m in ["fgstart-0", "fgstart-1"] {
+        let pidfile = local_support::member_data(&cluster.data(), m).join("postmaster.pid");
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+        {
+            assert!(
+                !alive(pid),
+                "postmaster {pid} of {m} still runs after Ctrl-C"
+            );
+        }
+    }
 }

@@ -78,15 +78,25 @@ pub fn load(layout: &Layout) -> Result<(ClusterRecord, ValidatedCluster), CliErr
     Ok((record, cluster))
 }
 
-/// Resolves when the process gets SIGTERM or SIGINT (Ctrl-C).
+/// Resolves when the process gets SIGTERM or SIGINT (Ctrl-C); the handlers
+/// are installed on the first poll.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())
-        .expect("installing a SIGTERM handler works in a tokio runtime");
-    let mut int = signal(SignalKind::interrupt())
-        .expect("installing a SIGINT handler works in a tokio runtime");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    match shutdown_signal_now() {
+        Ok(signalled) => signalled.await,
+        Err(e) => panic!("installing signal handlers works in a tokio runtime: {e}"),
     }
+}
+
+/// Installs the SIGTERM and SIGINT handlers at once (from then on neither
+/// kills the process) and returns a future that resolves on the first one.
+pub fn shutdown_signal_now() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

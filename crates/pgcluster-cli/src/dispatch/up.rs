@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pgcluster_ha::local::cluster::{self, Prepared, UpOptions};
 use pgcluster_ha::local::{Router, RouterConfig};
 
-use super::local::{DEFAULT_SPEC, fail, runtime, shutdown_signal, validate_spec};
+use super::local::{DEFAULT_SPEC, fail, runtime, shutdown_signal_now, validate_spec};
 use crate::CliError;
 
 /// Arguments of `pgcluster up`.
@@ -70,35 +70,51 @@ pub fn exec(args: Args) -> Result<(), CliError> {
     };
     let rt = runtime()?;
     rt.block_on(async {
+        // Handlers first: a Ctrl-C at any point from here on stops what was
+        // started instead of killing `up` and orphaning the agents (they run
+        // in their own process groups, so the terminal does not signal them).
+        let signalled = shutdown_signal_now().map_err(|e| fail(&e))?;
+        tokio::pin!(signalled);
         let prepared = cluster::prepare(&opts).await.map_err(|e| fail(&e))?;
-        match start(&args, &prepared, &validated).await {
-            Ok(router) => {
-                if args.detach {
-                    return Ok(());
-                }
-                println!(
-                    "Running in the foreground; Ctrl-C (or `pgcluster down`) stops the cluster."
-                );
-                shutdown_signal().await;
-                eprintln!("stopping cluster {} ...", prepared.record.name);
-                drop(router);
-                cluster::stop(&prepared.layout, Duration::from_secs(60))
-                    .await
-                    .map_err(|e| fail(&e))?;
-                println!(
-                    "cluster {} stopped; data kept in {}",
-                    prepared.record.name,
-                    prepared.layout.root().display()
-                );
-                Ok(())
-            }
+        let started = tokio::select! {
+            r = start(&args, &prepared, &validated) => r,
+            () = &mut signalled => Err(interrupted(&prepared)),
+        };
+        let router = match started {
+            Ok(router) => router,
             Err(err) => {
                 // Nothing half-started is left behind.
                 let _ = cluster::stop(&prepared.layout, Duration::from_secs(60)).await;
-                Err(err)
+                return Err(err);
             }
+        };
+        if args.detach {
+            return Ok(());
         }
+        println!("Running in the foreground; Ctrl-C (or `pgcluster down`) stops the cluster.");
+        signalled.await;
+        eprintln!("stopping cluster {} ...", prepared.record.name);
+        if let Some(router) = router {
+            router.shutdown();
+        }
+        cluster::stop(&prepared.layout, Duration::from_secs(60))
+            .await
+            .map_err(|e| fail(&e))?;
+        println!(
+            "cluster {} stopped; data kept in {}",
+            prepared.record.name,
+            prepared.layout.root().display()
+        );
+        Ok(())
     })
+}
+
+fn interrupted(prepared: &Prepared) -> CliError {
+    CliError::Other(anyhow::anyhow!(
+        "interrupted before cluster {} was ready; stopped everything it started (data kept in {})",
+        prepared.record.name,
+        prepared.layout.root().display()
+    ))
 }
 
 async fn start(

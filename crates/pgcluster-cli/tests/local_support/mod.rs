@@ -133,6 +133,39 @@ impl TestCluster {
         );
     }
 
+    /// `pgcluster up -f spec --port base` in the foreground (no `--detach`),
+    /// its output in `up.out`/`up.err` of the temp dir; the caller waits for it.
+    pub fn spawn_up_foreground(&self) -> Child {
+        let out = std::fs::File::create(self.dir.path().join("up.out")).expect("up.out");
+        let err = std::fs::File::create(self.dir.path().join("up.err")).expect("up.err");
+        Command::new(bin())
+            .args(["up", "-f"])
+            .arg(&self.spec)
+            .args(["--port", &self.base.to_string(), "--timeout", "90"])
+            .arg("--data-dir")
+            .arg(self.data())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn pgcluster up")
+    }
+
+    /// What the foreground `up` printed so far (stdout, then stderr).
+    pub fn up_output(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
+        format!("{}{}", read("up.out"), read("up.err"))
+    }
+
+    /// The `cluster.json` record.
+    pub fn record(&self) -> Value {
+        serde_json::from_slice(
+            &std::fs::read(self.data().join("cluster.json")).expect("cluster.json"),
+        )
+        .expect("cluster.json is JSON")
+    }
+
     /// `pgcluster status -o json`.
     pub fn status(&self) -> Value {
         let out = self.run(&["status", "-o", "json"]);
@@ -225,7 +258,10 @@ impl Drop for TestCluster {
                 .status();
         }
         for c in &mut self.extra {
-            let _ = kill(c.id(), "TERM");
+            // Only children not yet reaped: a reaped PID may belong to anyone now.
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = kill(c.id(), "TERM");
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         for c in &mut self.extra {
@@ -260,6 +296,30 @@ pub fn kill(pid: u32, sig: &str) -> bool {
         .arg(pid.to_string())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Waits (polling, bounded by `timeout`) for `child` to exit.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "process {} did not exit within {timeout:?}",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Connects as the superuser to 127.0.0.1:port.
