@@ -3,8 +3,11 @@
 //!
 //! Pod sources render as the pod CIDR: pg_hba cannot see namespaces or labels,
 //! so the NetworkPolicy narrows the pod CIDR to the allowed pods. CIDR sources
-//! render as themselves. Every network line uses `scram-sha-256`; two final
-//! lines reject everything else explicitly.
+//! render as themselves. Every network line uses `scram-sha-256`; final
+//! lines reject everything else explicitly. The superuser and replication
+//! lines for pgcluster's own components (agents, controller) come first and
+//! admit only the pod CIDR; they are not part of the access model (a spec
+//! cannot declare the superuser role), so `explain` does not report them.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -162,6 +165,26 @@ pub fn hba_lines(model: &AccessModel, pod_cidr: IpNet) -> Vec<HbaLine> {
             ),
             "pg_rewind reads the new primary as the replication role (granted only the functions pg_rewind needs).",
         ),
+        commented(
+            host(
+                HbaMatch::Replication,
+                name(SUPERUSER_ROLE),
+                pod_cidr,
+                HbaMethod::ScramSha256,
+            ),
+            "The agents stream, clone (pg_basebackup) and rewind as the superuser from their pods.",
+        ),
+        commented(
+            host(
+                HbaMatch::All,
+                name(SUPERUSER_ROLE),
+                pod_cidr,
+                HbaMethod::ScramSha256,
+            ),
+            "The superuser from pods: the agents (rewind source, slots) and the controller (databases and roles).\n\
+             Outside the access model; the NetworkPolicy admits only the instances and the controller's namespace\n\
+             to 5432, and the password lives only in the superuser Secret.",
+        ),
     ];
     for rule in &model.rules {
         let mut addresses = BTreeSet::new();
@@ -310,6 +333,41 @@ mod tests {
         assert!(!hba_allows(&lines, ip("10.0.11.7"), "app", "admin"));
         assert!(!hba_allows(&lines, ip("8.8.8.8"), "app", "app"));
         assert!(!hba_allows(&lines, ip("::1"), "app", "app"));
+    }
+
+    /// The superuser (agents, controller) is admitted from the pod CIDR only,
+    /// with scram-sha-256, for databases and replication; nowhere else.
+    #[test]
+    fn superuser_only_from_pods() {
+        let pod_cidr: IpNet = "10.42.0.0/16".parse().expect("cidr");
+        let lines = hba_lines(&model(), pod_cidr);
+        assert!(hba_allows(
+            &lines,
+            ip("10.42.9.9"),
+            "postgres",
+            SUPERUSER_ROLE
+        ));
+        assert!(hba_allows(&lines, ip("10.42.9.9"), "app", SUPERUSER_ROLE));
+        assert!(!hba_allows(&lines, ip("10.0.10.7"), "app", SUPERUSER_ROLE));
+        assert!(!hba_allows(
+            &lines,
+            ip("10.43.0.1"),
+            "postgres",
+            SUPERUSER_ROLE
+        ));
+        let superuser: Vec<&HbaLine> = lines
+            .iter()
+            .filter(|l| l.user == HbaMatch::Name(SUPERUSER_ROLE.to_owned()))
+            .filter(|l| l.connection == HbaConnection::Host)
+            .collect();
+        assert_eq!(superuser.len(), 2);
+        for line in superuser {
+            assert_eq!(line.address, Some(pod_cidr));
+            assert_eq!(line.method, HbaMethod::ScramSha256);
+        }
+        assert!(lines.iter().any(|l| l.database == HbaMatch::Replication
+            && l.user == HbaMatch::Name(SUPERUSER_ROLE.to_owned())
+            && l.address == Some(pod_cidr)));
     }
 
     /// No network line trusts anyone; the file ends in explicit rejects.

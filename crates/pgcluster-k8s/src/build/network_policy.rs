@@ -221,3 +221,44 @@ pub fn network_policies(
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The controller's namespace reaches PostgreSQL (5432): it creates the
+    /// databases and roles as the superuser, which pg_hba admits from the pod CIDR.
+    #[test]
+    fn controller_namespace_reaches_postgres() {
+        let cluster = crate::testing::cluster("pg", 2);
+        let policies = network_policies(&cluster, None, super::super::DEFAULT_CONTROLLER_NAMESPACE);
+        let controller = policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some("pg-controller"))
+            .expect("a controller policy exists");
+        let rule = &controller
+            .spec
+            .as_ref()
+            .expect("spec")
+            .ingress
+            .as_ref()
+            .expect("ingress")[0];
+        let from = &rule.from.as_ref().expect("from")[0];
+        let labels = from
+            .namespace_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .expect("a namespace selector");
+        assert_eq!(
+            labels.get(LABEL_NAMESPACE_NAME).map(String::as_str),
+            Some("pgcluster-system")
+        );
+        assert!(
+            rule.ports
+                .as_ref()
+                .expect("ports")
+                .iter()
+                .any(|p| p.port == Some(IntOrString::Int(POSTGRES_PORT)))
+        );
+    }
+}

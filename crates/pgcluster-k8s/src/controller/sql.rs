@@ -12,17 +12,20 @@
 //!   plus INSERT, UPDATE, DELETE and sequence use), including on tables the
 //!   owner creates later (default privileges);
 //! - a role removed from the spec is disabled (`NOLOGIN`), never dropped:
-//!   its objects and data stay. pgcluster marks the roles it manages with a
-//!   comment ([`MANAGED_COMMENT`]) so it never touches other roles.
+//!   its objects and data stay; grants no longer declared (a removed grant,
+//!   readWrite lowered to readOnly, a removed role's) are revoked. pgcluster
+//!   marks the roles it manages with a comment ([`MANAGED_COMMENT`]) so it
+//!   never touches other roles.
 //!
 //! Passwords never appear in statements: the role's password is set as a
 //! SCRAM-SHA-256 verifier computed in the process, and [`Statement`]'s
 //! `Display` hides it anyway.
 //!
 //! Not tested against a real PostgreSQL here (the real-server tests live in
-//! pgcluster-ha); [`PostgresAdmin`] is exercised only by reading. Note the
-//! rendered `pg_hba.conf` must admit the superuser from the controller's
-//! namespace for [`PostgresAdmin`] to connect over TCP.
+//! pgcluster-ha); [`PostgresAdmin`] is exercised only by reading. The
+//! rendered `pg_hba.conf` admits the superuser from the pod CIDR
+//! (scram-sha-256) and the NetworkPolicy `<name>-controller` admits the
+//! controller's namespace to 5432, so [`PostgresAdmin`] can connect over TCP.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -201,6 +204,7 @@ pub fn plan(
             }
         }
     }
+    revoke_undeclared(cluster, inventory, &mut out);
     let desired: BTreeSet<&str> = cluster.roles.iter().map(|r| r.name.as_str()).collect();
     for removed in inventory
         .managed_roles
@@ -210,6 +214,72 @@ pub fn plan(
         out.push(top(format!("ALTER ROLE {} NOLOGIN", quote_ident(removed))));
     }
     out
+}
+
+/// Revokes what pgcluster may have granted earlier and the spec no longer
+/// declares: a grant removed (everything on that database), readWrite
+/// lowered to readOnly (DML and sequences), a role removed from the spec
+/// (its grants; the role itself is disabled, its objects stay). Only for
+/// databases and managed roles that existed before this plan (nothing can
+/// have been granted on new ones), never for a database's owner. Revoking
+/// something not held is a no-op, so this is idempotent too.
+fn revoke_undeclared(cluster: &ValidatedCluster, inventory: &Inventory, out: &mut Vec<Statement>) {
+    let managed: BTreeSet<&str> = cluster
+        .roles
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain(inventory.managed_roles.iter().map(String::as_str))
+        .filter(|r| inventory.roles.contains(*r))
+        .collect();
+    for db in cluster
+        .databases
+        .iter()
+        .filter(|d| inventory.databases.contains(&d.name))
+    {
+        let (d, o) = (quote_ident(&db.name), quote_ident(&db.owner));
+        for role in managed.iter().filter(|r| **r != db.owner) {
+            let r = quote_ident(role);
+            let declared = cluster
+                .roles
+                .iter()
+                .find(|x| x.name == *role)
+                .and_then(|x| x.grants.get(&db.name));
+            let inner = |sql: String| inside(&db.name, sql);
+            match declared {
+                None => {
+                    out.push(top(format!("REVOKE ALL ON DATABASE {d} FROM {r}")));
+                    out.push(inner(format!(
+                        "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {r}"
+                    )));
+                    out.push(inner(format!(
+                        "REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {r}"
+                    )));
+                    out.push(inner(format!("REVOKE ALL ON SCHEMA public FROM {r}")));
+                    out.push(inner(format!(
+                        "ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA public REVOKE ALL ON TABLES FROM {r}"
+                    )));
+                    out.push(inner(format!(
+                        "ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {r}"
+                    )));
+                }
+                Some(Privileges::ReadOnly) => {
+                    out.push(inner(format!(
+                        "REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public FROM {r}"
+                    )));
+                    out.push(inner(format!(
+                        "REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {r}"
+                    )));
+                    out.push(inner(format!(
+                        "ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA public REVOKE INSERT, UPDATE, DELETE ON TABLES FROM {r}"
+                    )));
+                    out.push(inner(format!(
+                        "ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {r}"
+                    )));
+                }
+                Some(Privileges::ReadWrite) => {}
+            }
+        }
+    }
 }
 
 /// A failed database administration call.
@@ -460,6 +530,94 @@ mod tests {
             out.iter()
                 .all(|s| !s.contains("DROP") && !s.contains("\"human\""))
         );
+    }
+
+    fn existing(roles: &[&str]) -> Inventory {
+        Inventory {
+            roles: roles
+                .iter()
+                .map(|r| (*r).to_owned())
+                .chain(["postgres".to_owned()])
+                .collect(),
+            managed_roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            databases: BTreeSet::from(["app".into(), "postgres".into()]),
+        }
+    }
+
+    /// A grant removed from the spec is revoked on the existing database
+    /// (database, schema, tables, sequences, default privileges); the
+    /// owner is never revoked from.
+    #[test]
+    fn removed_grant_is_revoked() {
+        let mut c = reporting();
+        c.roles[1].grants.clear();
+        let out = sqls(&plan(
+            &c,
+            &existing(&["app", "reporting"]),
+            &BTreeMap::new(),
+        ));
+        for expected in [
+            "[postgres] REVOKE ALL ON DATABASE \"app\" FROM \"reporting\"",
+            "[app] REVOKE ALL ON ALL TABLES IN SCHEMA public FROM \"reporting\"",
+            "[app] REVOKE ALL ON SCHEMA public FROM \"reporting\"",
+            "[app] ALTER DEFAULT PRIVILEGES FOR ROLE \"app\" IN SCHEMA public REVOKE ALL ON TABLES FROM \"reporting\"",
+        ] {
+            assert!(
+                out.contains(&expected.to_owned()),
+                "missing {expected}: {out:#?}"
+            );
+        }
+        assert!(
+            out.iter()
+                .all(|s| !s.contains("GRANT CONNECT ON DATABASE \"app\" TO \"reporting\""))
+        );
+        assert!(
+            out.iter()
+                .all(|s| !(s.contains("REVOKE") && s.ends_with("FROM \"app\"")))
+        );
+    }
+
+    /// readWrite lowered to readOnly loses DML and sequences (now and by
+    /// default), keeps SELECT; a still-declared readWrite loses nothing.
+    #[test]
+    fn lowered_grant_loses_write_privileges() {
+        let out = sqls(&plan(
+            &reporting(),
+            &existing(&["app", "reporting"]),
+            &BTreeMap::new(),
+        ));
+        assert!(out.contains(&"[app] REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public FROM \"reporting\"".to_owned()));
+        assert!(out.contains(&"[app] ALTER DEFAULT PRIVILEGES FOR ROLE \"app\" IN SCHEMA public REVOKE ALL ON SEQUENCES FROM \"reporting\"".to_owned()));
+        assert!(out.iter().all(|s| !s.contains("REVOKE SELECT")
+            && !s.contains("REVOKE ALL ON DATABASE \"app\" FROM \"reporting\"")));
+        let mut rw = reporting();
+        rw.roles[1]
+            .grants
+            .insert("app".into(), Privileges::ReadWrite);
+        let out = sqls(&plan(
+            &rw,
+            &existing(&["app", "reporting"]),
+            &BTreeMap::new(),
+        ));
+        assert!(
+            out.iter()
+                .all(|s| !(s.contains("REVOKE") && s.contains("\"reporting\""))),
+            "{out:#?}"
+        );
+    }
+
+    /// A role removed from the spec loses its grants on the declared
+    /// databases and is disabled (NOLOGIN), never dropped.
+    #[test]
+    fn removed_role_loses_grants_and_login() {
+        let c = cluster("pg", 2).with_app("app");
+        let out = sqls(&plan(&c, &existing(&["app", "old"]), &BTreeMap::new()));
+        assert!(out.contains(&"[postgres] REVOKE ALL ON DATABASE \"app\" FROM \"old\"".to_owned()));
+        assert_eq!(
+            out.last().map(String::as_str),
+            Some("[postgres] ALTER ROLE \"old\" NOLOGIN")
+        );
+        assert!(out.iter().all(|s| !s.contains("DROP")));
     }
 
     /// readWrite adds DML and sequences; nothing ever grants CREATE, superuser or replication.
