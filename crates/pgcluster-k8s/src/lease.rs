@@ -396,3 +396,6 @@ impl Coordinator for KubeLeaseCoordinator {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fencing_tests;
