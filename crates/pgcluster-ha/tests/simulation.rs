@@ -71,26 +71,26 @@ fn run_schedules(name: &str, mode: Mode, members: std::ops::RangeInclusive<usize
     }
 }
 
-/// Invariants 1-6 over random schedules in async mode (3 members mostly).
+/// Invariants 1-7 over random schedules in async mode (3 members mostly).
 #[test]
 fn async_mode_random_schedules_keep_every_invariant() {
     run_schedules("async", Mode::Async, 3..=3);
 }
 
-/// Invariants 1-6 in sync mode that blocks without a standby: no
+/// Invariants 1-7 in sync mode that blocks without a standby: no
 /// acknowledged write is ever lost.
 #[test]
 fn sync_block_random_schedules_keep_every_invariant() {
     run_schedules("sync-block", Mode::SyncBlock, 3..=3);
 }
 
-/// Invariants 1-6 in sync mode that falls back to async without a standby.
+/// Invariants 1-7 in sync mode that falls back to async without a standby.
 #[test]
 fn sync_fallback_random_schedules_keep_every_invariant() {
     run_schedules("sync-fallback", Mode::SyncFallback, 2..=4);
 }
 
-/// Invariants 1-6 with 2 to 5 members in async mode.
+/// Invariants 1-7 with 2 to 5 members in async mode.
 #[test]
 fn cluster_sizes_two_to_five_keep_every_invariant() {
     run_schedules("sizes", Mode::Async, 2..=5);

@@ -349,6 +349,7 @@ async fn request(
         .request_switchover(SwitchoverRequest {
             id,
             target: target.map(MemberName::from),
+            forced: false,
         })
         .await
         .map_err(|source| OpsError::Coordinator {
@@ -593,7 +594,8 @@ mod tests {
             request,
             SwitchoverRequest {
                 id: 42,
-                target: Some(MemberName::from("pg-1"))
+                target: Some(MemberName::from("pg-1")),
+                forced: false,
             }
         );
     }

@@ -9,7 +9,7 @@ use pgcluster_ha::agent::client;
 use pgcluster_ha::local::cluster;
 
 use super::local::{Target, fail, runtime};
-use super::switchover::request_and_wait;
+use super::switchover::send_and_wait;
 use crate::CliError;
 
 /// Arguments of `pgcluster failover`.
@@ -54,10 +54,11 @@ pub fn exec(args: Args) -> Result<(), CliError> {
                 )));
             }
         }
-        let done = request_and_wait(
+        let done = send_and_wait(
             &layout,
             &record,
             Some(&args.to),
+            true,
             Duration::from_secs(args.timeout),
         )
         .await?;

@@ -54,6 +54,19 @@ pub async fn request_and_wait(
     to: Option<&str>,
     timeout: Duration,
 ) -> Result<Handover, CliError> {
+    send_and_wait(layout, record, to, false, timeout).await
+}
+
+/// [`request_and_wait`] for a switchover (`forced` false) or a forced
+/// failover to `to` (`forced` true: once the lease expired, `to` takes it
+/// over even when it does not rank first).
+pub async fn send_and_wait(
+    layout: &Layout,
+    record: &ClusterRecord,
+    to: Option<&str>,
+    forced: bool,
+    timeout: Duration,
+) -> Result<Handover, CliError> {
     if let Some(t) = to
         && record.member(t).is_none()
     {
@@ -84,6 +97,7 @@ pub async fn request_and_wait(
         .request_switchover(SwitchoverRequest {
             id,
             target: to.map(MemberName::from),
+            forced,
         })
         .await
         .map_err(|e| fail(&e))?;
@@ -110,14 +124,24 @@ pub async fn request_and_wait(
             });
         }
         let pending = view.switchover.as_ref().is_some_and(|r| r.id == id);
-        if !pending && seen_pending && holder == from {
-            // The primary cleared our request without handing over: refused.
+        // A forced failover's target clears it when it refuses, and the
+        // lease may then go to someone else.
+        if !pending && seen_pending && (holder == from || (forced && holder.as_deref() != to)) {
+            // The primary (or the target) cleared our request without handing over: refused.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let again = coord.read_now().map_err(|e| fail(&e))?;
             let still = again
                 .lease
                 .as_ref()
                 .and_then(|l| l.record.holder.as_ref().map(|h| h.to_string()));
+            if forced && still.as_deref() != to {
+                return Err(CliError::Other(anyhow::anyhow!(
+                    "failed to fail over: {} refused the forced failover (it must be a replica of \
+                     the cluster's data and lineage, and in sync mode a synchronous standby); see \
+                     `pgcluster status` and its agent log",
+                    to.unwrap_or_default()
+                )));
+            }
             if still == from {
                 return Err(CliError::Other(anyhow::anyhow!(
                     "failed to switch over: the primary {} refused the request (the target must be a \

@@ -357,6 +357,7 @@ impl<C: Coordinator> Agent<C> {
         s.switchovers_total = self.switchovers;
         s.watchdog_fired = self.watchdog.fired();
         s.last_error = self.last_error.clone();
+        s.note = self.machine.note().map(str::to_owned);
     }
 }
 

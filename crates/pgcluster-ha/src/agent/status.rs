@@ -53,6 +53,9 @@ pub struct AgentStatus {
     pub watchdog_fired: u64,
     /// The last action that failed, with its error.
     pub last_error: Option<String>,
+    /// Why the last forced failover naming this member was refused or is waiting.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 impl AgentStatus {

@@ -51,6 +51,44 @@ pub enum Ineligible {
     NotSyncStandby,
 }
 
+impl Ineligible {
+    /// Why, in words (for status output and logs).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Ineligible::Stale => "its published state is stale",
+            Ineligible::NotReplica => "it is not running as a replica",
+            Ineligible::WrongSystem => "its data belongs to another cluster or it has none",
+            Ineligible::OffLineage => "its WAL diverged from the cluster's lineage",
+            Ineligible::TooFarBehind => "it is beyond the failover lag limit",
+            Ineligible::NotSyncStandby => {
+                "it is not a synchronous standby, so it may lack acknowledged commits"
+            }
+        }
+    }
+
+    /// Whether waiting can cure it (the member may become eligible by itself).
+    pub fn transient(self) -> bool {
+        matches!(self, Ineligible::Stale | Ineligible::NotReplica)
+    }
+}
+
+/// Whether `state` may be promoted by a forced failover (`pgcluster failover
+/// --to`) from `lease`: like [`eligibility`] but the async lag limit does not
+/// apply (the operator accepts losing the newest writes). Sync mode still
+/// requires a synchronous standby: promoting anything else would lose
+/// acknowledged commits, which no flag makes acceptable.
+pub fn forced_eligibility(
+    config: &HaConfig,
+    lease: &LeaseRecord,
+    state: &MemberState,
+    fresh: bool,
+) -> Result<(), Ineligible> {
+    match eligibility(config, lease, state, fresh) {
+        Err(Ineligible::TooFarBehind) => Ok(()),
+        other => other,
+    }
+}
+
 /// Whether `state` may be promoted by an automatic failover from `lease`.
 pub fn eligibility(
     config: &HaConfig,

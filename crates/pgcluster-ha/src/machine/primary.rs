@@ -7,7 +7,7 @@ use super::action::{Action, RoleLabel, StopMode};
 use super::election::{Candidate, best};
 use super::observation::{DataDir, FailsafeProbe, PgObservation, TickObservation};
 use super::state::{MachineState, PendingCas, Phase, SwitchoverProgress};
-use super::step::{fresh, next_term_record, set_label, system_id};
+use super::step::{fresh, next_term_record, seeded_sync, set_label, system_id};
 use super::units::{Lsn, MemberName, Millis, Timeline};
 use super::view::{ClusterView, Lease, LeaseRecord, LeaseVersion, MemberRole, SyncStandbys};
 
@@ -136,7 +136,8 @@ pub(crate) fn reclaim(
             s.phase = Phase::Primary;
         }
         Then::Promote => {
-            out.push(Action::SetSyncStandbys(initial_sync(s)));
+            out.push(Action::SetSyncStandbys(seeded_sync(s, l)));
+            s.sync_grace_until = now.plus_ms(s.config.ms.lease);
             out.push(Action::Promote {
                 timeline: l.timeline,
             });
@@ -180,7 +181,7 @@ pub(crate) fn lead(s: &mut MachineState, now: Millis, t: &TickObservation, out: 
         return;
     }
 
-    let (new_sync, sync_standbys) = plan_sync(s, pg, &record.sync_standbys);
+    let (new_sync, sync_standbys) = plan_sync(s, now, pg, &record.sync_standbys);
     let mut next = record.clone();
     next.renewed_at = now;
     next.sync_standbys = sync_standbys;
@@ -242,7 +243,7 @@ fn ensure_primary(
         }
         DataDir::Initialized(_) if pg.in_recovery => {
             if pg.timeline != record.timeline {
-                out.push(Action::SetSyncStandbys(initial_sync(s)));
+                out.push(Action::SetSyncStandbys(seeded_sync(s, record)));
                 out.push(Action::Promote {
                     timeline: record.timeline,
                 });
@@ -268,6 +269,7 @@ fn ensure_primary(
 /// the published set. One change per tick, each confirmed before the next.
 fn plan_sync(
     s: &mut MachineState,
+    now: Millis,
     pg: &PgObservation,
     published: &BTreeSet<MemberName>,
 ) -> (Option<SyncStandbys>, BTreeSet<MemberName>) {
@@ -341,6 +343,15 @@ fn plan_sync(
         return (Some(SyncStandbys::AllOf(next)), published.clone());
     }
     if s.config.falls_back_to_async() {
+        // A new primary gives the standbys it was seeded with (their agents
+        // alive) a lease duration to come back before going unprotected.
+        if now < s.sync_grace_until
+            && configured
+                .iter()
+                .any(|m| *m != s.config.me && fresh(s, now, m))
+        {
+            return (None, published.clone());
+        }
         if !published.is_empty() {
             return (None, BTreeSet::new());
         }

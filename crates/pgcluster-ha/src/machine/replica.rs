@@ -1,14 +1,16 @@
 //! The non-holder's side: follow the holder (rewinding or re-cloning when the
-//! data diverged), take over an expired lease when this member ranks first,
-//! and never promote without the coordinator.
+//! data diverged), take over an expired lease when this member ranks first
+//! (or a forced failover names it), and never promote without the coordinator.
 
 use super::action::{Action, ActionKind, RoleLabel, StopMode};
-use super::election::{Candidate, best, candidate_of, eligibility};
+use super::election::{Candidate, Ineligible, best, candidate_of, eligibility, forced_eligibility};
 use super::observation::{DataDir, TickObservation};
 use super::state::{MachineState, PendingCas, Phase};
-use super::step::{fresh, may_acquire, next_term_record, own_state, set_label};
+use super::step::{
+    fresh, may_acquire, may_force, next_term_record, own_state, seeded_sync, set_label,
+};
 use super::units::{MemberName, Millis};
-use super::view::{ClusterView, Lease, MemberRole, SyncStandbys};
+use super::view::{ClusterView, Lease, MemberRole};
 
 /// The coordinator is unreachable and we hold no lease: never promote; stop
 /// writes if PostgreSQL somehow is a primary; keep following the last holder.
@@ -53,6 +55,36 @@ pub(crate) fn follow_or_take_over(
         set_label(s, RoleLabel::Replica, out);
         return;
     }
+    if may_force(s, now, lease)
+        && let Some(req) = view
+            .switchover
+            .as_ref()
+            .filter(|r| r.forced_target() == Some(&s.config.me))
+    {
+        match forced_ready(s, now, t, lease) {
+            Ok(()) => {
+                s.note = None;
+                take_over(s, now, t, lease, out);
+                return;
+            }
+            Err(why) => {
+                let verdict = if why.transient() {
+                    "waiting"
+                } else {
+                    // Nothing will change that: clear the request so the
+                    // requester learns at once, and fail over normally.
+                    out.push(Action::ClearSwitchover { id: req.id });
+                    "refused"
+                };
+                s.note = Some(format!(
+                    "forced failover {} to {} {verdict}: {}",
+                    req.id,
+                    s.config.me,
+                    why.reason()
+                ));
+            }
+        }
+    }
     if may_acquire(s, now, lease) && i_rank_first(s, now, t, view, lease) {
         take_over(s, now, t, lease, out);
         return;
@@ -77,6 +109,17 @@ fn i_rank_first(
     if eligibility(&s.config, &lease.record, &me, true).is_err() || !t.postgres.in_recovery {
         return false;
     }
+    // A forced failover names someone else who can carry it out: leave the
+    // lease to them (a stale or ineligible target does not block failover).
+    if let Some(target) = view.switchover.as_ref().and_then(|r| r.forced_target())
+        && *target != s.config.me
+        && view.members.get(target).is_some_and(|m| {
+            m.role == MemberRole::Replica
+                && forced_eligibility(&s.config, &lease.record, m, fresh(s, now, target)).is_ok()
+        })
+    {
+        return false;
+    }
     let mut candidates: Vec<Candidate> = vec![candidate_of(&me)];
     for m in view.members.values() {
         if m.name == s.config.me || Some(&m.name) == lease.record.holder.as_ref() {
@@ -87,6 +130,23 @@ fn i_rank_first(
         }
     }
     best(&candidates).is_some_and(|c| c.name == s.config.me)
+}
+
+/// Whether this member may carry out a forced failover naming it: running
+/// as a standby of the cluster's data and lineage (and in sync mode a
+/// synchronous standby); the lag limit does not apply.
+fn forced_ready(
+    s: &MachineState,
+    now: Millis,
+    t: &TickObservation,
+    lease: &Lease,
+) -> Result<(), Ineligible> {
+    let me = own_state(s, now, t);
+    forced_eligibility(&s.config, &lease.record, &me, true)?;
+    if !t.postgres.running || !t.postgres.in_recovery {
+        return Err(Ineligible::NotReplica);
+    }
+    Ok(())
 }
 
 /// Acquire the lease for a new term and promote in the same batch (the
@@ -108,6 +168,7 @@ fn take_over(
         pg.end_lsn(),
     );
     let timeline = record.timeline;
+    let sync = s.config.sync_mode().then(|| seeded_sync(s, &record));
     s.relabel_old = lease.record.holder.clone();
     out.push(Action::AcquireLease {
         expected: lease.version,
@@ -117,10 +178,9 @@ fn take_over(
     out.push(Action::ArmWatchdog {
         deadline: now.plus_ms(s.config.ms.renew_deadline),
     });
-    if s.config.sync_mode() {
-        out.push(Action::SetSyncStandbys(SyncStandbys::AllOf(
-            Default::default(),
-        )));
+    if let Some(sync) = sync {
+        out.push(Action::SetSyncStandbys(sync));
+        s.sync_grace_until = now.plus_ms(s.config.ms.lease);
     }
     out.push(Action::Promote { timeline });
     s.phase = Phase::Promoting;

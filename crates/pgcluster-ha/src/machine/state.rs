@@ -96,6 +96,11 @@ pub struct MachineState {
     /// When this member last sent failsafe probes (a member without peers
     /// confirms itself).
     pub(crate) last_probe_sent: Option<Millis>,
+    /// Sync mode: until when a new primary keeps waiting for the standbys it
+    /// was seeded with before falling back to async (`fallbackToAsync`).
+    pub(crate) sync_grace_until: Millis,
+    /// Why the last forced failover naming this member was not carried out.
+    pub(crate) note: Option<String>,
 }
 
 impl MachineState {
@@ -120,6 +125,8 @@ impl MachineState {
             relabel_old: None,
             was_primary: false,
             last_probe_sent: None,
+            sync_grace_until: now,
+            note: None,
         }
     }
 
@@ -131,6 +138,12 @@ impl MachineState {
     /// The current phase.
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// Why the last forced failover naming this member was refused or is
+    /// waiting (for status output); `None` when there is nothing to say.
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     /// The lease this member holds (confirmed by a won write), if any.

@@ -1,13 +1,15 @@
 //! [`step`]: the pure transition function, and the bookkeeping every tick does
 //! before deciding (lease outcome, freshness, failsafe confirmations).
 
+use std::collections::BTreeSet;
+
 use super::action::{Action, RoleLabel, StopMode};
 use super::observation::{
     DataDir, FailsafeProbe, FailsafeReply, LeaseOutcome, Observation, TickObservation,
 };
 use super::state::{HeldLease, MachineState, Phase};
 use super::units::{Lsn, MemberName, Millis, SystemId};
-use super::view::{ClusterView, Lease, LeaseRecord, MemberRole, MemberState};
+use super::view::{ClusterView, Lease, LeaseRecord, MemberRole, MemberState, SyncStandbys};
 use super::{primary, replica};
 
 /// Advances one member's machine: pure, deterministic, no clock or I/O inside.
@@ -78,7 +80,14 @@ pub(crate) fn lease_expired(s: &MachineState, now: Millis, lease: &Lease) -> boo
 /// Whether this member may take an expired or released lease now (failsafe
 /// promises and the automatic-failover switch).
 pub(crate) fn may_acquire(s: &MachineState, now: Millis, lease: &Lease) -> bool {
-    lease_expired(s, now, lease) && now >= s.no_acquire_before && s.config.automatic_failover
+    may_force(s, now, lease) && s.config.automatic_failover
+}
+
+/// Whether a forced failover may take the lease now: expired or released,
+/// and no failsafe promise pending (the automatic-failover switch does not
+/// apply: forcing is the manual way).
+pub(crate) fn may_force(s: &MachineState, now: Millis, lease: &Lease) -> bool {
+    lease_expired(s, now, lease) && now >= s.no_acquire_before
 }
 
 fn on_tick(s: &mut MachineState, now: Millis, t: &TickObservation, out: &mut Vec<Action>) {
@@ -315,6 +324,7 @@ pub(crate) fn next_term_record(
     fork_lsn: Lsn,
 ) -> LeaseRecord {
     let timeline = super::units::Timeline(current.max_timeline.0 + 1);
+    let sync_standbys = carried_sync_standbys(current, &holder);
     LeaseRecord {
         holder: Some(holder),
         term: current.term + 1,
@@ -325,6 +335,28 @@ pub(crate) fn next_term_record(
         history: current.fork(fork_timeline, fork_lsn),
         max_timeline: timeline,
         primary_lsn: fork_lsn,
-        sync_standbys: Default::default(),
+        sync_standbys,
+    }
+}
+
+/// Sync mode: the standbys a new term starts with: the previous term's
+/// (they hold every commit acknowledged so far) minus the new holder. The
+/// new primary lists them in `synchronous_standby_names` before it accepts
+/// a write, so they keep holding every acknowledged commit.
+fn carried_sync_standbys(current: &LeaseRecord, holder: &MemberName) -> BTreeSet<MemberName> {
+    let mut set = current.sync_standbys.clone();
+    set.remove(holder);
+    set
+}
+
+/// Sync mode: `synchronous_standby_names` for a member that is about to
+/// promote under `record`: the term's standbys minus itself (as Patroni
+/// does), so commits are protected as soon as one of them is back instead
+/// of blocking on an empty set or running unprotected.
+pub(crate) fn seeded_sync(s: &MachineState, record: &LeaseRecord) -> SyncStandbys {
+    if s.config.sync_mode() {
+        SyncStandbys::AllOf(carried_sync_standbys(record, &s.config.me))
+    } else {
+        SyncStandbys::Off
     }
 }

@@ -161,6 +161,37 @@ pub struct SwitchoverRequest {
     pub id: u64,
     /// The member that should become primary; `None` means the best replica.
     pub target: Option<MemberName>,
+    /// A forced failover (`pgcluster failover --to I`): once the lease has
+    /// expired, the named target takes it over even when it does not rank
+    /// first (and in async mode even beyond the lag limit). A live primary
+    /// treats it as a switchover. Absent in older records: `false`.
+    #[serde(default)]
+    pub forced: bool,
+}
+
+impl SwitchoverRequest {
+    /// A switchover request: the primary hands over to `target` (or the best replica).
+    pub fn switchover(id: u64, target: Option<MemberName>) -> Self {
+        Self {
+            id,
+            target,
+            forced: false,
+        }
+    }
+
+    /// A forced failover request naming `target`.
+    pub fn forced_failover(id: u64, target: MemberName) -> Self {
+        Self {
+            id,
+            target: Some(target),
+            forced: true,
+        }
+    }
+
+    /// The target of a forced failover request, if this is one.
+    pub fn forced_target(&self) -> Option<&MemberName> {
+        self.target.as_ref().filter(|_| self.forced)
+    }
 }
 
 /// Everything a member reads from the coordinator in one loop.

@@ -20,12 +20,17 @@
 //!    each other and no other fault nearby, never stops the primary from
 //!    taking writes (during the outage and a lease duration after it) and
 //!    causes no promotion.
+//! 7. Nobody takes a lease from its holder (automatic or forced failover)
+//!    before it expired: at least a lease duration (less the allowed clock
+//!    drift) after the holder's last write of it. A forced failover to a
+//!    healthy eligible replica after a primary crash makes that replica the
+//!    primary within the liveness bound of invariant 3.
 
 use std::collections::HashSet;
 use std::fmt;
 
 use super::pg::RECORD_BYTES;
-use super::schedule::{FaultKind, Target};
+use super::schedule::{FaultKind, Shape, Target};
 use super::world::World;
 use crate::machine::Phase;
 use pgcluster_core::api::v1alpha1::ReplicationMode;
@@ -69,6 +74,11 @@ enum Monitor {
     Outage {
         until: u64,
         primary: usize,
+    },
+    Forced {
+        started: u64,
+        deadline: u64,
+        to: usize,
     },
 }
 
@@ -125,6 +135,21 @@ impl Checker {
                     format!("{name} became writable without {missing} acknowledged write(s)"),
                 );
             }
+        }
+    }
+
+    /// A member acquired a lease `old` held, last written at `written`.
+    pub(super) fn acquired(w: &mut World, old: &crate::machine::MemberName, written: u64) {
+        let t = w.cfg.timings;
+        let lease = t.lease_duration.as_millis() as u64;
+        let drift = t.max_clock_drift.as_millis() as u64;
+        let age = w.now - written;
+        if age + drift < lease {
+            Self::violate(
+                w,
+                7,
+                format!("the lease of {old} was taken {age}ms after its last write"),
+            );
         }
     }
 
@@ -210,6 +235,27 @@ impl Checker {
                         keep.push(mon);
                     }
                 }
+                Monitor::Forced {
+                    started,
+                    deadline,
+                    to,
+                } => {
+                    if w.members[to].pg.writable() {
+                        w.report.failover_ms.push(w.now - started);
+                    } else if w.now > deadline {
+                        let name = w.names[to].clone();
+                        Self::violate(
+                            w,
+                            7,
+                            format!(
+                                "forced failover to {name} not done {}ms after the crash",
+                                w.now - started
+                            ),
+                        );
+                    } else {
+                        keep.push(mon);
+                    }
+                }
                 Monitor::Outage { until, primary } => {
                     if w.now > until {
                         continue;
@@ -255,6 +301,53 @@ impl Checker {
             })
     }
 
+    /// The ForcedFailover shape: the primary `p` crashed (fault `i`) and a
+    /// forced failover names another member before the lease can expire; if
+    /// that member is a healthy replica the request may promote (sync mode:
+    /// a synchronous standby), it must become the primary within `bound` of
+    /// the crash or the request, whichever is later.
+    fn arm_forced(w: &mut World, i: usize, p: usize, bound: u64) {
+        let Some((req_at, to)) = w.faults.iter().find_map(|g| match g.kind {
+            FaultKind::ForcedFailover { to } => Some((g.at, to)),
+            _ => None,
+        }) else {
+            return;
+        };
+        if w.resolved[i] != Some(p) || to == p || to >= w.members.len() {
+            return;
+        }
+        // A request that comes after the lease may have expired can find
+        // another member already promoted (which then refuses it as a
+        // switchover while the target does not stream from it yet).
+        let t = w.cfg.timings;
+        let (lease, loop_ms) = (
+            t.lease_duration.as_millis() as u64,
+            t.loop_interval.as_millis() as u64,
+        );
+        if req_at + 3 * loop_ms + w.max_delay() > w.now + lease {
+            return;
+        }
+        if !Self::healthy_cluster(w, p) {
+            return;
+        }
+        let sync_ok = match w.cfg.replication.mode {
+            ReplicationMode::Sync => w
+                .coord
+                .lease()
+                .is_some_and(|l| l.record.sync_standbys.contains(&w.names[to])),
+            ReplicationMode::Async => true,
+        };
+        if !sync_ok {
+            return;
+        }
+        let from = w.now.max(req_at);
+        w.checker.monitors.push(Monitor::Forced {
+            started: w.now,
+            deadline: from + bound,
+            to,
+        });
+    }
+
     pub(super) fn fault_starts(w: &mut World, i: usize) {
         let f = w.faults[i];
         let t = w.cfg.timings;
@@ -266,6 +359,10 @@ impl Checker {
         };
         // The time bounds assume a healthy coordinator: none of its answers lost.
         if !w.coordinator_answers() {
+            return;
+        }
+        if f.kind == FaultKind::CrashNode && w.report.shape == Some(Shape::ForcedFailover) {
+            Self::arm_forced(w, i, p, lease + lease + 8 * loop_ms + slack);
             return;
         }
         match f.kind {
@@ -336,7 +433,10 @@ impl Checker {
 
     pub(super) fn at_end(w: &mut World) {
         for mon in std::mem::take(&mut w.checker.monitors) {
-            if let Monitor::Liveness { started, .. } | Monitor::Switchover { started, .. } = mon {
+            if let Monitor::Liveness { started, .. }
+            | Monitor::Switchover { started, .. }
+            | Monitor::Forced { started, .. } = mon
+            {
                 Self::violate(
                     w,
                     3,

@@ -39,6 +39,11 @@ pub enum FaultKind {
         /// The named target.
         target: Option<usize>,
     },
+    /// Someone forces a failover to member `to` (`pgcluster failover --to`).
+    ForcedFailover {
+        /// The named member.
+        to: usize,
+    },
     /// The target starts with data from another cluster (only at time 0).
     ForeignData,
 }
@@ -72,6 +77,7 @@ impl fmt::Display for Fault {
             FaultKind::Partition { peer } => format!("partition/{peer}"),
             FaultKind::Switchover { target: Some(t) } => format!("switchover/{t}"),
             FaultKind::Switchover { target: None } => "switchover/best".to_owned(),
+            FaultKind::ForcedFailover { to } => format!("failover/{to}"),
             FaultKind::ForeignData => "foreign-data".to_owned(),
         };
         write!(f, "{kind}:{who}@{}-{}", self.at, self.until)
@@ -81,7 +87,7 @@ impl fmt::Display for Fault {
 /// A fault specification that could not be parsed.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "failed to parse fault {spec:?}: expected KIND:WHO@START[-END] with KIND one of crash-node, crash-agent, pause-agent, crash-pg, coord-down, partition/N, switchover/N|best, foreign-data and WHO a member index, all or primary"
+    "failed to parse fault {spec:?}: expected KIND:WHO@START[-END] with KIND one of crash-node, crash-agent, pause-agent, crash-pg, coord-down, partition/N, switchover/N|best, failover/N, foreign-data and WHO a member index, all or primary"
 )]
 pub struct FaultParseError {
     /// The offending text.
@@ -125,6 +131,9 @@ impl std::str::FromStr for Fault {
             Some(("switchover", t)) => FaultKind::Switchover {
                 target: Some(t.parse().map_err(|_| err())?),
             },
+            Some(("failover", t)) => FaultKind::ForcedFailover {
+                to: t.parse().map_err(|_| err())?,
+            },
             _ => return Err(err()),
         };
         Ok(Fault {
@@ -145,6 +154,9 @@ pub enum Shape {
     CoordinatorOutage,
     /// A clean switchover (invariant 4).
     Switchover,
+    /// The primary's node crashes and someone forces a failover to a
+    /// replica (invariant 7).
+    ForcedFailover,
     /// A mix of random faults.
     Chaos,
 }
@@ -152,10 +164,11 @@ pub enum Shape {
 /// Draws a fault schedule from `rng`. Faults start after the cluster is up
 /// (`start`) and end before `heal`.
 pub fn random_faults(rng: &mut Rng, members: usize, start: u64, heal: u64) -> (Shape, Vec<Fault>) {
-    let shape = match rng.range(0, 9) {
+    let shape = match rng.range(0, 10) {
         0 | 1 => Shape::PrimaryCrash,
         2 => Shape::CoordinatorOutage,
         3 => Shape::Switchover,
+        4 => Shape::ForcedFailover,
         _ => Shape::Chaos,
     };
     let mut faults = Vec::new();
@@ -197,6 +210,26 @@ pub fn random_faults(rng: &mut Rng, members: usize, start: u64, heal: u64) -> (S
                 kind: FaultKind::Switchover { target },
             });
         }
+        Shape::ForcedFailover => {
+            // The request may come before the crash (the live primary then
+            // treats it as a switchover), during the lease, or after expiry.
+            let at = rng.range(start, heal - 4000);
+            faults.push(Fault {
+                at,
+                until: at + rng.range(3000, 4000),
+                target: Target::Primary,
+                kind: FaultKind::CrashNode,
+            });
+            let req = (at + rng.range(0, 3200)).saturating_sub(200);
+            faults.push(Fault {
+                at: req,
+                until: req,
+                target: Target::All,
+                kind: FaultKind::ForcedFailover {
+                    to: rng.below(members),
+                },
+            });
+        }
         Shape::Chaos => {
             if rng.chance(1, 12) {
                 faults.push(Fault {
@@ -222,6 +255,9 @@ pub fn random_faults(rng: &mut Rng, members: usize, start: u64, heal: u64) -> (S
                     4..=6 => FaultKind::CoordinatorDown,
                     7 | 8 => FaultKind::Partition {
                         peer: rng.below(members),
+                    },
+                    _ if rng.chance(1, 3) => FaultKind::ForcedFailover {
+                        to: rng.below(members),
                     },
                     _ => FaultKind::Switchover {
                         target: rng.chance(1, 2).then(|| rng.below(members)),

@@ -137,6 +137,8 @@ pub(super) struct World {
     lost_answers: u64,
     pub checker: Checker,
     pub report: SimReport,
+    /// When the stored lease record was last written (global time).
+    lease_written_at: u64,
 }
 
 impl World {
@@ -208,6 +210,7 @@ impl World {
             lost_answers,
             checker: Checker::new(n),
             report,
+            lease_written_at: 0,
         }
     }
 
@@ -504,6 +507,14 @@ impl World {
             let answer_lost = self.answer_lost();
             match outcome {
                 CasOutcome::Won(lease) => {
+                    if matches!(action, Action::AcquireLease { .. })
+                        && let Some(old) = before.as_ref().and_then(|l| l.record.holder.clone())
+                        && old != name
+                    {
+                        let written = self.lease_written_at;
+                        Checker::acquired(self, &old, written);
+                    }
+                    self.lease_written_at = self.now;
                     if before.as_ref().map(|l| (&l.record.holder, l.record.term))
                         != Some((&lease.record.holder, lease.record.term))
                     {
@@ -898,7 +909,9 @@ impl World {
                     self.partitions[peer][m] += 1;
                 }
                 FaultKind::Partition { .. } => {}
-                FaultKind::Switchover { .. } | FaultKind::ForeignData => {}
+                FaultKind::Switchover { .. }
+                | FaultKind::ForcedFailover { .. }
+                | FaultKind::ForeignData => {}
             }
         }
         match f.kind {
@@ -906,10 +919,15 @@ impl World {
                 let target = target
                     .filter(|t| *t < self.members.len())
                     .map(|t| self.names[t].clone());
-                let _ = self.coord.request(SwitchoverRequest {
-                    id: i as u64 + 1,
-                    target,
-                });
+                let _ = self
+                    .coord
+                    .request(SwitchoverRequest::switchover(i as u64 + 1, target));
+            }
+            FaultKind::ForcedFailover { to } if to < self.members.len() => {
+                let to = self.names[to].clone();
+                let _ = self
+                    .coord
+                    .request(SwitchoverRequest::forced_failover(i as u64 + 1, to));
             }
             FaultKind::ForeignData => {
                 if let Some(m) = resolved {

@@ -214,6 +214,7 @@ async fn cas_conflict_from_unrelated_change_is_retried() {
     let request = SwitchoverRequest {
         id: 9,
         target: None,
+        forced: false,
     };
     let task = tokio::spawn(async move {
         coordinator(client)
@@ -323,6 +324,7 @@ async fn read_view_collects_lease_members_and_request() {
     let request = SwitchoverRequest {
         id: 4,
         target: Some(MemberName::from("pg-1")),
+        forced: false,
     };
     let task = tokio::spawn(async move { coordinator(client).read_view().await });
     server
@@ -409,6 +411,7 @@ async fn switchover_request_and_clear() {
     let pending = SwitchoverRequest {
         id: 1,
         target: None,
+        forced: false,
     };
     let (c, p) = (current.clone(), pending.clone());
     let task = tokio::spawn(async move {
@@ -417,6 +420,7 @@ async fn switchover_request_and_clear() {
             .request_switchover(SwitchoverRequest {
                 id: 2,
                 target: None,
+                forced: false,
             })
             .await;
         let other = co.clear_switchover(7).await;
