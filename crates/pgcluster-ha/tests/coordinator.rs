@@ -71,11 +71,13 @@ fn view_has_members_and_one_pending_switchover() {
     now(c.request_switchover(SwitchoverRequest {
         id: 1,
         target: None,
+        forced: false,
     }))
     .expect("first request");
     let e = now(c.request_switchover(SwitchoverRequest {
         id: 2,
         target: None,
+        forced: false,
     }))
     .expect_err("one pending");
     assert!(matches!(
@@ -87,4 +89,65 @@ fn view_has_members_and_one_pending_switchover() {
     assert_eq!(v.members.get(&state.name), Some(&state));
     now(c.clear_switchover(1)).expect("reachable");
     assert_eq!(now(c.read_view()).expect("reachable").switchover, None);
+}
+
+fn member(name: &str, heartbeat: u64) -> MemberState {
+    MemberState {
+        name: MemberName::from(name),
+        role: MemberRole::Replica,
+        healthy: true,
+        timeline: Timeline(1),
+        received_lsn: Lsn(heartbeat),
+        replayed_lsn: Lsn(heartbeat),
+        flushed_lsn: Lsn(heartbeat),
+        system_identifier: None,
+        following: None,
+        sync_eligible: false,
+        last_seen: Millis(heartbeat),
+        heartbeat,
+    }
+}
+
+/// Local coordinator: member publishes (frequent, not fsynced) never touch
+/// the durable lease record: after many publishes from several handles the
+/// lease file is byte for byte what the last compare-and-swap wrote, and a
+/// reopened coordinator reads the lease and every member's latest state.
+#[tokio::test]
+async fn local_publish_never_rewrites_or_loses_the_lease() {
+    use pgcluster_ha::coordinator::local::LocalCoordinator;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || LocalCoordinator::open(dir.path(), Duration::from_secs(2)).expect("open");
+    let c = open();
+    let won = c
+        .compare_and_swap_lease(LeaseVersion(0), record("pg-0", 1))
+        .await
+        .expect("reachable");
+    assert!(matches!(won, CasOutcome::Won(_)));
+    let lease_file =
+        || std::fs::read(dir.path().join("coordinator.json")).expect("the lease file exists");
+    let before = lease_file();
+    let others = [open(), open()];
+    for hb in 1..=20 {
+        for (i, h) in others.iter().enumerate() {
+            h.publish_member(member(&format!("pg-{}", i + 1), hb))
+                .await
+                .expect("publish");
+        }
+    }
+    assert_eq!(lease_file(), before, "a publish rewrote the lease file");
+    let v = open().read_view().await.expect("read");
+    let lease = v.lease.expect("the lease survives publishes");
+    assert_eq!(lease.version, LeaseVersion(1));
+    assert_eq!(lease.record.holder, Some(MemberName::from("pg-0")));
+    assert_eq!(v.members.len(), 2);
+    assert!(v.members.values().all(|m| m.heartbeat == 20));
+    // And a lease write keeps the members (they live beside it).
+    let renewed = c
+        .compare_and_swap_lease(LeaseVersion(1), record("pg-0", 1))
+        .await
+        .expect("reachable");
+    assert!(matches!(renewed, CasOutcome::Won(_)));
+    assert_eq!(open().read_view().await.expect("read").members.len(), 2);
 }

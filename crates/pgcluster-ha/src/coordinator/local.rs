@@ -1,12 +1,23 @@
 //! [`LocalCoordinator`]: the coordinator for `pgcluster up`, shared by several
 //! agent processes on one machine through a directory.
 //!
-//! The whole [`ClusterView`] lives in one JSON file. Writers take an exclusive
-//! advisory lock on a separate lock file, read, apply the same semantics as
-//! [`MemoryCoordinator`], write a temporary file, fsync it and rename it over
-//! the old one; readers need no lock because rename is atomic. A process that
-//! dies holding the lock releases it with its file descriptors, so a crashed
-//! agent can never wedge the others.
+//! Two kinds of state, stored differently:
+//!
+//! * The lease and the switchover request (`coordinator.json`) must survive
+//!   a machine crash: writers take an exclusive advisory lock on a separate
+//!   lock file, read, apply the same semantics as [`MemoryCoordinator`],
+//!   write a temporary file, fsync it, rename it over the old one and fsync
+//!   the directory. A process that dies holding the lock releases it with
+//!   its file descriptors, so a crashed agent can never wedge the others.
+//! * Member states (`members/NAME.json`, ~4 writes a second per member) are
+//!   soft: each member republishes every loop and readers judge freshness by
+//!   the heartbeat. Each member writes only its own file, with a temporary
+//!   file and a rename (readers never see half a file) but no lock and no
+//!   fsync, so a publish neither waits for the disk nor rewrites the lease.
+//!
+//! Readers need no lock because rename is atomic. A `coordinator.json`
+//! written by an older version (members inside it) still loads; its
+//! members are dropped at the next lease write.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -19,6 +30,7 @@ use crate::machine::{ClusterView, LeaseRecord, LeaseVersion, MemberState, Switch
 
 const STATE_FILE: &str = "coordinator.json";
 const LOCK_FILE: &str = "coordinator.lock";
+const MEMBERS_DIR: &str = "members";
 
 /// A coordinator stored in a directory shared by the agents of one local cluster.
 #[derive(Clone, Debug)]
@@ -31,7 +43,8 @@ impl LocalCoordinator {
     /// A coordinator in `dir` (created when missing); each call gives up after `timeout`.
     pub fn open(dir: impl Into<PathBuf>, timeout: Duration) -> Result<Self, CoordinatorError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| unavailable(&dir, e))?;
+        let members = dir.join(MEMBERS_DIR);
+        fs::create_dir_all(&members).map_err(|e| unavailable(&members, e))?;
         Ok(Self { dir, timeout })
     }
 
@@ -42,6 +55,33 @@ impl LocalCoordinator {
 
     /// Reads the current view without locking (rename makes every read whole).
     pub fn read_now(&self) -> Result<ClusterView, CoordinatorError> {
+        let mut view = self.read_durable()?;
+        let dir = self.dir.join(MEMBERS_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(view),
+            Err(e) => return Err(unavailable(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| unavailable(&dir, e))?;
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            // A member file cut short by a machine crash (never fsynced) is
+            // skipped: its member republishes within a loop.
+            if let Ok(bytes) = fs::read(&path)
+                && let Ok(state) = serde_json::from_slice::<MemberState>(&bytes)
+            {
+                view.members.insert(state.name.clone(), state);
+            }
+        }
+        Ok(view)
+    }
+
+    /// The lease and switchover request (and, in a file written by an older
+    /// version, member states).
+    fn read_durable(&self) -> Result<ClusterView, CoordinatorError> {
         let path = self.dir.join(STATE_FILE);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CoordinatorError::Corrupt {
@@ -53,14 +93,45 @@ impl LocalCoordinator {
         }
     }
 
-    /// Runs `op` on the view under the exclusive lock and stores the result.
+    /// Runs `op` on the lease and switchover request under the exclusive
+    /// lock and stores the result durably.
     fn update<T>(&self, op: impl FnOnce(&MemoryCoordinator) -> T) -> Result<T, CoordinatorError> {
         let lock = self.lock()?;
-        let store = MemoryCoordinator::from_view(self.read_now()?);
+        let store = MemoryCoordinator::from_view(self.read_durable()?);
         let out = op(&store);
-        self.write(&store.view())?;
+        let mut view = store.view();
+        view.members.clear();
+        self.write_durable(&view)?;
         drop(lock);
         Ok(out)
+    }
+
+    /// Replaces `state.name`'s member file: atomic (rename), not durable.
+    fn publish_now(&self, state: &MemberState) -> Result<(), CoordinatorError> {
+        let dir = self.dir.join(MEMBERS_DIR);
+        let name: String = state
+            .name
+            .as_str()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{name}.json"));
+        let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+        let bytes = serde_json::to_vec(state).map_err(|e| CoordinatorError::Corrupt {
+            what: "the member state to write".to_owned(),
+            source: Some(Box::new(e)),
+        })?;
+        let result = fs::write(&tmp, &bytes).and_then(|()| fs::rename(&tmp, &path));
+        result.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            unavailable(&path, e)
+        })
     }
 
     /// Takes the exclusive lock, polling so that a stalled holder turns into a
@@ -90,7 +161,8 @@ impl LocalCoordinator {
         }
     }
 
-    fn write(&self, view: &ClusterView) -> Result<(), CoordinatorError> {
+    /// Writes the lease file: temporary file, fsync, rename, fsync of the directory.
+    fn write_durable(&self, view: &ClusterView) -> Result<(), CoordinatorError> {
         let path = self.dir.join(STATE_FILE);
         let tmp = self
             .dir
@@ -103,7 +175,8 @@ impl LocalCoordinator {
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
-            fs::rename(&tmp, &path)
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
         })();
         result.map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -146,7 +219,7 @@ impl Coordinator for LocalCoordinator {
     }
 
     async fn publish_member(&self, state: MemberState) -> Result<(), CoordinatorError> {
-        self.blocking(move |c| c.update(|s| s.publish(state))).await
+        self.blocking(move |c| c.publish_now(&state)).await
     }
 
     async fn request_switchover(&self, request: SwitchoverRequest) -> Result<(), CoordinatorError> {
@@ -237,6 +310,7 @@ mod tests {
         c.request_switchover(SwitchoverRequest {
             id: 7,
             target: None,
+            forced: false,
         })
         .await
         .expect("request");
@@ -245,7 +319,8 @@ mod tests {
             again
                 .request_switchover(SwitchoverRequest {
                     id: 8,
-                    target: None
+                    target: None,
+                    forced: false,
                 })
                 .await,
             Err(CoordinatorError::SwitchoverPending { pending: 7 })
@@ -266,6 +341,51 @@ mod tests {
             .await
             .expect_err("must time out");
         assert_eq!(err.category(), "timeout");
+    }
+
+    /// A state file of an older version (members inside it) still loads,
+    /// and the next lease write keeps the lease.
+    #[tokio::test]
+    async fn older_state_file_with_members_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = LocalCoordinator::open(dir.path(), Duration::from_secs(1)).expect("open");
+        let CasOutcome::Won(lease) = c
+            .compare_and_swap_lease(LeaseVersion(0), record("a", 1))
+            .await
+            .expect("cas")
+        else {
+            panic!("first write wins")
+        };
+        let mut old = ClusterView {
+            lease: Some(lease),
+            ..ClusterView::default()
+        };
+        let m = MemberState {
+            name: MemberName::new("a"),
+            role: crate::machine::MemberRole::Primary,
+            healthy: true,
+            timeline: Timeline(1),
+            received_lsn: Default::default(),
+            replayed_lsn: Default::default(),
+            flushed_lsn: Default::default(),
+            system_identifier: None,
+            following: None,
+            sync_eligible: false,
+            last_seen: Millis(0),
+            heartbeat: 3,
+        };
+        old.members.insert(m.name.clone(), m.clone());
+        fs::write(
+            dir.path().join(STATE_FILE),
+            serde_json::to_vec(&old).expect("json"),
+        )
+        .expect("write");
+        assert_eq!(c.read_view().await.expect("read"), old);
+        c.compare_and_swap_lease(LeaseVersion(1), record("a", 1))
+            .await
+            .expect("cas");
+        let v = c.read_view().await.expect("read");
+        assert_eq!(v.lease.map(|l| l.version), Some(LeaseVersion(2)));
     }
 
     /// A corrupt state file is reported as such, naming the file.
