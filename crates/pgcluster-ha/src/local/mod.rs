@@ -7,9 +7,16 @@
 //! agent/coordinator --watch<RouteTargets>--> Router --TCP--> current primary / replicas
 //! ```
 
+mod app_objects;
 pub mod bench;
 pub mod cluster;
+mod error;
 pub mod layout;
+mod prepare;
+mod ready;
 pub mod router;
+mod spawn;
+mod stop;
+mod targets;
 
 pub use router::{Endpoint, RouteTargets, Router, RouterConfig, RouterError, RouterStats};

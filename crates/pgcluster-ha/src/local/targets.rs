@@ -1,0 +1,186 @@
+//! The coordinator of a local cluster and the router's targets derived from
+//! it: rw to the lease holder once it is a healthy primary, ro to healthy
+//! replicas; polled from the coordinator file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::error::LocalError;
+use super::layout::{ClusterRecord, Layout};
+use super::router::RouteTargets;
+use crate::coordinator::local::LocalCoordinator;
+use crate::machine::{ClusterView, MemberName, MemberRole};
+
+/// The local coordinator of a cluster.
+pub fn coordinator(layout: &Layout, timeout: Duration) -> Result<LocalCoordinator, LocalError> {
+    LocalCoordinator::open(layout.coordinator_dir(), timeout).map_err(|source| {
+        LocalError::Coordinator {
+            dir: layout.coordinator_dir(),
+            source,
+        }
+    })
+}
+
+/// Where the router should send connections, from one coordinator view:
+/// the lease holder once it publishes itself as a healthy primary; replicas
+/// that publish themselves as healthy.
+pub fn targets_of(view: &ClusterView, record: &ClusterRecord) -> RouteTargets {
+    let addr = |name: &MemberName| {
+        record
+            .member(name.as_str())
+            .map(|m| SocketAddr::from(([127, 0, 0, 1], m.pg_port)))
+    };
+    let holder = view.lease.as_ref().and_then(|l| l.record.holder.clone());
+    let primary = holder
+        .as_ref()
+        .filter(|h| {
+            view.members
+                .get(*h)
+                .is_some_and(|m| m.role == MemberRole::Primary && m.healthy)
+        })
+        .and_then(addr);
+    let replicas = view
+        .members
+        .values()
+        .filter(|m| m.role == MemberRole::Replica && m.healthy && Some(&m.name) != holder.as_ref())
+        .filter_map(|m| addr(&m.name))
+        .collect();
+    RouteTargets { primary, replicas }
+}
+
+/// Polls the coordinator file every `every` and publishes the router's targets.
+pub fn route_targets(
+    layout: &Layout,
+    record: &ClusterRecord,
+    every: Duration,
+) -> Result<(watch::Receiver<RouteTargets>, tokio::task::JoinHandle<()>), LocalError> {
+    let coord = coordinator(layout, Duration::from_millis(500))?;
+    let record = record.clone();
+    let initial = coord
+        .read_now()
+        .map(|v| targets_of(&v, &record))
+        .unwrap_or_default();
+    let (tx, rx) = watch::channel(initial);
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if tx.is_closed() {
+                return;
+            }
+            if let Ok(view) = coord.read_now() {
+                let next = targets_of(&view, &record);
+                tx.send_if_modified(|cur| {
+                    if *cur != next {
+                        tracing::info!(primary = ?next.primary, replicas = ?next.replicas, "route targets changed");
+                        *cur = next;
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+        }
+    });
+    Ok((rx, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::local::layout::MemberRecord;
+    use crate::local::ready::readiness;
+    use crate::machine::{Lease, LeaseRecord, LeaseVersion, Lsn, MemberState, Millis, Timeline};
+
+    fn record() -> ClusterRecord {
+        ClusterRecord {
+            name: "demo".into(),
+            spec: String::new(),
+            members: (0..2)
+                .map(|i| MemberRecord {
+                    name: format!("demo-{i}"),
+                    pg_port: 20000 + i,
+                    api_port: 21000 + i,
+                    agent_pid: None,
+                })
+                .collect(),
+            rw_port: 1,
+            ro_port: 2,
+            router_pid: None,
+            up_pid: None,
+            os_user: "x".into(),
+            pg_bin: PathBuf::new(),
+            superuser: "postgres".into(),
+        }
+    }
+
+    fn member(name: &str, role: MemberRole, following: Option<&str>) -> MemberState {
+        MemberState {
+            name: name.into(),
+            role,
+            healthy: true,
+            timeline: Timeline(1),
+            received_lsn: Lsn(1),
+            replayed_lsn: Lsn(1),
+            flushed_lsn: Lsn(1),
+            system_identifier: None,
+            following: following.map(MemberName::from),
+            sync_eligible: true,
+            last_seen: Millis(0),
+            heartbeat: 1,
+        }
+    }
+
+    fn view(holder: &str, states: Vec<MemberState>) -> ClusterView {
+        ClusterView {
+            lease: Some(Lease {
+                version: LeaseVersion(1),
+                record: LeaseRecord {
+                    holder: Some(holder.into()),
+                    term: 1,
+                    renewed_at: Millis(0),
+                    duration_ms: 1,
+                    system_identifier: None,
+                    timeline: Timeline(1),
+                    history: vec![],
+                    max_timeline: Timeline(1),
+                    primary_lsn: Lsn(0),
+                    sync_standbys: Default::default(),
+                },
+            }),
+            members: states.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            switchover: None,
+        }
+    }
+
+    /// rw goes to the lease holder only once it is a healthy primary; ro to healthy replicas.
+    #[test]
+    fn targets_follow_the_lease_holder() {
+        let rec = record();
+        let v = view(
+            "demo-1",
+            vec![
+                member("demo-0", MemberRole::Primary, None),
+                member("demo-1", MemberRole::Replica, Some("demo-0")),
+            ],
+        );
+        // The holder has not promoted yet: no rw target, and never the old primary.
+        let t = targets_of(&v, &rec);
+        assert_eq!(t.primary, None);
+        let v = view(
+            "demo-0",
+            vec![
+                member("demo-0", MemberRole::Primary, None),
+                member("demo-1", MemberRole::Replica, Some("demo-0")),
+            ],
+        );
+        let t = targets_of(&v, &rec);
+        assert_eq!(t.primary, Some(SocketAddr::from(([127, 0, 0, 1], 20000))));
+        assert_eq!(t.replicas, vec![SocketAddr::from(([127, 0, 0, 1], 20001))]);
+        assert!(readiness(&v, &rec).is_ok());
+    }
+}
