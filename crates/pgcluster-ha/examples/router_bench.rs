@@ -1,7 +1,10 @@
 //! Router overhead benchmark: pgbench select-only TPS directly against a
 //! real PostgreSQL 15 server vs through the local router (same run,
-//! alternating), and 200 concurrent connections through the router (errors,
-//! p95 latency), with the direct 200-connection run as baseline.
+//! alternating), with the router reaching the server over loopback TCP and
+//! over its Unix socket (what `pgcluster up` uses); the router's CPU time per
+//! proxied transaction (less sensitive to machine load than TPS); and 200
+//! concurrent connections through the router (errors, p95 latency), with the
+//! direct 200-connection run as baseline.
 //!
 //! `cargo run -p pgcluster-ha --release --example router_bench [SECONDS] [CLIENTS]`
 
@@ -25,12 +28,21 @@ fn target(port: u16) -> BenchTarget {
 
 fn show(label: &str, r: &bench::BenchResult) {
     println!(
-        "  {label:<28} tps {:>9.0}  avg {:>7} ms  p95 {:>7} ms  errors {}",
+        "  {label:<32} tps {:>9.0}  avg {:>7} ms  p95 {:>7} ms  errors {}",
         r.tps,
         r.latency_avg_ms.map_or("-".into(), |v| format!("{v:.2}")),
         r.latency_p95_ms.map_or("-".into(), |v| format!("{v:.2}")),
         r.errors()
     );
+}
+
+/// This process's CPU time (user + system) in clock ticks; the router's
+/// thread is the only busy one while pgbench (a child) runs.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 #[tokio::main]
@@ -47,9 +59,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         primary: Some(server.addr()),
         replicas: vec![],
     });
-    let router = Router::bind(RouterConfig::local(0, 0), rx).await?;
+    let via_tcp = Router::spawn_dedicated(RouterConfig::local(0, 0), rx.clone())?;
+    let mut config = RouterConfig::local(0, 0);
+    let socket = server
+        .instance
+        .layout
+        .socket_dir
+        .join(format!(".s.PGSQL.{}", server.instance.port));
+    config.unix_sockets.insert(server.addr(), socket);
+    let via_unix = Router::spawn_dedicated(config, rx)?;
     let direct = target(server.instance.port);
-    let routed = target(router.rw_addr().port());
 
     println!(
         "select-only, {clients} clients, 2 threads, {seconds} s per run, best of 2 alternating rounds"
@@ -61,17 +80,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         select_only: true,
         log_latencies: true,
     };
-    let overhead =
-        bench::compare_direct_vs_routed(&pgbench, &direct, &routed, &spec, 2, &scratch).await?;
-    show("direct", &overhead.direct);
-    show("through router (rw)", &overhead.routed);
-    println!("  ratio routed/direct: {:.2}", overhead.ratio);
+    for (label, router) in [
+        ("router -> server over TCP", &via_tcp),
+        ("router -> server over Unix", &via_unix),
+    ] {
+        let routed = target(router.rw_addr().port());
+        let o =
+            bench::compare_direct_vs_routed(&pgbench, &direct, &routed, &spec, 2, &scratch).await?;
+        println!("{label}:");
+        show("direct", &o.direct);
+        show("through router (rw)", &o.routed);
+        println!("  ratio routed/direct: {:.2}", o.ratio);
+        let before = cpu_ticks();
+        let r = bench::run(&pgbench, &routed, &spec, &scratch).await?;
+        if let (Some(before), Some(after)) = (before, cpu_ticks())
+            && r.transactions > 0
+        {
+            // Clock ticks are 10 ms on Linux.
+            let micros = (after - before) as f64 * 10_000.0 / r.transactions as f64;
+            println!("  router CPU per transaction: {micros:.1} us");
+        }
+    }
 
     println!("200 concurrent connections, select-only, {seconds} s");
     let many = BenchRun {
         clients: 200,
         ..spec
     };
+    let routed = target(via_unix.rw_addr().port());
     let direct_many = bench::run(&pgbench, &direct, &many, &scratch).await?;
     let routed_many = bench::run(&pgbench, &routed, &many, &scratch).await?;
     show("direct, 200 clients", &direct_many);
@@ -80,7 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  ratio routed/direct: {:.2}; router errors: {}; router stats: {:?}",
         routed_many.tps / direct_many.tps.max(f64::MIN_POSITIVE),
         routed_many.errors(),
-        router.stats()
+        via_unix.stats()
     );
     Ok(())
 }

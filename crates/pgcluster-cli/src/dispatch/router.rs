@@ -33,9 +33,8 @@ pub fn exec(args: Args) -> Result<(), CliError> {
             .map_err(|e| fail(&e))?;
         // Its own thread and single-threaded runtime keep the data path
         // cheap; this runtime only follows the coordinator.
-        let router =
-            Router::spawn_dedicated(RouterConfig::local(record.rw_port, record.ro_port), targets)
-                .map_err(|e| fail(&e))?;
+        let router = Router::spawn_dedicated(RouterConfig::for_cluster(&layout, &record), targets)
+            .map_err(|e| fail(&e))?;
         // A detached router must not outlive its cluster: stop when the
         // cluster's record is gone (data dir removed), not only on a signal.
         let orphaned = async {

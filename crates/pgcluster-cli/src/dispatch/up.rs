@@ -140,8 +140,8 @@ async fn start(
             Duration::from_millis(50),
         )
         .map_err(|e| fail(&e))?;
-        let config = RouterConfig::local(prepared.record.rw_port, prepared.record.ro_port);
-        Some(Router::bind(config, targets).await.map_err(|e| fail(&e))?)
+        let config = RouterConfig::for_cluster(&prepared.layout, &prepared.record);
+        Some(Router::spawn_dedicated(config, targets).map_err(|e| fail(&e))?)
     };
     let bar = ProgressBar::new_spinner();
     bar.set_style(

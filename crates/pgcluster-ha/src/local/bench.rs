@@ -111,10 +111,14 @@ pub enum BenchError {
         stderr: String,
     },
     /// Its output had no TPS line.
-    #[error("failed to read the results of `{command}`: no `tps =` line in its output")]
+    #[error(
+        "failed to read the results of `{command}`: no `tps =` line in its output; it ended with:\n{output}"
+    )]
     NoResults {
         /// The command line.
         command: String,
+        /// The last lines of its stdout and stderr.
+        output: String,
     },
     /// The latency log could not be read.
     #[error("failed to read pgbench's latency log in {}", .dir.display())]
@@ -222,7 +226,10 @@ pub async fn run(
     let Some(summary) = parse_summary(&stdout) else {
         let _ = std::fs::remove_dir_all(&logdir);
         return Err(if out.status.success() {
-            BenchError::NoResults { command }
+            BenchError::NoResults {
+                command,
+                output: format!("{}\n{}", last_lines(&stdout, 5), last_lines(&stderr, 5)),
+            }
         } else {
             BenchError::Failed {
                 command,
