@@ -47,6 +47,34 @@ struct Agent<C> {
     switchovers: u64,
     last_error: Option<String>,
     last_phase: Phase,
+    /// What the last tick saw that a quick poll watches for: the pending
+    /// switchover request and the lease's holder and term.
+    seen: Watched,
+    /// The pending switchover request and when this agent first saw it.
+    request_since: Option<(u64, Instant)>,
+}
+
+/// The parts of the view whose change must be acted on at once.
+type Watched = (Option<u64>, Option<(Option<MemberName>, u64)>);
+
+fn watched(view: &ClusterView) -> Watched {
+    (
+        view.switchover.as_ref().map(|r| r.id),
+        view.lease
+            .as_ref()
+            .map(|l| (l.record.holder.clone(), l.record.term)),
+    )
+}
+
+/// When the next tick runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    /// At once: PostgreSQL's role changed.
+    Now,
+    /// Soon: a switchover is under way (every step waits on another member).
+    Soon,
+    /// After a loop interval.
+    Later,
 }
 
 /// Runs the agent until `shutdown` resolves, then stops PostgreSQL cleanly
@@ -110,17 +138,31 @@ pub async fn run<C: Coordinator>(
         switchovers: 0,
         last_error: None,
         last_phase: Phase::Starting,
+        seen: (None, None),
+        request_since: None,
     };
-    let mut interval = tokio::time::interval(agent.cfg.loop_interval());
+    let loop_interval = agent.cfg.loop_interval();
+    // During a switchover every step waits for another member's next tick:
+    // tick faster until it is over.
+    let soon = (loop_interval / 5).max(Duration::from_millis(20));
+    let mut interval = tokio::time::interval(loop_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let quick = agent.coord.quick_poll();
+    let mut quick_tick = tokio::time::interval(quick.unwrap_or(loop_interval));
+    quick_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
             Some((probe, reply)) = probe_rx.recv() => agent.answer_probe(probe, reply).await,
-            _ = interval.tick() => {
-                if agent.tick().await {
+            _ = interval.tick() => match agent.tick().await {
+                Next::Now => interval.reset_immediately(),
+                Next::Soon => interval.reset_after(soon),
+                Next::Later => {}
+            },
+            _ = quick_tick.tick(), if quick.is_some() => {
+                if agent.view_moved().await {
                     interval.reset_immediately();
                 }
             }
@@ -158,10 +200,28 @@ impl<C: Coordinator> Agent<C> {
         (self.cfg.loop_interval() * 3 / 4).max(Duration::from_millis(50))
     }
 
-    /// One loop: observe, read, step, execute. Returns whether the next tick
-    /// should run at once (PostgreSQL's role changed).
+    /// A quick read of the coordinator between ticks: whether a switchover
+    /// request appeared or went, or the lease changed hands, since the last
+    /// tick (so the next tick should run at once).
+    async fn view_moved(&mut self) -> bool {
+        match tokio::time::timeout(self.coord_timeout(), self.coord.read_view()).await {
+            Ok(Ok(view)) => {
+                let now = watched(&view);
+                if now != self.seen {
+                    tracing::debug!(?now, "coordinator changed between ticks");
+                    self.seen = now;
+                    return true;
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// One loop: observe, read, step, execute. Returns when the next tick
+    /// should run.
     #[instrument(skip_all, fields(cluster = %self.cfg.cluster_name, member = %self.cfg.me()))]
-    async fn tick(&mut self) -> bool {
+    async fn tick(&mut self) -> Next {
         let coord_timeout = self.coord_timeout();
         let finished = self.poll_background().await;
         let observe_timeout = coord_timeout.max(Duration::from_millis(250));
@@ -224,7 +284,29 @@ impl<C: Coordinator> Agent<C> {
         let changed = outcome.changed || finished.is_some();
         self.absorb(outcome);
         self.publish_status(&observed, view.as_ref());
-        changed
+        if let Some(v) = &view {
+            self.seen = watched(v);
+        }
+        let request = view.as_ref().and_then(|v| v.switchover.as_ref());
+        if request.map(|r| r.id) != self.request_since.map(|(id, _)| id) {
+            self.request_since = request.map(|r| (r.id, Instant::now()));
+        }
+        // A request nobody acts on (its requester died) stops speeding us up.
+        let pending = self
+            .request_since
+            .is_some_and(|(_, since)| since.elapsed() < Duration::from_secs(30));
+        let switching = pending
+            || matches!(
+                self.machine.phase(),
+                Phase::SwitchingOver | Phase::Promoting
+            );
+        if changed {
+            Next::Now
+        } else if switching {
+            Next::Soon
+        } else {
+            Next::Later
+        }
     }
 
     /// Installs the result of a finished background operation; returns the

@@ -230,6 +230,11 @@ impl Coordinator for LocalCoordinator {
     async fn clear_switchover(&self, id: u64) -> Result<(), CoordinatorError> {
         self.blocking(move |c| c.update(|s| s.clear(id))).await
     }
+
+    /// Reads are a few small local files: cheap enough every 20 ms.
+    fn quick_poll(&self) -> Option<Duration> {
+        Some(Duration::from_millis(20))
+    }
 }
 
 #[cfg(test)]

@@ -117,4 +117,11 @@ pub trait Coordinator: Send + Sync {
         &self,
         id: u64,
     ) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
+
+    /// How often an agent may re-read this store between its loops to act
+    /// at once on a switchover request or a lease hand-over; `None` (the
+    /// default) when reads are too costly for that (an API server).
+    fn quick_poll(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
