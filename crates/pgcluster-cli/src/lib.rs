@@ -7,7 +7,10 @@ pub mod error;
 pub mod output;
 pub mod telemetry;
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::Path;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use error::CliError;
 
@@ -29,8 +32,6 @@ pub enum Command {
     Validate(dispatch::validate::Args),
     /// Validate a spec, then server-side apply it to Kubernetes (current kubeconfig context); --wait shows progress until Ready.
     Apply(dispatch::apply::Args),
-    /// Status, switchover and failover of a PostgresCluster in Kubernetes (also as `kubectl pgcluster kube ...`).
-    Kube(dispatch::kube::Args),
     /// Answer access questions from a spec's access rules (explain, pg_hba).
     Access(dispatch::access::Args),
     /// Print the PostgresCluster CustomResourceDefinition as YAML.
@@ -41,7 +42,7 @@ pub enum Command {
     Up(dispatch::up::Args),
     /// Stop a local cluster (data kept).
     Down(dispatch::down::Args),
-    /// Show a local cluster's instances: role, state, timeline, LSN, lag, PIDs, ports.
+    /// Show a cluster's instances: role, state, timeline, LSN, lag, PIDs (pods and nodes in Kubernetes), ports.
     Status(dispatch::status::Args),
     /// Move the primary role to a caught-up replica without losing writes.
     Switchover(dispatch::switchover::Args),
@@ -56,13 +57,49 @@ pub enum Command {
     Router(dispatch::router::Args),
 }
 
+/// The file name under which kubectl finds pgcluster as a plugin.
+pub const KUBECTL_PLUGIN: &str = "kubectl-pgcluster";
+
+/// Whether `argv0` is the kubectl plugin's executable (`kubectl-pgcluster`,
+/// also with `.exe`), however it is reached (symlink, copy, PATH).
+pub fn is_kubectl_plugin(argv0: &OsString) -> bool {
+    Path::new(argv0)
+        .file_stem()
+        .is_some_and(|stem| stem == KUBECTL_PLUGIN)
+}
+
+/// Parses a command line (`args[0]` is the program). Run as
+/// `kubectl-pgcluster` (`kubectl pgcluster ...`), it behaves the same and its
+/// help and errors say `kubectl pgcluster`.
+pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut command = Cli::command();
+    if args.first().is_some_and(is_kubectl_plugin) {
+        command = command.bin_name("kubectl pgcluster");
+    }
+    let matches = command.try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// [`try_parse_from`] that prints the error or help and exits on failure.
+pub fn parse_from<I, T>(args: I) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    try_parse_from(args).unwrap_or_else(|e| e.exit())
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Init(args) => dispatch::init::exec(args),
         Command::Validate(args) => dispatch::validate::exec(args),
         Command::Apply(args) => dispatch::apply::exec(args),
-        Command::Kube(args) => dispatch::kube::exec(args),
         Command::Access(args) => dispatch::access::exec(args),
         Command::Crd(args) => dispatch::crd::exec(args),
         Command::Render(args) => dispatch::render::exec(args),

@@ -9,11 +9,15 @@
 //!   the applied generation, reporting each change, or gives the reason.
 //! - [`status`]: the object's status plus the live view from the Lease and
 //!   the pods (what `pgcluster status` shows in local mode).
-//! - [`switchover`] / [`failover`]: a switchover request on the Lease, then
-//!   waiting until the lease holder is the target.
+//! - [`switchover`] / [`failover`]: a switchover request (forced for a
+//!   failover) in the Lease's [`ANNOTATION_SWITCHOVER`](crate::lease::ANNOTATION_SWITCHOVER)
+//!   annotation, which every agent reads with the Lease; then waiting until
+//!   the lease holder is the target, reporting a refusal (the request
+//!   cleared without a hand-over), and withdrawing the request on timeout.
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use pgcluster_core::api::v1alpha1::{PostgresCluster, PostgresClusterStatus};
@@ -75,6 +79,22 @@ pub enum OpsError {
         /// The known members.
         known: String,
     },
+    /// The switchover target already is the primary.
+    #[error(
+        "failed to switch over to {target}: it already is the primary; name another instance or omit --to"
+    )]
+    AlreadyPrimary {
+        /// The requested target.
+        target: String,
+    },
+    /// The agents cleared the request without handing the primary role over.
+    #[error("failed to {operation}: {reason}")]
+    Refused {
+        /// `switch over` or `fail over`.
+        operation: &'static str,
+        /// Who refused and what to check.
+        reason: String,
+    },
     /// The wait ran out of time.
     #[error("timed out after {waited:?}: {reason}")]
     Timeout {
@@ -109,6 +129,8 @@ impl OpsError {
             OpsError::Coordinator { .. } => "coordinator",
             OpsError::PrimaryHealthy { .. } => "primary_healthy",
             OpsError::UnknownTarget { .. } => "unknown_target",
+            OpsError::AlreadyPrimary { .. } => "already_primary",
+            OpsError::Refused { .. } => "refused",
             OpsError::Timeout { .. } => "timeout",
         }
     }
@@ -219,6 +241,43 @@ pub struct ClusterReport {
     pub cluster: PostgresCluster,
     /// The live view: the Lease and every member's published state.
     pub view: ClusterView,
+    /// The instance pods, sorted by name.
+    pub pods: Vec<PodInfo>,
+}
+
+/// What status shows of an instance pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    /// The pod's name (the member's name).
+    pub name: String,
+    /// The node it is scheduled on.
+    pub node: Option<String>,
+    /// `Pending`, `Running`, ..., or `Terminating` once deleted.
+    pub phase: String,
+    /// Its Ready condition is True (the agent's `/readyz`).
+    pub ready: bool,
+}
+
+impl PodInfo {
+    /// The summary of `pod`.
+    pub fn of(pod: &Pod) -> Self {
+        let status = pod.status.as_ref();
+        let phase = if pod.metadata.deletion_timestamp.is_some() {
+            "Terminating".to_owned()
+        } else {
+            status
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_else(|| "Unknown".to_owned())
+        };
+        Self {
+            name: pod.name_any(),
+            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            phase,
+            ready: status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        }
+    }
 }
 
 fn coordinator(
@@ -249,15 +308,21 @@ pub async fn status(
         name: name.to_owned(),
         source,
     })?;
-    let view = coordinator(client, namespace, name)?
-        .read_view()
+    let (view, pods) = coordinator(client, namespace, name)?
+        .read_view_and_pods()
         .await
         .map_err(|source| OpsError::Coordinator {
             action: "read the cluster view",
             name: name.to_owned(),
             source,
         })?;
-    Ok(ClusterReport { cluster, view })
+    let mut pods: Vec<PodInfo> = pods.iter().map(PodInfo::of).collect();
+    pods.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(ClusterReport {
+        cluster,
+        view,
+        pods,
+    })
 }
 
 fn holder(view: &ClusterView) -> Option<&MemberName> {
@@ -280,13 +345,21 @@ pub async fn switchover(
         check_member(&view, t)?;
     }
     let from = holder(&view).cloned();
-    request(&coordinator, name, target, id).await?;
-    wait_for_new_holder(&coordinator, name, from.as_ref(), target, timeout).await
+    if let Some(t) = target
+        && from.as_ref().is_some_and(|f| f.as_str() == t)
+    {
+        return Err(OpsError::AlreadyPrimary {
+            target: t.to_owned(),
+        });
+    }
+    let request = SwitchoverRequest::switchover(id, target.map(MemberName::from));
+    send(&coordinator, name, &request).await?;
+    wait_for_new_holder(&coordinator, name, from.as_ref(), &request, timeout).await
 }
 
 /// A forced failover to `to`: refused while the primary is healthy (its
-/// member state says primary and healthy); otherwise the same request as a
-/// switchover, which the agents execute once the old lease has expired.
+/// member state says primary and healthy); otherwise a forced request
+/// (`forced: true`), which `to` executes once the old lease has expired.
 pub async fn failover(
     client: &Client,
     namespace: &str,
@@ -309,8 +382,9 @@ pub async fn failover(
             primary: primary.to_string(),
         });
     }
-    request(&coordinator, name, Some(to), id).await?;
-    wait_for_new_holder(&coordinator, name, from.as_ref(), Some(to), timeout).await
+    let request = SwitchoverRequest::forced_failover(id, MemberName::from(to));
+    send(&coordinator, name, &request).await?;
+    wait_for_new_holder(&coordinator, name, from.as_ref(), &request, timeout).await
 }
 
 async fn read(coordinator: &KubeLeaseCoordinator, name: &str) -> Result<ClusterView, OpsError> {
@@ -339,18 +413,13 @@ fn check_member(view: &ClusterView, target: &str) -> Result<(), OpsError> {
     })
 }
 
-async fn request(
+async fn send(
     coordinator: &KubeLeaseCoordinator,
     name: &str,
-    target: Option<&str>,
-    id: u64,
+    request: &SwitchoverRequest,
 ) -> Result<(), OpsError> {
     coordinator
-        .request_switchover(SwitchoverRequest {
-            id,
-            target: target.map(MemberName::from),
-            forced: false,
-        })
+        .request_switchover(request.clone())
         .await
         .map_err(|source| OpsError::Coordinator {
             action: "request a switchover",
@@ -359,37 +428,77 @@ async fn request(
         })
 }
 
+/// How often the wait re-reads the Lease.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Waits until a member other than `from` (and the request's target, when
+/// it names one) holds the lease. A request that disappears while the lease
+/// stays put (still so one poll later) was refused; on timeout the request
+/// is withdrawn.
 async fn wait_for_new_holder(
     coordinator: &KubeLeaseCoordinator,
     name: &str,
     from: Option<&MemberName>,
-    target: Option<&str>,
+    request: &SwitchoverRequest,
     timeout: Duration,
 ) -> Result<String, OpsError> {
+    let target = request.target.as_ref();
     let start = tokio::time::Instant::now();
+    let mut cleared_polls = 0;
     loop {
         let view = read(coordinator, name).await?;
-        if let Some(h) = holder(&view)
+        let now = holder(&view);
+        if let Some(h) = now
             && Some(h) != from
-            && target.is_none_or(|t| h.as_str() == t)
+            && target.is_none_or(|t| h == t)
         {
             return Ok(h.to_string());
         }
+        let pending = view.switchover.as_ref().is_some_and(|r| r.id == request.id);
+        cleared_polls = if pending { 0 } else { cleared_polls + 1 };
+        if cleared_polls >= 2 {
+            return Err(refused(request, from));
+        }
         if start.elapsed() >= timeout {
+            // Best effort: a request left behind would fire later.
+            let withdrawn = coordinator.clear_switchover(request.id).await.is_ok();
             return Err(OpsError::Timeout {
                 waited: timeout,
                 reason: format!(
-                    "the leader is still {}{}",
-                    holder(&view).map_or_else(|| "none".to_owned(), MemberName::to_string),
-                    if view.switchover.is_some() {
-                        " and the request is pending"
+                    "the leader is still {}; the request {}",
+                    now.map_or_else(|| "none".to_owned(), MemberName::to_string),
+                    if withdrawn {
+                        "was withdrawn"
                     } else {
-                        ""
+                        "could not be withdrawn (clear the Lease's pgcluster.dev/switchover annotation)"
                     }
                 ),
             });
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn refused(request: &SwitchoverRequest, from: Option<&MemberName>) -> OpsError {
+    let primary = from.map_or_else(|| "none".to_owned(), MemberName::to_string);
+    if request.forced {
+        OpsError::Refused {
+            operation: "fail over",
+            reason: format!(
+                "{} cleared the forced request (it must be a replica of the cluster's data and \
+                 lineage, and in sync mode a synchronous standby); see its pod's log",
+                request.target.as_ref().map_or("-", MemberName::as_str)
+            ),
+        }
+    } else {
+        OpsError::Refused {
+            operation: "switch over",
+            reason: format!(
+                "the primary {primary} cleared the request without handing over (the target \
+                 must be a healthy replica streaming from it); see `pgcluster status` and the \
+                 primary pod's log"
+            ),
+        }
     }
 }
 
@@ -598,5 +707,216 @@ mod tests {
                 forced: false,
             }
         );
+        // The agents read the written Lease through the same coordinator.
+        let (agent_client, mut agent_server) = ApiServerVerifier::new();
+        let view = agent_server
+            .serve_while(
+                coordinator(&agent_client, "db", "pg").unwrap().read_view(),
+                vec![(Method::GET, LEASE.to_owned(), Reply::Ok(put.body.clone()))],
+            )
+            .await
+            .unwrap();
+        assert_eq!(view.switchover, Some(request));
+        assert_eq!(
+            view.lease.unwrap().record.holder,
+            Some(MemberName::from("pg-0")),
+            "writing the request leaves the lease record as it was"
+        );
+    }
+
+    /// status reads the object, then the Lease and the instance pods (by
+    /// label) once each, and reports every pod with its node and readiness.
+    #[tokio::test]
+    async fn status_reads_object_lease_and_pods() {
+        let (client, mut server) = ApiServerVerifier::new();
+        let mut primary = pod("pg-0").ready().state(MemberRole::Primary, 300);
+        primary["spec"] = json!({ "nodeName": "node-a", "containers": [] });
+        primary["status"]["phase"] = "Running".into();
+        let mut pending = pod("pg-1");
+        pending["status"]["phase"] = "Pending".into();
+        let overrides = vec![
+            (
+                Method::GET,
+                CLUSTER.to_owned(),
+                Reply::Ok(serde_json::to_value(postgres_cluster()).unwrap()),
+            ),
+            (
+                Method::GET,
+                LEASE.to_owned(),
+                Reply::Ok(lease_object(&lease(Some("pg-0"), 4, 300))),
+            ),
+            (
+                Method::GET,
+                PODS.to_owned(),
+                Reply::Ok(list("PodList", vec![pending, primary])),
+            ),
+        ];
+        let report = server
+            .serve_while(status(&client, "db", "pg"), overrides)
+            .await
+            .unwrap();
+        assert_eq!(
+            server.calls(),
+            vec![
+                ("GET".to_owned(), CLUSTER.to_owned()),
+                ("GET".to_owned(), LEASE.to_owned()),
+                ("GET".to_owned(), PODS.to_owned()),
+            ]
+        );
+        assert_eq!(
+            server.seen[2].param("labelSelector").as_deref(),
+            Some("pgcluster.dev/cluster=pg,app.kubernetes.io/component=postgres")
+        );
+        let lease = report.view.lease.unwrap();
+        assert_eq!(
+            (lease.record.holder, lease.record.term),
+            (Some(MemberName::from("pg-0")), 4)
+        );
+        assert_eq!(
+            report
+                .view
+                .members
+                .keys()
+                .map(MemberName::as_str)
+                .collect::<Vec<_>>(),
+            vec!["pg-0"],
+            "only pods carrying a member state are members"
+        );
+        assert_eq!(
+            report.pods,
+            vec![
+                PodInfo {
+                    name: "pg-0".to_owned(),
+                    node: Some("node-a".to_owned()),
+                    phase: "Running".to_owned(),
+                    ready: true,
+                },
+                PodInfo {
+                    name: "pg-1".to_owned(),
+                    node: None,
+                    phase: "Pending".to_owned(),
+                    ready: false,
+                },
+            ]
+        );
+    }
+
+    /// A failover once the primary is unhealthy writes a forced request for
+    /// the target and returns when the target holds the lease.
+    #[tokio::test]
+    async fn failover_writes_forced_request() {
+        let (client, mut server) = ApiServerVerifier::new();
+        let mut failed = pod("pg-0").state(MemberRole::Primary, 10);
+        let mut state = crate::testing::objects::member_state("pg-0", MemberRole::Primary, 10);
+        state.healthy = false;
+        failed["metadata"]["annotations"][crate::lease::ANNOTATION_MEMBER_STATE] =
+            serde_json::to_string(&state).unwrap().into();
+        let pods = || {
+            Reply::Ok(list(
+                "PodList",
+                vec![failed.clone(), pod("pg-1").state(MemberRole::Replica, 9)],
+            ))
+        };
+        let before = || Reply::Ok(lease_object(&lease(Some("pg-0"), 2, 10)));
+        let overrides = vec![
+            (Method::GET, LEASE.to_owned(), before()),
+            (Method::GET, PODS.to_owned(), pods()),
+            (Method::GET, LEASE.to_owned(), before()),
+            (Method::PUT, LEASE.to_owned(), Reply::Echo),
+            (
+                Method::GET,
+                LEASE.to_owned(),
+                Reply::Ok(lease_object(&lease(Some("pg-1"), 3, 10))),
+            ),
+            (Method::GET, PODS.to_owned(), pods()),
+        ];
+        let to = server
+            .serve_while(
+                failover(&client, "db", "pg", "pg-1", 7, Duration::from_secs(5)),
+                overrides,
+            )
+            .await
+            .unwrap();
+        assert_eq!(to, "pg-1");
+        let put = server
+            .seen
+            .iter()
+            .find(|s| s.method == Method::PUT)
+            .unwrap();
+        let object: k8s_openapi::api::coordination::v1::Lease =
+            serde_json::from_value(put.body.clone()).unwrap();
+        assert_eq!(
+            crate::lease::stored_switchover(&object).unwrap(),
+            Some(SwitchoverRequest::forced_failover(
+                7,
+                MemberName::from("pg-1")
+            ))
+        );
+    }
+
+    /// A request the primary clears while keeping the lease is reported as
+    /// refused (not waited on until the timeout).
+    #[tokio::test]
+    async fn switchover_cleared_without_handover_is_refused() {
+        let (client, mut server) = ApiServerVerifier::new();
+        let pods = || {
+            Reply::Ok(list(
+                "PodList",
+                vec![
+                    pod("pg-0").state(MemberRole::Primary, 10),
+                    pod("pg-1").state(MemberRole::Replica, 10),
+                ],
+            ))
+        };
+        let held = || Reply::Ok(lease_object(&lease(Some("pg-0"), 2, 10)));
+        let mut overrides = vec![
+            (Method::GET, LEASE.to_owned(), held()),
+            (Method::GET, PODS.to_owned(), pods()),
+            (Method::GET, LEASE.to_owned(), held()),
+            (Method::PUT, LEASE.to_owned(), Reply::Echo),
+        ];
+        for _ in 0..2 {
+            overrides.push((Method::GET, LEASE.to_owned(), held()));
+            overrides.push((Method::GET, PODS.to_owned(), pods()));
+        }
+        let err = server
+            .serve_while(
+                switchover(&client, "db", "pg", None, 5, Duration::from_secs(30)),
+                overrides,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.category(), "refused", "{err}");
+        assert!(err.to_string().contains("pg-0"), "{err}");
+    }
+
+    /// A switchover to the current primary is refused before anything is written.
+    #[tokio::test]
+    async fn switchover_to_primary_writes_nothing() {
+        let (client, mut server) = ApiServerVerifier::new();
+        let overrides = vec![
+            (
+                Method::GET,
+                LEASE.to_owned(),
+                Reply::Ok(lease_object(&lease(Some("pg-0"), 2, 10))),
+            ),
+            (
+                Method::GET,
+                PODS.to_owned(),
+                Reply::Ok(list(
+                    "PodList",
+                    vec![pod("pg-0").state(MemberRole::Primary, 10)],
+                )),
+            ),
+        ];
+        let err = server
+            .serve_while(
+                switchover(&client, "db", "pg", Some("pg-0"), 1, Duration::from_secs(1)),
+                overrides,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.category(), "already_primary");
+        assert!(server.seen.iter().all(|s| s.method == Method::GET));
     }
 }

@@ -323,8 +323,10 @@ impl KubeLeaseCoordinator {
     }
 }
 
-impl Coordinator for KubeLeaseCoordinator {
-    async fn read_view(&self) -> Result<ClusterView, CoordinatorError> {
+impl KubeLeaseCoordinator {
+    /// The cluster view and the instance pods it was read from (one Lease
+    /// read, one pod list): what `pgcluster status NAME` shows.
+    pub async fn read_view_and_pods(&self) -> Result<(ClusterView, Vec<Pod>), CoordinatorError> {
         self.timed(async {
             let (lease, switchover) = match self.get().await? {
                 Some(object) => (stored_lease(&object)?, stored_switchover(&object)?),
@@ -341,13 +343,20 @@ impl Coordinator for KubeLeaseCoordinator {
                 .filter_map(pod_member_state)
                 .map(|s| (s.name.clone(), s))
                 .collect();
-            Ok(ClusterView {
+            let view = ClusterView {
                 lease,
                 members,
                 switchover,
-            })
+            };
+            Ok((view, pods.items))
         })
         .await
+    }
+}
+
+impl Coordinator for KubeLeaseCoordinator {
+    async fn read_view(&self) -> Result<ClusterView, CoordinatorError> {
+        self.read_view_and_pods().await.map(|(view, _)| view)
     }
 
     async fn compare_and_swap_lease(

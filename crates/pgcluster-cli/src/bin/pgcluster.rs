@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = pgcluster_cli::Cli::parse();
+    let cli = pgcluster_cli::parse_from(std::env::args_os());
     match pgcluster_cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

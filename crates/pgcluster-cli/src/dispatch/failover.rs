@@ -1,6 +1,7 @@
-//! `pgcluster failover --to I`: makes I the primary when the current primary
-//! is gone (forced). Refused while the primary is healthy: use
-//! `pgcluster switchover`, which loses nothing.
+//! `pgcluster failover [NAME] --to I`: makes I the primary when the current
+//! primary is gone (forced). Refused while the primary is healthy: use
+//! `pgcluster switchover`, which loses nothing. Without NAME the local
+//! cluster; with NAME a PostgresCluster in Kubernetes ([`super::kube`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,7 +9,8 @@ use std::time::Duration;
 use pgcluster_ha::agent::client;
 use pgcluster_ha::local::cluster;
 
-use super::local::{Target, fail, runtime};
+use super::kube::{self, ClusterArgs, Route};
+use super::local::{fail, runtime};
 use super::switchover::send_and_wait;
 use crate::CliError;
 
@@ -19,7 +21,8 @@ use crate::CliError;
 has expired, I takes it over and promotes (it must be a replica of the cluster's lineage).
 
 Examples:
-  pgcluster failover --to local-1"
+  pgcluster failover --to local-1                      # local cluster
+  pgcluster failover main -n databases --to main-1     # PostgresCluster main in Kubernetes"
 )]
 pub struct Args {
     /// The instance to promote.
@@ -27,15 +30,24 @@ pub struct Args {
     pub to: String,
     /// Which cluster.
     #[command(flatten)]
-    pub target: Target,
-    /// How long to wait, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub timeout: u64,
+    pub target: ClusterArgs,
+    /// How long to wait, in seconds (default: 60 locally, 120 in Kubernetes).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 }
 
 /// Runs the forced failover and prints the result.
 pub fn exec(args: Args) -> Result<(), CliError> {
-    let layout = args.target.layout();
+    let target = match args.target.route() {
+        Route::Kube(target) => {
+            let timeout = Duration::from_secs(args.timeout.unwrap_or(120));
+            let new = kube::failover(&target, &args.to, timeout)?;
+            println!("failover done: the primary is now {new}");
+            return Ok(());
+        }
+        Route::Local(target) => target,
+    };
+    let layout = target.layout();
     let record = layout.read_record().map_err(|e| fail(&e))?;
     runtime()?.block_on(async {
         let coord = cluster::coordinator(&layout, Duration::from_secs(2)).map_err(|e| fail(&e))?;
@@ -59,7 +71,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
             &record,
             Some(&args.to),
             true,
-            Duration::from_secs(args.timeout),
+            Duration::from_secs(args.timeout.unwrap_or(60)),
         )
         .await?;
         println!(

@@ -1,70 +1,80 @@
-//! `pgcluster kube status|switchover|failover NAME`: the local-mode commands
-//! against a PostgresCluster in Kubernetes (current kubeconfig context or
-//! `--context`, namespace `-n`). The logic lives in
-//! `pgcluster_k8s::client_ops`; this module parses and prints.
+//! Kubernetes mode of `pgcluster status|switchover|failover NAME`: which
+//! cluster a command addresses (a positional NAME means a PostgresCluster in
+//! Kubernetes, none means the local cluster), and the calls into
+//! `pgcluster_k8s::client_ops`, where the logic lives. The same commands run
+//! as `kubectl pgcluster ...` (see [`crate::parse_from`]).
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pgcluster_k8s::client_ops::MemberRole;
-use pgcluster_k8s::client_ops::{self, ClusterReport};
+use pgcluster_core::names::ClusterName;
+use pgcluster_ha::machine::MemberName;
+use pgcluster_k8s::build::{AGENT_PORT, POSTGRES_PORT};
+use pgcluster_k8s::client_ops::{self, ClusterReport, MemberRole, PodInfo};
 
 use super::apply::ops_error;
+use super::local;
+use super::status::{ClusterStatus, ConditionStatus, InstanceStatus, Mode};
 use crate::CliError;
 
-/// Arguments of `pgcluster kube`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The operation.
-    #[command(subcommand)]
-    pub command: KubeCommand,
+/// Which cluster: NAME in Kubernetes, or the local cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// A PostgresCluster in Kubernetes (current kubeconfig context); without it, the local cluster.
+    #[arg(value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Namespace of NAME (default: the kubeconfig context's).
+    #[arg(short = 'n', long, requires = "cluster")]
+    pub namespace: Option<String>,
+    /// kubeconfig context for NAME (default: the current one).
+    #[arg(long, requires = "cluster")]
+    pub context: Option<String>,
+    /// Local mode: the cluster's data directory (default: the default directory of --name).
+    #[arg(long, value_name = "DIR", env = "PGCLUSTER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Local mode: the cluster's name, to find its default data directory.
+    #[arg(long = "name", value_name = "LOCAL_NAME", conflicts_with = "cluster")]
+    pub local_name: Option<String>,
 }
 
-/// Where the cluster is.
-#[derive(Debug, clap::Args)]
-pub struct Target {
-    /// The PostgresCluster's name.
+/// A PostgresCluster in Kubernetes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeTarget {
+    /// The object's name.
     pub name: String,
-    /// Namespace (default: the context's).
-    #[arg(short = 'n', long)]
+    /// `-n`, else the context's default namespace.
     pub namespace: Option<String>,
-    /// kubeconfig context (default: the current one).
-    #[arg(long)]
+    /// `--context`, else the current context.
     pub context: Option<String>,
 }
 
-/// Operations on a cluster in Kubernetes.
-#[derive(Debug, clap::Subcommand)]
-pub enum KubeCommand {
-    /// Show the cluster: phase, conditions, and each instance's role, state, timeline, LSN and lag.
-    Status {
-        /// The cluster.
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Move the primary role to a caught-up replica without losing writes.
-    Switchover {
-        /// The cluster.
-        #[command(flatten)]
-        target: Target,
-        /// The instance to promote (default: the best replica).
-        #[arg(long, value_name = "INSTANCE")]
-        to: Option<String>,
-        /// How long to wait, in seconds.
-        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-        timeout: u64,
-    },
-    /// Force INSTANCE to become primary when the primary is gone (refused while it is healthy).
-    Failover {
-        /// The cluster.
-        #[command(flatten)]
-        target: Target,
-        /// The instance to promote.
-        #[arg(long, value_name = "INSTANCE")]
-        to: String,
-        /// How long to wait, in seconds.
-        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-        timeout: u64,
-    },
+/// Where a command goes.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// A PostgresCluster in Kubernetes.
+    Kube(KubeTarget),
+    /// A local cluster (`pgcluster up`).
+    Local(local::Target),
+}
+
+impl ClusterArgs {
+    /// NAME present: Kubernetes; absent: the local cluster.
+    pub fn route(&self) -> Route {
+        match &self.cluster {
+            Some(name) => Route::Kube(KubeTarget {
+                name: name.clone(),
+                namespace: self.namespace.clone(),
+                context: self.context.clone(),
+            }),
+            None => Route::Local(local::Target {
+                data_dir: self.data_dir.clone(),
+                name: self
+                    .local_name
+                    .clone()
+                    .unwrap_or_else(|| local::DEFAULT_NAME.to_owned()),
+            }),
+        }
+    }
 }
 
 fn request_id() -> u64 {
@@ -73,110 +83,169 @@ fn request_id() -> u64 {
         .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The status table (the same columns as local mode's).
-pub fn render(report: &ClusterReport) -> String {
-    let status = report.cluster.status.clone().unwrap_or_default();
-    let mut out = format!(
-        "cluster {}  phase {}  primary {}  term {}\n",
-        client_ops::display_name(&report.cluster),
-        status
-            .phase
-            .map_or_else(|| "-".to_owned(), |p| format!("{p:?}")),
-        status.primary.as_deref().unwrap_or("-"),
-        status
-            .lease_term
-            .map_or_else(|| "-".to_owned(), |t| t.to_string()),
-    );
-    for c in &status.conditions {
-        out.push_str(&format!(
-            "  {:<12} {:<6} {}: {}\n",
-            c.type_, c.status, c.reason, c.message
-        ));
-    }
-    let primary_lsn = report.view.lease.as_ref().map(|l| l.record.primary_lsn);
-    out.push_str(&format!(
-        "\n{:<16} {:<9} {:<8} {:>8} {:>14} {:>12}\n",
-        "INSTANCE", "ROLE", "HEALTHY", "TIMELINE", "LSN", "LAG"
-    ));
-    for (name, m) in &report.view.members {
-        let role = match m.role {
-            MemberRole::Primary => "primary",
-            MemberRole::Replica => "replica",
-            MemberRole::Starting => "starting",
-            MemberRole::Stopped => "stopped",
-            MemberRole::Refused => "refused",
-        };
-        let lag = match (m.role, primary_lsn) {
-            (MemberRole::Replica, Some(p)) => p.0.saturating_sub(m.replayed_lsn.0).to_string(),
-            _ => "-".to_owned(),
-        };
-        out.push_str(&format!(
-            "{:<16} {:<9} {:<8} {:>8} {:>14} {:>12}\n",
-            name.as_str(),
-            role,
-            if m.healthy { "yes" } else { "no" },
-            m.timeline.0,
-            m.replayed_lsn.to_string(),
-            lag
-        ));
-    }
-    out
-}
-
-/// Runs the subcommand.
-pub fn exec(args: Args) -> Result<(), CliError> {
+/// Connects to `target`'s context and runs `op` with the client and namespace.
+fn with_client<T, F>(
+    target: &KubeTarget,
+    op: impl FnOnce(kube::Client, String) -> F,
+) -> Result<T, CliError>
+where
+    F: Future<Output = Result<T, client_ops::OpsError>>,
+{
     client_ops::block_on(async {
-        let target = match &args.command {
-            KubeCommand::Status { target }
-            | KubeCommand::Switchover { target, .. }
-            | KubeCommand::Failover { target, .. } => target,
-        };
         let (client, default_ns) = client_ops::connect(target.context.as_deref())
             .await
             .map_err(|e| ops_error(&e))?;
         let ns = target.namespace.clone().unwrap_or(default_ns);
-        match &args.command {
-            KubeCommand::Status { target } => {
-                let report = client_ops::status(&client, &ns, &target.name)
-                    .await
-                    .map_err(|e| ops_error(&e))?;
-                print!("{}", render(&report));
-            }
-            KubeCommand::Switchover {
-                target,
-                to,
-                timeout,
-            } => {
-                let new = client_ops::switchover(
-                    &client,
-                    &ns,
-                    &target.name,
-                    to.as_deref(),
-                    request_id(),
-                    Duration::from_secs(*timeout),
-                )
-                .await
-                .map_err(|e| ops_error(&e))?;
-                println!("switchover done: the primary is now {new}");
-            }
-            KubeCommand::Failover {
-                target,
-                to,
-                timeout,
-            } => {
-                let new = client_ops::failover(
-                    &client,
-                    &ns,
-                    &target.name,
-                    to,
-                    request_id(),
-                    Duration::from_secs(*timeout),
-                )
-                .await
-                .map_err(|e| ops_error(&e))?;
-                println!("failover done: the primary is now {new}");
-            }
-        }
-        Ok(())
+        op(client, ns).await.map_err(|e| ops_error(&e))
     })
+}
+
+/// `pgcluster status NAME`: the object, the Lease and the pods.
+pub fn status(target: &KubeTarget) -> Result<ClusterStatus, CliError> {
+    let report = with_client(target, |client, ns| async move {
+        client_ops::status(&client, &ns, &target.name).await
+    })?;
+    Ok(status_of(&report))
+}
+
+/// `pgcluster switchover NAME [--to I]`; returns the new primary.
+pub fn switchover(
+    target: &KubeTarget,
+    to: Option<&str>,
+    timeout: Duration,
+) -> Result<String, CliError> {
+    with_client(target, |client, ns| async move {
+        client_ops::switchover(&client, &ns, &target.name, to, request_id(), timeout).await
+    })
+}
+
+/// `pgcluster failover NAME --to I` (refused while the primary is healthy); returns the new primary.
+pub fn failover(target: &KubeTarget, to: &str, timeout: Duration) -> Result<String, CliError> {
+    with_client(target, |client, ns| async move {
+        client_ops::failover(&client, &ns, &target.name, to, request_id(), timeout).await
+    })
+}
+
+fn role_name(role: MemberRole) -> &'static str {
+    match role {
+        MemberRole::Primary => "primary",
+        MemberRole::Replica => "replica",
+        MemberRole::Starting => "starting",
+        MemberRole::Stopped => "stopped",
+        MemberRole::Refused => "refused",
+    }
+}
+
+/// The status rows of a Kubernetes cluster, in the local mode's shape: one
+/// row per instance pod (and per member whose pod is gone); PIDs are absent,
+/// the pod and its node are given instead; ports are the pods' (PostgreSQL
+/// 5432, agent 8008) and the rw/ro endpoints are the Services.
+pub fn status_of(report: &ClusterReport) -> ClusterStatus {
+    let cluster = &report.cluster;
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+    let status = cluster.status.clone().unwrap_or_default();
+    let view = &report.view;
+    let lease = view.lease.as_ref();
+    let holder = lease.and_then(|l| l.record.holder.clone());
+    // The primary's own flushed position when it publishes one, else the lease's.
+    let primary_lsn = holder
+        .as_ref()
+        .and_then(|h| view.members.get(h))
+        .filter(|m| m.role == MemberRole::Primary)
+        .map(|m| m.flushed_lsn)
+        .or_else(|| lease.map(|l| l.record.primary_lsn));
+    let mut names: Vec<String> = report.pods.iter().map(|p| p.name.clone()).collect();
+    for member in view.members.keys() {
+        if !names.iter().any(|n| n == member.as_str()) {
+            names.push(member.to_string());
+        }
+    }
+    names.sort();
+    let instances = names
+        .iter()
+        .map(|n| {
+            let pod: Option<&PodInfo> = report.pods.iter().find(|p| &p.name == n);
+            let member = view.members.get(&MemberName::from(n.as_str()));
+            let state = pod.map_or_else(|| "no pod".to_owned(), |p| p.phase.clone());
+            match member {
+                Some(m) => {
+                    let lsn = if m.role == MemberRole::Primary {
+                        m.flushed_lsn
+                    } else {
+                        m.received_lsn.max(m.replayed_lsn)
+                    };
+                    InstanceStatus {
+                        instance: n.clone(),
+                        role: role_name(m.role).to_owned(),
+                        state,
+                        ready: m.healthy && pod.is_some_and(|p| p.ready),
+                        timeline: m.timeline.0,
+                        lsn: lsn.to_string(),
+                        lag_bytes: match (m.role, primary_lsn) {
+                            (MemberRole::Replica, Some(p)) => p.0.saturating_sub(m.replayed_lsn.0),
+                            _ => 0,
+                        },
+                        agent_pid: None,
+                        postgres_pid: None,
+                        pg_port: port(POSTGRES_PORT),
+                        api_port: port(AGENT_PORT),
+                        following: m.following.as_ref().map(MemberName::to_string),
+                        pod: pod.map(|p| p.name.clone()),
+                        node: pod.and_then(|p| p.node.clone()),
+                    }
+                }
+                // No state published: the agent has not started (or its pod is new).
+                None => InstanceStatus {
+                    instance: n.clone(),
+                    role: "down".to_owned(),
+                    state,
+                    ready: false,
+                    timeline: 0,
+                    lsn: "-".to_owned(),
+                    lag_bytes: 0,
+                    agent_pid: None,
+                    postgres_pid: None,
+                    pg_port: port(POSTGRES_PORT),
+                    api_port: port(AGENT_PORT),
+                    following: None,
+                    pod: pod.map(|p| p.name.clone()),
+                    node: pod.and_then(|p| p.node.clone()),
+                },
+            }
+        })
+        .collect();
+    let service = |suffix: fn(&ClusterName) -> String| {
+        ClusterName::new(&name)
+            .ok()
+            .map(|c| format!("{}.{namespace}.svc:{POSTGRES_PORT}", suffix(&c)))
+    };
+    ClusterStatus {
+        mode: Mode::Kubernetes,
+        name: name.clone(),
+        namespace: Some(namespace.clone()),
+        phase: status.phase.map(|p| format!("{p:?}")),
+        data_dir: None,
+        rw_endpoint: service(ClusterName::rw_service),
+        ro_endpoint: service(ClusterName::ro_service),
+        rw_port: port(POSTGRES_PORT),
+        ro_port: port(POSTGRES_PORT),
+        lease_holder: holder.map(|h| h.to_string()),
+        lease_term: lease.map_or(0, |l| l.record.term),
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| ConditionStatus {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            })
+            .collect(),
+        instances,
+    }
+}
+
+fn port(p: i32) -> u16 {
+    u16::try_from(p).expect("pgcluster's container ports are constants below 65536")
 }

@@ -1,6 +1,15 @@
-//! `pgcluster status`: one line per instance of a local cluster (role,
-//! state, timeline, LSN, lag, PIDs, ports), from each agent's `/status` and,
-//! for agents that do not answer, the state they last published.
+//! `pgcluster status [NAME]`: one line per instance (role, state, timeline,
+//! LSN, lag, PIDs or pod and node, ports).
+//!
+//! - Local (no NAME): from each agent's `/status` and, for agents that do not
+//!   answer, the state they last published.
+//! - Kubernetes (NAME): from the PostgresCluster's status, the leader Lease
+//!   and the member states on the instance pods ([`super::kube::status_of`]).
+//!
+//! `-o json|yaml` prints [`ClusterStatus`] with the same fields in both
+//! modes; a field that does not apply is `null` (local: `namespace`, `phase`,
+//! `pod`, `node`; Kubernetes: `data_dir`, `agent_pid`, `postgres_pid`), and
+//! `conditions` is empty locally.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,19 +22,22 @@ use pgcluster_ha::local::layout::{ClusterRecord, Layout};
 use pgcluster_ha::machine::{ClusterView, MemberName};
 use serde::Serialize;
 
-use super::local::{Target, fail, runtime};
+use super::kube::{self, ClusterArgs, Route};
+use super::local::{fail, runtime};
 use crate::CliError;
 use crate::output::{OutputFormat, to_machine};
 
 /// Arguments of `pgcluster status`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
-  pgcluster status
-  pgcluster status -o json | jq '.instances[] | select(.role == \"primary\") | .postgres_pid'")]
+  pgcluster status                            # the local cluster (pgcluster up)
+  pgcluster status -o json | jq '.instances[] | select(.role == \"primary\") | .postgres_pid'
+  pgcluster status main -n databases          # PostgresCluster main in Kubernetes
+  kubectl pgcluster status main -n databases --context homelab")]
 pub struct Args {
     /// Which cluster.
     #[command(flatten)]
-    pub target: Target,
+    pub target: ClusterArgs,
     /// Output format: a table (text), or json/yaml with the same fields.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -58,15 +70,53 @@ pub struct InstanceStatus {
     pub api_port: u16,
     /// The member it streams from.
     pub following: Option<String>,
+    /// Kubernetes: the instance's pod (local: `null`).
+    pub pod: Option<String>,
+    /// Kubernetes: the node the pod runs on (local: `null`).
+    pub node: Option<String>,
+}
+
+/// Where the cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `pgcluster up` on this machine.
+    Local,
+    /// A PostgresCluster in Kubernetes.
+    Kubernetes,
+}
+
+/// One of the controller's conditions (Kubernetes only).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConditionStatus {
+    /// Ready, Available, Degraded or Progressing.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// What it means.
+    pub message: String,
 }
 
 /// The whole cluster as shown.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterStatus {
+    /// local or kubernetes.
+    pub mode: Mode,
     /// Cluster name.
     pub name: String,
-    /// Data directory.
-    pub data_dir: String,
+    /// Kubernetes: the namespace (local: `null`).
+    pub namespace: Option<String>,
+    /// Kubernetes: the controller's phase (local: `null`).
+    pub phase: Option<String>,
+    /// Local: the data directory (Kubernetes: `null`).
+    pub data_dir: Option<String>,
+    /// The rw endpoint (`host:port`).
+    pub rw_endpoint: Option<String>,
+    /// The ro endpoint (`host:port`).
+    pub ro_endpoint: Option<String>,
     /// The rw endpoint's port.
     pub rw_port: u16,
     /// The ro endpoint's port.
@@ -75,6 +125,8 @@ pub struct ClusterStatus {
     pub lease_holder: Option<String>,
     /// The lease term.
     pub lease_term: u64,
+    /// Kubernetes: the controller's conditions (local: empty).
+    pub conditions: Vec<ConditionStatus>,
     /// Every instance.
     pub instances: Vec<InstanceStatus>,
 }
@@ -117,6 +169,8 @@ pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
                 pg_port: m.pg_port,
                 api_port: m.api_port,
                 following: a.following,
+                pod: None,
+                node: None,
             },
             None => InstanceStatus {
                 instance: m.name.clone(),
@@ -136,56 +190,95 @@ pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
                 pg_port: m.pg_port,
                 api_port: m.api_port,
                 following: None,
+                pod: None,
+                node: None,
             },
         };
         instances.push(row);
     }
     let lease = view.lease.as_ref();
     ClusterStatus {
+        mode: Mode::Local,
         name: record.name.clone(),
-        data_dir: layout.root().display().to_string(),
+        namespace: None,
+        phase: None,
+        data_dir: Some(layout.root().display().to_string()),
+        rw_endpoint: Some(format!("127.0.0.1:{}", record.rw_port)),
+        ro_endpoint: Some(format!("127.0.0.1:{}", record.ro_port)),
         rw_port: record.rw_port,
         ro_port: record.ro_port,
         lease_holder: lease.and_then(|l| l.record.holder.as_ref().map(|h| h.to_string())),
         lease_term: lease.map_or(0, |l| l.record.term),
+        conditions: vec![],
         instances,
     }
 }
 
 /// Prints the status.
 pub fn exec(args: Args) -> Result<(), CliError> {
-    let layout = args.target.layout();
-    let record = layout.read_record().map_err(|e| fail(&e))?;
-    let status = runtime()?.block_on(collect(&layout, &record));
+    let status = match args.target.route() {
+        Route::Kube(target) => kube::status(&target)?,
+        Route::Local(target) => {
+            let layout = target.layout();
+            let record = layout.read_record().map_err(|e| fail(&e))?;
+            runtime()?.block_on(collect(&layout, &record))
+        }
+    };
     if let Some(text) = to_machine(&status, args.output)? {
         print!("{text}");
         return Ok(());
     }
-    println!(
-        "cluster {}  rw 127.0.0.1:{}  ro 127.0.0.1:{}  lease {} (term {})  data {}",
-        status.name,
-        status.rw_port,
-        status.ro_port,
-        status.lease_holder.as_deref().unwrap_or("-"),
-        status.lease_term,
-        status.data_dir
-    );
+    print!("{}", render(&status));
+    Ok(())
+}
+
+/// The text form: a header line (and the conditions in Kubernetes), then
+/// one table row per instance; the PID columns locally, pod and node in
+/// Kubernetes.
+pub fn render(status: &ClusterStatus) -> String {
+    let or_dash = |s: Option<&str>| s.unwrap_or("-").to_owned();
+    let mut out = match status.mode {
+        Mode::Local => format!(
+            "cluster {}  rw {}  ro {}  lease {} (term {})  data {}\n",
+            status.name,
+            or_dash(status.rw_endpoint.as_deref()),
+            or_dash(status.ro_endpoint.as_deref()),
+            or_dash(status.lease_holder.as_deref()),
+            status.lease_term,
+            or_dash(status.data_dir.as_deref()),
+        ),
+        Mode::Kubernetes => format!(
+            "cluster {}/{}  phase {}  rw {}  ro {}  lease {} (term {})\n",
+            or_dash(status.namespace.as_deref()),
+            status.name,
+            or_dash(status.phase.as_deref()),
+            or_dash(status.rw_endpoint.as_deref()),
+            or_dash(status.ro_endpoint.as_deref()),
+            or_dash(status.lease_holder.as_deref()),
+            status.lease_term,
+        ),
+    };
+    for c in &status.conditions {
+        out.push_str(&format!(
+            "  {:<12} {:<6} {}: {}\n",
+            c.type_, c.status, c.reason, c.message
+        ));
+    }
+    let (where_a, where_b) = match status.mode {
+        Mode::Local => ("agent pid", "pg pid"),
+        Mode::Kubernetes => ("pod", "node"),
+    };
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
-        "instance",
-        "role",
-        "state",
-        "ready",
-        "timeline",
-        "lsn",
-        "lag",
-        "agent pid",
-        "pg pid",
-        "pg port",
-        "api port",
+        "instance", "role", "state", "ready", "timeline", "lsn", "lag", where_a, where_b,
+        "pg port", "api port",
     ]);
     let pid = |p: Option<u32>| p.map_or("-".to_owned(), |p| p.to_string());
     for i in &status.instances {
+        let (a, b) = match status.mode {
+            Mode::Local => (pid(i.agent_pid), pid(i.postgres_pid)),
+            Mode::Kubernetes => (or_dash(i.pod.as_deref()), or_dash(i.node.as_deref())),
+        };
         table.add_row(vec![
             i.instance.clone(),
             i.role.clone(),
@@ -194,12 +287,12 @@ pub fn exec(args: Args) -> Result<(), CliError> {
             i.timeline.to_string(),
             i.lsn.clone(),
             i.lag_bytes.to_string(),
-            pid(i.agent_pid),
-            pid(i.postgres_pid),
+            a,
+            b,
             i.pg_port.to_string(),
             i.api_port.to_string(),
         ]);
     }
-    println!("{table}");
-    Ok(())
+    out.push_str(&format!("{table}\n"));
+    out
 }

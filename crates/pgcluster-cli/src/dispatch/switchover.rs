@@ -1,6 +1,8 @@
-//! `pgcluster switchover [--to I]`: asks the primary (through the
+//! `pgcluster switchover [NAME] [--to I]`: asks the primary (through the
 //! coordinator) to hand the primary role to a caught-up replica without
 //! losing any acknowledged write, waits, and reports how long it took.
+//! Without NAME the local cluster; with NAME a PostgresCluster in Kubernetes
+//! (the request goes on its leader Lease, see [`super::kube`]).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,7 +11,8 @@ use pgcluster_ha::local::cluster;
 use pgcluster_ha::local::layout::{ClusterRecord, Layout};
 use pgcluster_ha::machine::{MemberName, MemberRole, SwitchoverRequest};
 
-use super::local::{Target, fail, runtime};
+use super::kube::{self, ClusterArgs, Route};
+use super::local::{fail, runtime};
 use crate::CliError;
 
 /// Arguments of `pgcluster switchover`.
@@ -20,8 +23,9 @@ hands the lease over; the old primary then follows the new one. Refused (and not
 when the target is not a streaming replica of the primary.
 
 Examples:
-  pgcluster switchover                 # to the most caught-up replica
-  pgcluster switchover --to local-1"
+  pgcluster switchover                 # local cluster, to the most caught-up replica
+  pgcluster switchover --to local-1
+  pgcluster switchover main -n databases --to main-1   # PostgresCluster main in Kubernetes"
 )]
 pub struct Args {
     /// The instance that should become primary (default: the best replica).
@@ -29,10 +33,10 @@ pub struct Args {
     pub to: Option<String>,
     /// Which cluster.
     #[command(flatten)]
-    pub target: Target,
-    /// How long to wait, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    pub timeout: u64,
+    pub target: ClusterArgs,
+    /// How long to wait, in seconds (default: 30 locally, 120 in Kubernetes).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 }
 
 /// What happened.
@@ -163,13 +167,22 @@ pub async fn send_and_wait(
 
 /// Runs the switchover and prints the result.
 pub fn exec(args: Args) -> Result<(), CliError> {
-    let layout = args.target.layout();
+    let target = match args.target.route() {
+        Route::Kube(target) => {
+            let timeout = Duration::from_secs(args.timeout.unwrap_or(120));
+            let new = kube::switchover(&target, args.to.as_deref(), timeout)?;
+            println!("switchover done: the primary is now {new}");
+            return Ok(());
+        }
+        Route::Local(target) => target,
+    };
+    let layout = target.layout();
     let record = layout.read_record().map_err(|e| fail(&e))?;
     let done = runtime()?.block_on(request_and_wait(
         &layout,
         &record,
         args.to.as_deref(),
-        Duration::from_secs(args.timeout),
+        Duration::from_secs(args.timeout.unwrap_or(30)),
     ))?;
     println!(
         "switchover done: {} -> {} in {} ms",
