@@ -1,8 +1,16 @@
-//! The table of Kubernetes API calls the controller and the agents make,
-//! with the code that makes each. The RBAC test compares it with the
-//! controller's ClusterRole and the agents' Role from the builders (which
-//! `kubernetes/controller/` renders): every call must be granted, and every
-//! grant must be a call or be listed as an unused grant with its reason.
+//! The table of Kubernetes API calls the controller, the agents and the CLI
+//! make, with the code that makes each. The RBAC tests compare it with the
+//! agents' Role and the controller's ClusterRole from the builders (which
+//! `kubernetes/controller/` renders), exactly:
+//!
+//! - the agents' Role grants the agents' calls, nothing more;
+//! - the controller's ClusterRole grants the controller's calls plus the
+//!   agents' Role (Kubernetes lets the controller create that Role only if
+//!   it holds every permission in it), nothing more.
+//!
+//! The CLI has no Role of its own (people use their kubeconfig's
+//! credentials); its calls are listed in `kubernetes/README.md`, and a test
+//! checks that list against [`CLI_CALLS`].
 
 /// One API call: `verb` on `group`/`resource` (group `""` is core).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -353,28 +361,51 @@ pub const AGENT_CALLS: &[ApiCall] = &[
     ),
 ];
 
-/// Grants of the controller's ClusterRole that no code uses yet, with why
-/// they stay (the test fails when this list is stale in either direction).
-pub const UNUSED_CONTROLLER_GRANTS: &[(&str, &str, &str)] = &[
-    // The controller must hold every permission it grants the agents (no escalation).
-    ("", "pods", "get"),
-    ("", "pods", "patch"),
-    ("", "events", "create"),
-    ("", "events", "patch"),
-    ("coordination.k8s.io", "leases", "watch"),
-    ("coordination.k8s.io", "leases", "patch"),
-];
-
-/// Grants of the agents' Role that no code uses yet (the agent driver may).
-pub const UNUSED_AGENT_GRANTS: &[(&str, &str, &str)] = &[
-    ("coordination.k8s.io", "leases", "watch"),
-    ("coordination.k8s.io", "leases", "patch"),
-    ("", "pods", "get"),
-    ("", "pods", "watch"),
-    ("", "events", "create"),
-    ("", "events", "patch"),
-    ("events.k8s.io", "events", "create"),
-    ("events.k8s.io", "events", "patch"),
+/// Every call of the CLI (`pgcluster apply`, and `status`/`switchover`/
+/// `failover` with a NAME), made with the user's kubeconfig credentials.
+pub const CLI_CALLS: &[ApiCall] = &[
+    call(
+        "pgcluster.dev",
+        "postgresclusters",
+        "patch",
+        "client_ops::apply (server-side apply)",
+    ),
+    call(
+        "pgcluster.dev",
+        "postgresclusters",
+        "create",
+        "client_ops::apply (apply of a new object)",
+    ),
+    call(
+        "pgcluster.dev",
+        "postgresclusters",
+        "get",
+        "client_ops::wait_ready, client_ops::status",
+    ),
+    call(
+        "coordination.k8s.io",
+        "leases",
+        "get",
+        "client_ops::{status, switchover, failover} (KubeLeaseCoordinator::read_view)",
+    ),
+    call(
+        "coordination.k8s.io",
+        "leases",
+        "update",
+        "client_ops::{switchover, failover} (request_switchover, clear_switchover)",
+    ),
+    call(
+        "coordination.k8s.io",
+        "leases",
+        "create",
+        "client_ops::{switchover, failover} (no Lease yet)",
+    ),
+    call(
+        "",
+        "pods",
+        "list",
+        "client_ops::{status, switchover, failover} (member states)",
+    ),
 ];
 
 #[cfg(test)]
@@ -410,54 +441,107 @@ mod tests {
             .collect()
     }
 
-    fn listed(table: &[(&str, &str, &str)]) -> BTreeSet<Grant> {
-        table
-            .iter()
-            .map(|(g, r, v)| ((*g).to_owned(), (*r).to_owned(), (*v).to_owned()))
+    /// `Err` naming what is missing and what is extra unless `rules`
+    /// grant exactly `expected`.
+    fn exactly(name: &str, rules: &[PolicyRule], expected: &BTreeSet<Grant>) -> Result<(), String> {
+        let granted = grants(rules);
+        let missing: Vec<_> = expected.difference(&granted).collect();
+        let extra: Vec<_> = granted.difference(expected).collect();
+        if missing.is_empty() && extra.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{name}: missing grants for calls the code makes: {missing:?}; grants no code uses: {extra:?}"
+        ))
+    }
+
+    fn agent_rules() -> Vec<PolicyRule> {
+        agent_role(&crate::testing::cluster("pg", 2), None)
+            .rules
+            .unwrap_or_default()
+    }
+
+    fn controller_expected() -> BTreeSet<Grant> {
+        calls(CONTROLLER_CALLS)
+            .union(&grants(&agent_rules()))
+            .cloned()
             .collect()
     }
 
-    fn check(name: &str, rules: &[PolicyRule], used: &[ApiCall], unused: &[(&str, &str, &str)]) {
-        let granted = grants(rules);
-        let used = calls(used);
-        let missing: Vec<_> = used.difference(&granted).collect();
-        assert!(
-            missing.is_empty(),
-            "{name} lacks grants for calls its code makes: {missing:?}"
-        );
-        let extra: BTreeSet<Grant> = granted.difference(&used).cloned().collect();
-        assert_eq!(
-            extra,
-            listed(unused),
-            "{name}: grants without a call must be listed as unused (and only those)"
-        );
-    }
-
-    /// The controller's ClusterRole grants every call the controller makes,
-    /// and nothing else beyond the listed unused grants.
+    /// The controller's ClusterRole grants exactly the controller's calls
+    /// plus what it grants the agents.
     #[test]
     fn controller_rbac_matches_its_calls() {
-        check(
-            "controller ClusterRole",
-            &controller_cluster_role().rules.unwrap_or_default(),
-            CONTROLLER_CALLS,
-            UNUSED_CONTROLLER_GRANTS,
-        );
+        let rules = controller_cluster_role().rules.unwrap_or_default();
+        exactly("controller ClusterRole", &rules, &controller_expected()).unwrap();
     }
 
-    /// The agents' Role grants every call the Lease coordinator and the pod
-    /// labeler make, and nothing else beyond the listed unused grants; the
-    /// Lease writes are limited to the cluster's own Lease.
+    /// The agents' Role grants exactly the calls the Lease coordinator and
+    /// the pod labeler make; the Lease writes are limited to the cluster's
+    /// own Lease.
     #[test]
     fn agent_rbac_matches_its_calls() {
-        let cluster = crate::testing::cluster("pg", 2);
-        let rules = agent_role(&cluster, None).rules.unwrap_or_default();
-        check("agent Role", &rules, AGENT_CALLS, UNUSED_AGENT_GRANTS);
+        let rules = agent_rules();
+        exactly("agent Role", &rules, &calls(AGENT_CALLS)).unwrap();
         for r in rules
             .iter()
             .filter(|r| r.verbs.iter().any(|v| v == "update"))
         {
             assert_eq!(r.resource_names, Some(vec!["pg-leader".to_owned()]));
         }
+    }
+
+    /// The comparison fails on one verb too many or too few, for both roles.
+    #[test]
+    fn comparison_catches_missing_and_extra_verbs() {
+        let agent = agent_rules();
+        let controller = controller_cluster_role().rules.unwrap_or_default();
+        let cases = [
+            ("agent Role", agent, calls(AGENT_CALLS)),
+            ("controller ClusterRole", controller, controller_expected()),
+        ];
+        for (name, rules, expected) in cases {
+            let mut extra = rules.clone();
+            extra[0].verbs.push("deletecollection".to_owned());
+            let err = exactly(name, &extra, &expected).unwrap_err();
+            assert!(err.contains("deletecollection"), "{err}");
+            let mut missing = rules.clone();
+            let dropped = missing[0].verbs.pop().unwrap();
+            let err = exactly(name, &missing, &expected).unwrap_err();
+            assert!(err.contains(&format!("\"{dropped}\"")), "{err}");
+        }
+    }
+
+    /// `kubernetes/README.md` lists exactly the CLI's calls (the grants a
+    /// user needs), one `| group | resource | verbs |` row per resource.
+    #[test]
+    fn readme_lists_the_cli_calls() {
+        let readme = include_str!("../../../kubernetes/README.md");
+        let section = readme
+            .split("### What the CLI needs")
+            .nth(1)
+            .expect("kubernetes/README.md has a `### What the CLI needs` section");
+        let mut documented = BTreeSet::new();
+        for line in section.lines().skip_while(|l| !l.starts_with('|')) {
+            if !line.starts_with('|') {
+                break;
+            }
+            let cells: Vec<&str> = line
+                .split('|')
+                .map(|c| c.trim().trim_matches('`'))
+                .collect();
+            if cells.len() < 4 || cells[1] == "group" || cells[1].starts_with('-') {
+                continue;
+            }
+            let group = if cells[1] == "core" { "" } else { cells[1] };
+            for verb in cells[3].split(',') {
+                documented.insert((
+                    group.to_owned(),
+                    cells[2].to_owned(),
+                    verb.trim().to_owned(),
+                ));
+            }
+        }
+        assert_eq!(documented, calls(CLI_CALLS));
     }
 }

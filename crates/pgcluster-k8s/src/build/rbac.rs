@@ -43,14 +43,15 @@ pub fn agent_service_account(
     }
 }
 
-/// The agents' Role: exactly what one agent needs in its own namespace.
+/// The agents' Role: exactly the calls one agent makes in its own namespace
+/// ([`crate::api_calls::AGENT_CALLS`]; a test compares them).
 ///
-/// - the leader Lease: get/watch/update/patch limited to `<name>-leader`; `create`
-///   cannot be limited by name (the authorizer does not know the name of an
-///   object being created), so it is a separate rule;
-/// - pods: get/list/watch to see the other members, patch to set the role
-///   label and publish the member state (the new primary relabels the old one);
-/// - events: create/patch, so failovers show in `kubectl get events`.
+/// - the leader Lease: get/update limited to `<name>-leader` (read, compare-
+///   and-swap by replace, switchover annotation); `create` cannot be limited
+///   by name (the authorizer does not know the name of an object being
+///   created), so it is a separate rule;
+/// - pods: list to read the other members' states, patch to publish its own
+///   state and set role labels (the new primary relabels the old one).
 pub fn agent_role(cluster: &ValidatedCluster, owner: Option<&OwnerReference>) -> Role {
     let lease = [cluster.name.leader_lease()];
     Role {
@@ -59,17 +60,11 @@ pub fn agent_role(cluster: &ValidatedCluster, owner: Option<&OwnerReference>) ->
             rule(
                 &["coordination.k8s.io"],
                 &["leases"],
-                &["get", "watch", "update", "patch"],
+                &["get", "update"],
                 &lease,
             ),
             rule(&["coordination.k8s.io"], &["leases"], &["create"], &[]),
-            rule(&[""], &["pods"], &["get", "list", "watch", "patch"], &[]),
-            rule(
-                &["", "events.k8s.io"],
-                &["events"],
-                &["create", "patch"],
-                &[],
-            ),
+            rule(&[""], &["pods"], &["list", "patch"], &[]),
         ]),
     }
 }
@@ -100,9 +95,10 @@ pub fn agent_role_binding(
 /// permission that Role grants (Kubernetes refuses privilege escalation).
 /// Not part of a cluster's [`Bundle`](super::Bundle): it is installed once with the controller.
 ///
-/// The verbs match the table of calls in [`crate::api_calls`] (a test
-/// compares them): owned kinds are server-side applied (`patch`, `create`),
-/// watched (`list`, `watch`) and deleted as orphans; no `get`/`update`.
+/// The verbs are exactly the controller's calls in [`crate::api_calls`] plus
+/// the agents' Role (a test compares them): owned kinds are server-side
+/// applied (`patch`, `create`), watched (`list`, `watch`) and deleted as
+/// orphans; pods are watched and, for the agents' Role only, patched.
 pub fn controller_cluster_role() -> ClusterRole {
     const OWN: &[&str] = &["list", "watch", "create", "patch", "delete"];
     const OWN_UNWATCHED: &[&str] = &["list", "create", "patch", "delete"];
@@ -149,15 +145,12 @@ pub fn controller_cluster_role() -> ClusterRole {
                 OWN,
                 &[],
             ),
-            rule(&[""], &["pods"], &["get", "list", "watch", "patch"], &[]),
+            // patch: only because the agents' Role grants it.
+            rule(&[""], &["pods"], &["list", "watch", "patch"], &[]),
             // The finalizer deletes the volumes when `storage.retention` is Delete.
             rule(&[""], &["persistentvolumeclaims"], &["list", "delete"], &[]),
-            rule(
-                &["", "events.k8s.io"],
-                &["events"],
-                &["create", "patch"],
-                &[],
-            ),
+            // kube's Recorder writes events.k8s.io/v1 Events (patch for repeats).
+            rule(&["events.k8s.io"], &["events"], &["create", "patch"], &[]),
             rule(
                 &["rbac.authorization.k8s.io"],
                 &["rolebindings", "roles"],
@@ -166,12 +159,12 @@ pub fn controller_cluster_role() -> ClusterRole {
             ),
             rule(&["networking.k8s.io"], &["networkpolicies"], OWN, &[]),
             rule(&["policy"], &["poddisruptionbudgets"], OWN, &[]),
-            // get/create/update: the controller's leader election and the
-            // clusters' Leases; watch/patch: held because the agents' Role grants them.
+            // The controller's leader election and reading the clusters' Leases
+            // (the same verbs as the agents' Role).
             rule(
                 &["coordination.k8s.io"],
                 &["leases"],
-                &["get", "watch", "create", "update", "patch"],
+                &["get", "create", "update"],
                 &[],
             ),
             rule(
