@@ -259,17 +259,30 @@ impl Layout {
     /// Writes `cluster.json` atomically.
     pub fn write_record(&self, record: &ClusterRecord) -> Result<(), LayoutError> {
         let path = self.cluster_file();
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = self
             .root
-            .join(format!("{CLUSTER_FILE}.{}.tmp", std::process::id()));
+            .join(format!("{CLUSTER_FILE}.{}.{seq}.tmp", std::process::id()));
         let bytes = serde_json::to_vec_pretty(record)
             .expect("the cluster record serializes because it is plain data");
         std::fs::write(&tmp, bytes).map_err(io("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io("replace", &path))
     }
 
-    /// Reads `cluster.json`, applies `f` and writes it back.
+    /// Reads `cluster.json`, applies `f` and writes it back, holding an
+    /// exclusive lock on `cluster.json.lock` throughout: `up` and the agents
+    /// it starts update the record at the same time, and without the lock
+    /// one's update (say the router's PID) could be lost to another's.
     pub fn update_record(&self, f: impl FnOnce(&mut ClusterRecord)) -> Result<(), LayoutError> {
+        let lock_path = self.root.join(format!("{CLUSTER_FILE}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("open", &lock_path))?;
+        lock.lock().map_err(io("lock", &lock_path))?;
         let mut record = self.read_record()?;
         f(&mut record);
         self.write_record(&record)
@@ -354,5 +367,51 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(layout.ensure_password(&file).expect("read back"), first);
+    }
+
+    /// Concurrent updates of different fields all land (no lost update):
+    /// eight writers each set their own member's PID twenty times.
+    #[test]
+    fn concurrent_updates_are_not_lost() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let layout = Layout::new(dir.path());
+        let record = ClusterRecord {
+            name: "demo".into(),
+            spec: String::new(),
+            members: (0..8)
+                .map(|i| MemberRecord {
+                    name: format!("demo-{i}"),
+                    pg_port: 20000 + i,
+                    api_port: 21000 + i,
+                    agent_pid: None,
+                })
+                .collect(),
+            rw_port: 1,
+            ro_port: 2,
+            router_pid: None,
+            up_pid: None,
+            os_user: "x".into(),
+            pg_bin: PathBuf::new(),
+            superuser: "postgres".into(),
+        };
+        layout.write_record(&record).expect("write");
+        std::thread::scope(|s| {
+            for i in 0..8usize {
+                let layout = &layout;
+                s.spawn(move || {
+                    for round in 1..=20u32 {
+                        layout
+                            .update_record(|r| {
+                                r.members[i].agent_pid = Some(round * 100 + i as u32)
+                            })
+                            .expect("update");
+                    }
+                });
+            }
+        });
+        let back = layout.read_record().expect("read");
+        for (i, m) in back.members.iter().enumerate() {
+            assert_eq!(m.agent_pid, Some(2000 + i as u32), "{}", m.name);
+        }
     }
 }
