@@ -1,11 +1,13 @@
 //! `pgcluster-controller`: the Kubernetes operator reconciling
 //! PostgresCluster objects. Parses flags and runs the library's controller
-//! process (pgcluster_k8s::controller::process).
+//! process (pgcluster_k8s::controller::process). Telemetry (logs, and OTLP
+//! traces when OTEL_EXPORTER_OTLP_ENDPOINT is set) is set up here.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
+use pgcluster_cli::telemetry;
 use pgcluster_k8s::controller::process::{ProcessConfig, run_blocking};
 
 /// The pgcluster Kubernetes controller (one leader among its replicas).
@@ -39,25 +41,56 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let json_logs = args.log_format == "json";
+    let setup = telemetry::Config::from_env(
+        &telemetry::env_vars(),
+        "info,kube=warn",
+        "pgcluster-controller",
+    )
+    .map(|config| telemetry::Config {
+        log_format: if json_logs {
+            telemetry::LogFormat::Json
+        } else {
+            telemetry::LogFormat::Text
+        },
+        ..config
+    });
+    // Logs and OTLP traces; run_blocking's own logging setup then keeps this
+    // subscriber. The guard flushes spans when main returns (SIGTERM included).
+    let _telemetry = match setup
+        .map_err(telemetry::TelemetryError::from)
+        .and_then(|c| telemetry::init(&c))
+    {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {}", chain(&err));
+            return ExitCode::FAILURE;
+        }
+    };
     let config = ProcessConfig {
         metrics_address: args.metrics_address,
         namespace: args.namespace,
         identity: args.identity,
         leader_election: !args.no_leader_election,
-        json_logs: args.log_format == "json",
+        json_logs,
     };
     match run_blocking(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let mut message = err.to_string();
-            let mut source = std::error::Error::source(&err);
-            while let Some(s) = source {
-                message.push_str(": ");
-                message.push_str(&s.to_string());
-                source = s.source();
-            }
-            eprintln!("error: {message}");
+            eprintln!("error: {}", chain(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its sources, `: `-separated.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
 }

@@ -40,7 +40,7 @@ pub struct Args {
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn exec(args: Args) -> Result<(), CliError> {
-    crate::telemetry::init("info");
+    let _telemetry = crate::telemetry::init_from_env("info", "pgcluster-agent")?;
     match (args.local, args.data_dir, args.member) {
         (true, Some(dir), Some(member)) => exec_local(&dir, &member),
         _ => exec_kubernetes(std::env::vars().collect()),

@@ -102,7 +102,7 @@ fn stats(v: &[f64]) -> String {
 
 /// Runs the benchmark and prints the figures.
 pub fn exec(args: Args) -> Result<(), CliError> {
-    crate::telemetry::init("error");
+    let _telemetry = crate::telemetry::init_from_env("error", "pgcluster")?;
     let modes: &[&str] = match args.mode {
         Mode::Sync => &["sync"],
         Mode::Async => &["async"],

@@ -54,7 +54,7 @@ pub struct Args {
 
 /// Starts the cluster; in the foreground, runs until Ctrl-C/SIGTERM and stops it.
 pub fn exec(args: Args) -> Result<(), CliError> {
-    crate::telemetry::init("warn");
+    let _telemetry = crate::telemetry::init_from_env("warn", "pgcluster")?;
     let (spec, origin) = match &args.file {
         Some(f) => (super::validate::read_input(f)?, f.display().to_string()),
         None => (DEFAULT_SPEC.to_owned(), "the default spec".to_owned()),
