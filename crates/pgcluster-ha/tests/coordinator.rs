@@ -151,3 +151,41 @@ async fn local_publish_never_rewrites_or_loses_the_lease() {
     assert!(matches!(renewed, CasOutcome::Won(_)));
     assert_eq!(open().read_view().await.expect("read").members.len(), 2);
 }
+
+/// Local coordinator: a lost compare-and-swap and clearing a request that is
+/// not there change nothing, so they leave the lease file alone (no rewrite,
+/// no fsync under the lock); a won one rewrites it.
+#[tokio::test]
+async fn local_noop_updates_do_not_rewrite_the_lease_file() {
+    use pgcluster_ha::coordinator::local::LocalCoordinator;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = LocalCoordinator::open(dir.path(), Duration::from_secs(2)).expect("open");
+    let won = c
+        .compare_and_swap_lease(LeaseVersion(0), record("pg-0", 1))
+        .await
+        .expect("reachable");
+    assert!(matches!(won, CasOutcome::Won(_)));
+    // Every write renames a new file into place, so the inode tells writes apart.
+    let inode = || {
+        std::fs::metadata(dir.path().join("coordinator.json"))
+            .expect("the lease file exists")
+            .ino()
+    };
+    let first = inode();
+    let lost = c
+        .compare_and_swap_lease(LeaseVersion(0), record("pg-1", 2))
+        .await
+        .expect("reachable");
+    assert!(matches!(lost, CasOutcome::Lost(_)));
+    c.clear_switchover(424_242).await.expect("reachable");
+    assert_eq!(inode(), first, "a no-op update rewrote the lease file");
+    let renewed = c
+        .compare_and_swap_lease(LeaseVersion(1), record("pg-0", 1))
+        .await
+        .expect("reachable");
+    assert!(matches!(renewed, CasOutcome::Won(_)));
+    assert_ne!(inode(), first, "a won compare-and-swap is written");
+}

@@ -97,11 +97,17 @@ impl LocalCoordinator {
     /// lock and stores the result durably.
     fn update<T>(&self, op: impl FnOnce(&MemoryCoordinator) -> T) -> Result<T, CoordinatorError> {
         let lock = self.lock()?;
-        let store = MemoryCoordinator::from_view(self.read_durable()?);
+        let mut before = self.read_durable()?;
+        let store = MemoryCoordinator::from_view(before.clone());
         let out = op(&store);
         let mut view = store.view();
         view.members.clear();
-        self.write_durable(&view)?;
+        before.members.clear();
+        // A lost CAS or a no-op clear changes nothing: skip the fsyncs, which
+        // cost most under I/O load and hold the lock the longest.
+        if view != before {
+            self.write_durable(&view)?;
+        }
         drop(lock);
         Ok(out)
     }
