@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pgcluster_ha::local::bench::{self, BenchRun, BenchTarget};
 use pgcluster_ha::local::cluster;
-use pgcluster_ha::local::layout::Layout;
+use pgcluster_ha::local::layout::{ClusterRecord, Layout};
 use pgcluster_ha::postgres::PgBinaries;
 
 use super::local::{fail, runtime};
@@ -135,6 +135,30 @@ async fn one_mode(args: &Args, mode: &str, router: bool) -> Result<(), CliError>
     let result = run_mode(args, mode, router, &exe, &spec, &layout).await;
     let _ = cluster::stop(&layout, Duration::from_secs(60)).await;
     result
+}
+
+/// Waits (bounded) until every instance is ready and every replica streams
+/// from the primary; false on timeout.
+async fn settled(layout: &Layout, record: &ClusterRecord, timeout: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        let s = collect(layout, record).await;
+        let primary = s
+            .instances
+            .iter()
+            .find(|i| i.role == "primary")
+            .map(|i| i.instance.clone());
+        let all_follow = s
+            .instances
+            .iter()
+            .filter(|i| i.role != "primary")
+            .all(|i| i.following.is_some() && i.following == primary);
+        if primary.is_some() && all_follow && s.instances.iter().all(|i| i.ready) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 fn pgcluster(exe: &Path, args: &[&str]) -> Result<(), CliError> {
@@ -315,17 +339,8 @@ async fn run_mode(
                 g
             );
         }
-        let started = Instant::now();
-        loop {
-            let s = collect(layout, &record).await;
-            if s.instances.iter().all(|i| i.ready) {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(90) {
-                eprintln!("  [{mode}] {old} did not re-join within 90 s");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if !settled(layout, &record, Duration::from_secs(90)).await {
+            eprintln!("  [{mode}] {old} did not re-join within 90 s");
         }
     }
     let mut sw_windows = Vec::new();
@@ -351,7 +366,10 @@ async fn run_mode(
             }
             Err(e) => eprintln!("  [{mode}] switchover {} failed: {e}", k + 1),
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // The next switchover needs the old primary streaming from the new one.
+        if !settled(layout, &record, Duration::from_secs(90)).await {
+            eprintln!("  [{mode}] the old primary did not re-join within 90 s");
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = writer.await;
