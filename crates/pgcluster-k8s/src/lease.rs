@@ -408,3 +408,6 @@ mod tests;
 
 #[cfg(test)]
 mod fencing_tests;
+
+#[cfg(test)]
+mod race_tests;
