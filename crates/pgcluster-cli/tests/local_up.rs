@@ -7,7 +7,9 @@ mod local_support;
 
 use std::time::Duration;
 
-use local_support::{TestCluster, alive, connect, eventually, fast_spec, kill, wait_exit};
+use local_support::{
+    TestCluster, alive, connect, connect_as, eventually, fast_spec, kill, wait_exit,
+};
 
 /// Rows written through rw are visible on the replica and through ro; a
 /// second `up` refuses; after down + up every row is still there.
@@ -261,4 +263,178 @@ async fn ctrl_c_during_startup_leaves_nothing_running() {
             );
         }
     }
+}
+
+/// A spec with two databases and roles: owners, a reader and a writer of `app`.
+const GRANTS_SPEC: &str = "apiVersion: pgcluster.dev/v1alpha1
+kind: PostgresCluster
+metadata: {name: grants, namespace: default}
+spec:
+  instances: 2
+  replication: {mode: async}
+  failover: {leaseDuration: 1s, loopInterval: 100ms, renewDeadline: 600ms, stopWritesTimeout: 200ms, maxClockDrift: 100ms}
+  databases:
+    - {name: app, owner: app}
+    - {name: other, owner: other}
+  roles:
+    - name: app
+    - name: other
+    - name: reporting
+      grants: [{database: app, privileges: readOnly}]
+    - name: writer
+      grants: [{database: app, privileges: readWrite}]
+";
+
+/// The privileges `role` holds, as `has_*_privilege` sees them, on table
+/// `t`, its sequence, schema public and the database it is connected to.
+async fn privileges(c: &tokio_postgres::Client, role: &str) -> Vec<String> {
+    let checks = [
+        ("table", "t", "SELECT"),
+        ("table", "t", "INSERT"),
+        ("table", "t", "UPDATE"),
+        ("table", "t", "DELETE"),
+        ("table", "t", "TRUNCATE"),
+        ("table", "t", "REFERENCES"),
+        ("table", "t", "TRIGGER"),
+        ("sequence", "t_id_seq", "USAGE"),
+        ("sequence", "t_id_seq", "UPDATE"),
+        ("schema", "public", "USAGE"),
+        ("schema", "public", "CREATE"),
+        ("database", "app", "CONNECT"),
+        ("database", "app", "CREATE"),
+        ("database", "app", "TEMP"),
+    ];
+    let mut held = Vec::new();
+    for (kind, object, privilege) in checks {
+        let sql = format!("SELECT has_{kind}_privilege($1, $2, $3)");
+        let has: bool = c
+            .query_one(&sql, &[&role, &object, &privilege])
+            .await
+            .expect("privilege check")
+            .get(0);
+        if has {
+            held.push(format!("{kind} {object} {privilege}"));
+        }
+    }
+    held
+}
+
+/// In local mode the declared roles get exactly their grants: the owner
+/// owns its database, a readOnly role only reads, a readWrite role also
+/// writes and uses sequences, neither creates objects nor reaches an
+/// undeclared database, none is privileged; unchanged after down + up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_roles_get_exactly_their_grants() {
+    let cluster = TestCluster::new(GRANTS_SPEC);
+    cluster.up();
+    cluster.wait_ready(1, Duration::from_secs(30));
+    let rw = cluster.rw();
+    let pw = |r: &str| cluster.role_password(r);
+
+    // The owner creates a table after the grants were applied (default privileges).
+    let owner = connect_as(rw, "app", &pw("app"), "app")
+        .await
+        .expect("the owner connects to its database");
+    owner
+        .batch_execute(
+            "CREATE TABLE t (id serial primary key, v text); INSERT INTO t (v) VALUES ('a')",
+        )
+        .await
+        .expect("the owner creates tables in its database");
+
+    let su = connect(rw, &cluster.password()).await.expect("superuser");
+    let flags = su
+        .query(
+            "SELECT rolname::text, rolcanlogin, rolsuper OR rolcreatedb OR rolcreaterole \
+             OR rolreplication OR rolbypassrls FROM pg_roles \
+             WHERE rolname IN ('app', 'other', 'reporting', 'writer') ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("roles");
+    assert_eq!(flags.len(), 4);
+    for r in &flags {
+        let name: String = r.get(0);
+        assert!(r.get::<_, bool>(1), "{name} can log in");
+        assert!(!r.get::<_, bool>(2), "{name} holds no elevated attribute");
+    }
+
+    let reader_only = [
+        "table t SELECT",
+        "schema public USAGE",
+        "database app CONNECT",
+    ];
+    let writer_only = [
+        "table t SELECT",
+        "table t INSERT",
+        "table t UPDATE",
+        "table t DELETE",
+        "sequence t_id_seq USAGE",
+        "schema public USAGE",
+        "database app CONNECT",
+    ];
+    let reporting = connect_as(rw, "reporting", &pw("reporting"), "app")
+        .await
+        .expect("reporting connects to app");
+    assert_eq!(privileges(&reporting, "reporting").await, reader_only);
+    let n: i64 = reporting
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("reporting reads")
+        .get(0);
+    assert_eq!(n, 1);
+    let denied = reporting
+        .batch_execute("INSERT INTO t (v) VALUES ('r')")
+        .await
+        .expect_err("reporting may not write");
+    assert_eq!(
+        denied.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+
+    let writer = connect_as(rw, "writer", &pw("writer"), "app")
+        .await
+        .expect("writer connects to app");
+    assert_eq!(privileges(&writer, "writer").await, writer_only);
+    writer
+        .batch_execute("INSERT INTO t (v) VALUES ('w'); UPDATE t SET v = 'x' WHERE v = 'w'")
+        .await
+        .expect("writer writes, using the sequence");
+    let denied = writer
+        .batch_execute("CREATE TABLE mine (x int)")
+        .await
+        .expect_err("writer may not create tables");
+    assert_eq!(
+        denied.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+
+    for role in ["reporting", "writer", "app"] {
+        let err = connect_as(rw, role, &pw(role), "other")
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{role} may not connect to database other"));
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{role} on other: {err}"
+        );
+    }
+    connect_as(rw, "other", &pw("other"), "other")
+        .await
+        .expect("the owner of other connects to it");
+    drop((owner, su, reporting, writer));
+
+    // The plan runs again on the existing objects: nothing changes.
+    assert!(cluster.run(&["down"]).status.success());
+    cluster.up();
+    cluster.wait_ready(1, Duration::from_secs(30));
+    let reporting = connect_as(rw, "reporting", &pw("reporting"), "app")
+        .await
+        .expect("reporting connects after down + up");
+    assert_eq!(privileges(&reporting, "reporting").await, reader_only);
+    let writer = connect_as(rw, "writer", &pw("writer"), "app")
+        .await
+        .expect("writer connects after down + up");
+    assert_eq!(privileges(&writer, "writer").await, writer_only);
 }

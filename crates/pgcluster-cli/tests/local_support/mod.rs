@@ -216,6 +216,14 @@ impl TestCluster {
             .to_owned()
     }
 
+    /// An application role's generated password.
+    pub fn role_password(&self, role: &str) -> String {
+        std::fs::read_to_string(self.data().join(format!("secrets/role-{role}.password")))
+            .expect("role password file")
+            .trim()
+            .to_owned()
+    }
+
     /// rw port.
     pub fn rw(&self) -> u16 {
         self.base
@@ -327,12 +335,22 @@ pub async fn connect(
     port: u16,
     password: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    connect_as(port, "postgres", password, "postgres").await
+}
+
+/// Connects as `user` to database `db` on 127.0.0.1:port.
+pub async fn connect_as(
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut c = tokio_postgres::Config::new();
     c.host("127.0.0.1")
         .port(port)
-        .user("postgres")
+        .user(user)
         .password(password)
-        .dbname("postgres")
+        .dbname(db)
         .connect_timeout(Duration::from_secs(2));
     let (client, conn) = c.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(async move {

@@ -1,7 +1,8 @@
-//! PostgreSQL facts pgcluster relies on: the table of parameters it manages and
-//! the major versions it supports.
+//! PostgreSQL facts pgcluster relies on: the table of parameters it manages,
+//! the major versions it supports, and the pure SQL plan for databases and roles.
 
 pub mod params;
+pub mod sql;
 
 /// PostgreSQL major versions pgcluster supports (images exist and the agent knows them).
 pub const SUPPORTED_MAJORS: &[u32] = &[15, 16, 17];
