@@ -128,6 +128,9 @@ fn pg(action: &'static str) -> impl FnOnce(PgError) -> ExecError {
     }
 }
 
+/// One span per promote, rewind, re-clone, bootstrap or start (a trace's
+/// view of a failover); `otel.name` names it after the operation.
+#[tracing::instrument(name = "operation", skip_all, fields(op = ?op, cluster = %cfg.cluster_name, member = %cfg.me(), otel.name = ?op.kind()))]
 async fn run(
     op: Op,
     cfg: AgentConfig,

@@ -163,6 +163,13 @@ impl<C: Coordinator> Executor<'_, C> {
         acquired: bool,
         out: &mut BatchOutcome,
     ) -> Result<(), ExecError> {
+        // A switchover's hand-over: a span timing the lease write (traces).
+        let _hand_over = match &action {
+            Action::HandOverLease { to, record, .. } => {
+                tracing::info_span!("hand_over_lease", %to, term = %record.term)
+            }
+            _ => tracing::Span::none(),
+        };
         if let Some((expected, record)) = action.lease_cas() {
             let call = self.coord.compare_and_swap_lease(expected, record.clone());
             return match tokio::time::timeout(self.coord_timeout, call).await {
@@ -339,6 +346,7 @@ impl<C: Coordinator> Executor<'_, C> {
     /// A clean stop of a primary: `CHECKPOINT` first, while it still takes
     /// writes, so the shutdown checkpoint (during which it takes none) has
     /// little left to write. Best effort: on error or after 10 s, stop anyway.
+    #[tracing::instrument(skip_all)]
     async fn checkpoint_before_stop(&mut self) {
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(Duration::from_secs(10), async {

@@ -179,6 +179,7 @@ impl Postmaster {
     }
 
     /// Stops the server with `mode` and waits up to `timeout` for it to exit.
+    #[tracing::instrument(name = "stop_postgres", skip_all, fields(pid = self.pid, mode = mode.name()))]
     pub async fn stop(mut self, mode: StopMode, timeout: Duration) -> Result<ExitStatus, PgError> {
         self.signal(mode)?;
         match tokio::time::timeout(timeout, self.wait()).await {
