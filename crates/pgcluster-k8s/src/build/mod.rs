@@ -23,6 +23,7 @@ pub mod network_policy;
 pub mod pdb;
 pub mod rbac;
 pub mod secrets;
+pub mod security;
 pub mod services;
 pub mod statefulset;
 

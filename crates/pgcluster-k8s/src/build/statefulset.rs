@@ -31,12 +31,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
+    Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, TopologySpreadConstraint,
+    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -45,6 +44,7 @@ use pgcluster_core::ValidatedCluster;
 use pgcluster_core::api::v1alpha1::{NoStandbyPolicy, ReplicationMode, RetentionPolicy};
 
 use super::labels::{Component, labels, match_labels, meta, pod_selector_labels};
+use super::security::{restricted_container, runtime_default};
 use super::{AGENT_PORT, AGENT_PORT_NAME, POSTGRES_PORT, POSTGRES_PORT_NAME};
 
 /// uid and gid PostgreSQL runs as (the `postgres` user of the image).
@@ -206,32 +206,6 @@ fn resources(cluster: &ValidatedCluster) -> ResourceRequirements {
     }
 }
 
-/// The container's security context: non-root, no privilege escalation, every
-/// capability dropped, read-only root filesystem, seccomp RuntimeDefault.
-pub fn container_security_context() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        privileged: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        run_as_user: Some(POSTGRES_UID),
-        run_as_group: Some(POSTGRES_UID),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_owned()]),
-            add: None,
-        }),
-        seccomp_profile: Some(runtime_default()),
-        ..SecurityContext::default()
-    }
-}
-
-fn runtime_default() -> SeccompProfile {
-    SeccompProfile {
-        type_: "RuntimeDefault".to_owned(),
-        localhost_profile: None,
-    }
-}
-
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.to_owned(),
@@ -274,7 +248,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
         liveness_probe: Some(http_probe("/healthz", 10, 5, 6)),
         readiness_probe: Some(http_probe("/readyz", 5, 3, 3)),
         resources: Some(resources(cluster)),
-        security_context: Some(container_security_context()),
+        security_context: Some(restricted_container(POSTGRES_UID)),
         volume_mounts: Some(vec![
             mount(DATA_VOLUME, DATA_MOUNT, false),
             mount("config", CONFIG_MOUNT, true),

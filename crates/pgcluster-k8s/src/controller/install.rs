@@ -9,9 +9,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
+    ServiceAccount, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::build::DEFAULT_CONTROLLER_NAMESPACE;
 use crate::build::labels::{APP_NAME, Component, MANAGED_BY};
 use crate::build::rbac::{CONTROLLER_NAME, controller_cluster_role};
+use crate::build::security::{restricted_container, runtime_default};
 
 /// Port of `/metrics`, `/healthz` and `/readyz`.
 pub const METRICS_PORT: i32 = 8080;
@@ -171,16 +172,7 @@ pub fn deployment() -> Deployment {
             limits: Some(quantities(&[("memory", "256Mi")])),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container(CONTROLLER_UID)),
         ..Container::default()
     };
     Deployment {
@@ -209,10 +201,7 @@ pub fn deployment() -> Deployment {
                         run_as_non_root: Some(true),
                         run_as_user: Some(CONTROLLER_UID),
                         run_as_group: Some(CONTROLLER_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            localhost_profile: None,
-                        }),
+                        seccomp_profile: Some(runtime_default()),
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![container],
