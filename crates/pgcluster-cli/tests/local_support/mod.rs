@@ -71,6 +71,26 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
+    /// Prints the last `n` lines of every agent's log (and the router's) to
+    /// stderr: what a failed test needs, since its data dir is removed.
+    pub fn print_agent_logs(&self, n: usize) {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.data().join("members"))
+            .map(|d| d.flatten().map(|m| m.path().join("agent.log")).collect())
+            .unwrap_or_default();
+        logs.sort();
+        logs.push(self.data().join("router.log"));
+        for log in logs {
+            let Ok(text) = std::fs::read_to_string(&log) else {
+                continue;
+            };
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("---- last {n} lines of {} ----", log.display());
+            for line in &lines[lines.len().saturating_sub(n)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+
     /// A cluster (not started) with `spec`.
     pub fn new(spec: &str) -> Self {
         let dir = tempfile::Builder::new()
@@ -257,6 +277,9 @@ use std::os::unix::process::CommandExt as _;
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_agent_logs(80);
+        }
         if self.data().join("cluster.json").exists() {
             let _ = Command::new(bin())
                 .args(["down", "--data-dir"])

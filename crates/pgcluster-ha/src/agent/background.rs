@@ -11,6 +11,9 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::AgentConfig;
@@ -80,16 +83,22 @@ pub struct Background {
 }
 
 impl Background {
-    /// Starts `op` with the current postmaster (moved in) and configuration.
+    /// Starts `op` with the current postmaster (moved in) and configuration;
+    /// `wake` is notified once the server is promoted and when `op` ends.
     pub fn spawn(
         op: Op,
         cfg: &AgentConfig,
         config: ManagedConfig,
         postmaster: Option<Postmaster>,
+        wake: Arc<Notify>,
     ) -> Self {
         let cfg = cfg.clone();
         let task_op = op.clone();
-        let task = tokio::spawn(async move { run(task_op, cfg, config, postmaster).await });
+        let task = tokio::spawn(async move {
+            let result = run(task_op, cfg, config, postmaster, &wake).await;
+            wake.notify_one();
+            result
+        });
         Self {
             op,
             started: Instant::now(),
@@ -136,8 +145,9 @@ async fn run(
     cfg: AgentConfig,
     config: ManagedConfig,
     mut postmaster: Option<Postmaster>,
+    wake: &Notify,
 ) -> BgResult {
-    let result = run_inner(&op, &cfg, &config, &mut postmaster).await;
+    let result = run_inner(&op, &cfg, &config, &mut postmaster, wake).await;
     BgResult { postmaster, result }
 }
 
@@ -159,6 +169,7 @@ async fn run_inner(
     cfg: &AgentConfig,
     config: &ManagedConfig,
     postmaster: &mut Option<Postmaster>,
+    wake: &Notify,
 ) -> Result<(), ExecError> {
     let inst = &cfg.instance;
     match op {
@@ -229,6 +240,9 @@ async fn run_inner(
                 timeline = state.timeline,
                 "promoted"
             );
+            // Writable now: the loop publishes the new role at once; the
+            // configuration and slots below follow.
+            wake.notify_one();
             inst.write_config(config, &hba())
                 .map_err(pg("write the primary configuration"))?;
             postgres::reload(&client)

@@ -150,6 +150,7 @@ pub async fn run<C: Coordinator>(
     let quick = agent.coord.quick_poll();
     let mut quick_tick = tokio::time::interval(quick.unwrap_or(loop_interval));
     quick_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let wake = agent.local.wake.clone();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -161,6 +162,7 @@ pub async fn run<C: Coordinator>(
                 Next::Soon => interval.reset_after(soon),
                 Next::Later => {}
             },
+            () = wake.notified() => interval.reset_immediately(),
             _ = quick_tick.tick(), if quick.is_some() => {
                 if agent.view_moved().await {
                     interval.reset_immediately();

@@ -424,7 +424,13 @@ impl<C: Coordinator> Executor<'_, C> {
         let postmaster = self.local.postmaster.take();
         self.local.client = None;
         self.local.last_running = None;
-        self.local.background = Some(Background::spawn(op, self.cfg, config, postmaster));
+        self.local.background = Some(Background::spawn(
+            op,
+            self.cfg,
+            config,
+            postmaster,
+            self.local.wake.clone(),
+        ));
         out.changed = true;
         Ok(())
     }

@@ -36,6 +36,10 @@ pub struct LocalPg {
     pub wal_end_cache: Option<((u64, u32), u64)>,
     /// The slow operation running in the background, if any.
     pub background: Option<super::background::Background>,
+    /// Wakes the agent loop when a background operation reaches a point the
+    /// next tick should see at once (promoted, finished), instead of at the
+    /// next interval.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl LocalPg {
@@ -48,6 +52,7 @@ impl LocalPg {
             sync: SyncStandbys::Off,
             system_id: None,
             background: None,
+            wake: std::sync::Arc::new(tokio::sync::Notify::new()),
             last_running: None,
             wal_end_cache: None,
         }
