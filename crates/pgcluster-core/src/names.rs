@@ -5,8 +5,7 @@
 use std::fmt;
 
 /// Longest cluster name: `<name>-<10-char revision hash>` labels on StatefulSet
-/// pods must fit in 63 characters, and the longest derived name
-/// (`<name>-replication`) must fit in a label value too.
+/// pods must fit in 63 characters, with room for the derived names.
 pub const MAX_CLUSTER_NAME_LEN: usize = 40;
 
 /// A validated cluster name: DNS-1123 label, at most [`MAX_CLUSTER_NAME_LEN`] characters.
@@ -102,10 +101,6 @@ impl ClusterName {
     pub fn superuser_secret(&self) -> String {
         format!("{}-superuser", self.0)
     }
-    /// Secret of the replication role.
-    pub fn replication_secret(&self) -> String {
-        format!("{}-replication", self.0)
-    }
     /// Secret of an application role.
     pub fn role_secret(&self, role: &str) -> String {
         format!("{}-role-{role}", self.0)
@@ -122,7 +117,9 @@ impl fmt::Display for ClusterName {
     }
 }
 
-/// The PostgreSQL role pgcluster uses for streaming replication (reserved).
+/// Reserved for a dedicated replication role. pgcluster creates no such role
+/// today (the agents stream, clone and rewind as [`SUPERUSER_ROLE`]); specs
+/// may not declare it, so it stays free for pgcluster.
 pub const REPLICATION_ROLE: &str = "pgcluster_replication";
 /// The superuser role (reserved).
 pub const SUPERUSER_ROLE: &str = "postgres";

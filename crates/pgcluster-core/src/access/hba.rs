@@ -4,8 +4,9 @@
 //! Pod sources render as the pod CIDR: pg_hba cannot see namespaces or labels,
 //! so the NetworkPolicy narrows the pod CIDR to the allowed pods. CIDR sources
 //! render as themselves. Every network line uses `scram-sha-256`; final
-//! lines reject everything else explicitly. The superuser and replication
-//! lines for pgcluster's own components (agents, controller) come first and
+//! lines reject everything else explicitly. The superuser lines for
+//! pgcluster's own components (the agents stream, clone and rewind as the
+//! superuser; the controller manages databases and roles) come first and
 //! admit only the pod CIDR; they are not part of the access model (a spec
 //! cannot declare the superuser role), so `explain` does not report them.
 
@@ -16,7 +17,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::{AccessModel, Source};
-use crate::names::{REPLICATION_ROLE, SUPERUSER_ROLE};
+use crate::names::SUPERUSER_ROLE;
 
 /// Connection type of a line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,24 +148,6 @@ pub fn hba_lines(model: &AccessModel, pod_cidr: IpNet) -> Vec<HbaLine> {
             address: None,
             method: HbaMethod::ScramSha256,
         },
-        commented(
-            host(
-                HbaMatch::Replication,
-                name(REPLICATION_ROLE),
-                pod_cidr,
-                HbaMethod::ScramSha256,
-            ),
-            "Streaming replication and base backups between instances (the NetworkPolicy admits only the instances).",
-        ),
-        commented(
-            host(
-                name("postgres"),
-                name(REPLICATION_ROLE),
-                pod_cidr,
-                HbaMethod::ScramSha256,
-            ),
-            "pg_rewind reads the new primary as the replication role (granted only the functions pg_rewind needs).",
-        ),
         commented(
             host(
                 HbaMatch::Replication,

@@ -20,7 +20,7 @@ pub fn reserved_role(name: &str) -> Option<&'static str> {
     if name == SUPERUSER_ROLE {
         Some("the superuser pgcluster uses to manage the cluster")
     } else if name == REPLICATION_ROLE {
-        Some("the role replicas stream WAL with")
+        Some("reserved for pgcluster's own replication role")
     } else if name.starts_with("pg_") {
         Some("PostgreSQL reserves the `pg_` prefix for its predefined roles")
     } else {

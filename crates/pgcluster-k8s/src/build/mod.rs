@@ -129,7 +129,7 @@ pub struct Bundle {
     pub role_binding: RoleBinding,
     /// postgresql.conf and pg_hba.conf.
     pub config: ConfigMap,
-    /// Superuser, replication and one per declared role, in that order.
+    /// The superuser's, then one per declared role, in that order.
     pub secrets: Vec<Secret>,
     /// Headless, rw, ro, LoadBalancer, metrics (those that exist, in that order).
     pub services: Vec<Service>,

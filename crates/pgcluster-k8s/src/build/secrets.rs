@@ -1,4 +1,4 @@
-//! Secrets of the superuser, the replication role and each declared role.
+//! Secrets of the superuser (used by the agents and the controller) and of each declared role.
 //!
 //! The password values are an input: the controller generates them at runtime
 //! and passes them in [`BuildOptions::passwords`](super::BuildOptions). Without
@@ -13,7 +13,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use pgcluster_core::ValidatedCluster;
-use pgcluster_core::names::{REPLICATION_ROLE, SUPERUSER_ROLE};
+use pgcluster_core::names::SUPERUSER_ROLE;
 
 use super::POSTGRES_PORT;
 use super::labels::{Component, meta};
@@ -64,31 +64,22 @@ fn secret(
     }
 }
 
-/// The Secrets: superuser, replication, then each declared role in spec order.
+/// The Secrets: the superuser's (the agents and the controller use it), then
+/// each declared role's in spec order.
 /// A role's `dbname` is the first database it owns, if any.
 pub fn secrets(
     cluster: &ValidatedCluster,
     owner: Option<&OwnerReference>,
     passwords: &BTreeMap<String, String>,
 ) -> Vec<Secret> {
-    let mut out = vec![
-        secret(
-            cluster,
-            owner,
-            cluster.name.superuser_secret(),
-            SUPERUSER_ROLE,
-            None,
-            passwords,
-        ),
-        secret(
-            cluster,
-            owner,
-            cluster.name.replication_secret(),
-            REPLICATION_ROLE,
-            None,
-            passwords,
-        ),
-    ];
+    let mut out = vec![secret(
+        cluster,
+        owner,
+        cluster.name.superuser_secret(),
+        SUPERUSER_ROLE,
+        None,
+        passwords,
+    )];
     for role in &cluster.roles {
         let owned = cluster
             .databases

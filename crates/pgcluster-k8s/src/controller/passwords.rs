@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pgcluster_core::ValidatedCluster;
-use pgcluster_core::names::{REPLICATION_ROLE, SUPERUSER_ROLE};
+use pgcluster_core::names::SUPERUSER_ROLE;
 use rand::RngExt;
 
 /// Characters of generated passwords: letters and digits only, so they are
@@ -24,13 +24,7 @@ pub fn generate() -> String {
 
 /// `(role, Secret name)` of every Secret the cluster has.
 pub fn secret_names(cluster: &ValidatedCluster) -> Vec<(String, String)> {
-    let mut out = vec![
-        (SUPERUSER_ROLE.to_owned(), cluster.name.superuser_secret()),
-        (
-            REPLICATION_ROLE.to_owned(),
-            cluster.name.replication_secret(),
-        ),
-    ];
+    let mut out = vec![(SUPERUSER_ROLE.to_owned(), cluster.name.superuser_secret())];
     out.extend(
         cluster
             .roles
@@ -88,8 +82,8 @@ mod tests {
             format!("new{n}")
         });
         assert_eq!(by_role["postgres"], "kept");
-        assert_eq!(by_role["pgcluster_replication"], "new1");
-        assert_eq!(by_role["app"], "new2");
+        assert_eq!(by_role["app"], "new1");
+        assert_eq!(by_role.len(), 2, "the superuser's and the role's");
         assert_eq!(kept, BTreeSet::from(["pg-superuser".to_owned()]));
     }
 }
