@@ -134,3 +134,80 @@ async fn async_node_crash_fails_over_and_old_primary_rejoins() {
 async fn sync_node_crash_loses_no_acknowledged_write() {
     crash_primary_and_check(SYNC_SPEC, true).await;
 }
+
+const FORCED_SPEC: &str = "apiVersion: pgcluster.dev/v1alpha1
+kind: PostgresCluster
+metadata: {name: forced, namespace: default}
+spec:
+  instances: 3
+  replication: {mode: async}
+";
+
+/// `pgcluster failover --to I` after a node crash promotes I even when
+/// automatic failover would pick the other replica (equal WAL positions rank
+/// by name, so I is the later name); it is refused while the primary is
+/// healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_failover_promotes_the_named_replica() {
+    let cluster = local_support::TestCluster::new(FORCED_SPEC);
+    cluster.up();
+    let status = cluster.wait_ready(2, Duration::from_secs(90));
+    let instances = status["instances"].as_array().expect("instances");
+    let primary = instances
+        .iter()
+        .find(|i| i["role"] == "primary")
+        .expect("a primary")
+        .clone();
+    let mut replicas: Vec<String> = instances
+        .iter()
+        .filter(|i| i["role"] == "replica")
+        .map(|i| i["instance"].as_str().expect("name").to_owned())
+        .collect();
+    replicas.sort();
+    let target = replicas.last().expect("two replicas").clone();
+
+    let refused = cluster.run(&["failover", "--to", &target, "--timeout", "10"]);
+    assert!(
+        !refused.status.success(),
+        "a forced failover is refused while the primary is healthy"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("switchover"));
+
+    let agent = primary["agent_pid"].as_u64().expect("agent pid") as u32;
+    let postmaster = primary["postgres_pid"].as_u64().expect("pg pid") as u32;
+    assert!(kill(agent, "KILL") && kill(postmaster, "KILL"));
+    let out = cluster.run(&["failover", "--to", &target, "--timeout", "60"]);
+    assert!(
+        out.status.success(),
+        "failover --to {target} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = cluster.status();
+    assert_eq!(after["lease_holder"], target.as_str());
+    let pw = cluster.password();
+    let serving_port = eventually(
+        "the named replica takes writes through rw",
+        Duration::from_secs(30),
+        || {
+            let pw = pw.clone();
+            let rw = cluster.rw();
+            async move {
+                let c = connect(rw, &pw).await.ok()?;
+                let row = c
+                    .query_one("SELECT current_setting('port')::int", &[])
+                    .await
+                    .ok()?;
+                Some(row.get::<_, i32>(0))
+            }
+        },
+    )
+    .await;
+    let target_port = after["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .find(|i| i["instance"] == target.as_str())
+        .and_then(|i| i["pg_port"].as_i64())
+        .expect("target port");
+    assert_eq!(i64::from(serving_port), target_port);
+}
