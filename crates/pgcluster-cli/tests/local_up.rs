@@ -119,6 +119,29 @@ fn bad_prerequisites_fail_clearly() {
         "{err}"
     );
     drop(taken);
+
+    // A data dir PostgreSQL's OS user cannot reach (we run as root; it does
+    // not) is refused at once instead of timing out.
+    use std::os::unix::fs::PermissionsExt;
+    let private = cluster.dir.path().join("private");
+    std::fs::create_dir(&private).expect("mkdir private");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let out = std::process::Command::new(local_support::bin())
+        .args(["up", "-f", &spec, "--port", &base, "--detach", "--data-dir"])
+        .arg(private.join("data"))
+        .output()
+        .expect("run pgcluster up");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("may not enter") && err.contains(private.to_string_lossy().as_ref()),
+        "{err}"
+    );
+    assert!(
+        !private.join("data/cluster.json").exists(),
+        "nothing recorded for an unreachable data dir"
+    );
+
     let status = cluster.run(&["status", "-o", "json"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(

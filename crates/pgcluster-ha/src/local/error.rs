@@ -61,6 +61,19 @@ pub enum LocalError {
         /// What it was for.
         what: String,
     },
+    /// PostgreSQL's OS user cannot reach the data directory.
+    #[error(
+        "failed to use {} as the data directory: PostgreSQL's OS user {user} may not enter {}; pass a --data-dir it can reach (the default as root is /var/lib/pgcluster/NAME) or allow it with `chmod o+x {}`",
+        .root.display(), .dir.display(), .dir.display()
+    )]
+    NotTraversable {
+        /// The data directory.
+        root: PathBuf,
+        /// The directory on the way the user may not enter.
+        dir: PathBuf,
+        /// The OS user.
+        user: String,
+    },
     /// A PostgreSQL prerequisite failed (binaries, OS user, directories).
     #[error("failed to prepare PostgreSQL")]
     Postgres {
@@ -151,6 +164,7 @@ impl LocalError {
             LocalError::Coordinator { .. } => "coordinator",
             LocalError::Config { .. } => "config",
             LocalError::StopTimeout { .. } => "stop_timeout",
+            LocalError::NotTraversable { .. } => "not_traversable",
         }
     }
 }

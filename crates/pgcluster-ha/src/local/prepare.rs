@@ -143,6 +143,13 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
     })?;
     // PostgreSQL's OS user must be able to traverse to its member directory.
     allow_traverse(&root);
+    if let Some(dir) = untraversable_ancestor(&root, &os_user) {
+        return Err(LocalError::NotTraversable {
+            root,
+            dir,
+            user: os_user.name.clone(),
+        });
+    }
     let superuser_password = layout.ensure_password(&layout.superuser_password_file())?;
     for role in &opts.cluster.roles {
         layout.ensure_password(&layout.role_password_file(&role.name))?;
@@ -205,6 +212,30 @@ fn check_ports(ports: &Ports, cluster: &ValidatedCluster) -> Result<(), LocalErr
         }
     }
     Ok(())
+}
+
+/// The first directory on the way to `dir` (inclusive) that `user` may not
+/// enter, judged by owner, primary group and other search bits; `None` when
+/// PostgreSQL does not switch users (it runs as us).
+fn untraversable_ancestor(dir: &Path, user: &OsUser) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    if !user.switch {
+        return None;
+    }
+    let mut chain: Vec<&Path> = dir.ancestors().collect();
+    chain.reverse();
+    chain.into_iter().find_map(|a| {
+        let meta = std::fs::metadata(a).ok()?;
+        let mode = meta.mode();
+        let bit = if meta.uid() == user.uid {
+            0o100
+        } else if meta.gid() == user.gid {
+            0o010
+        } else {
+            0o001
+        };
+        (mode & bit == 0).then(|| a.to_owned())
+    })
 }
 
 /// Adds o+x to `dir` (only traversal, no listing) so the unprivileged
