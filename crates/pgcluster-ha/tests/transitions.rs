@@ -539,11 +539,12 @@ fn renew_set(a: &[Action]) -> BTreeSet<MemberName> {
         .expect("renews")
 }
 
-/// Sync mode: a standby is added to synchronous_standby_names first and
-/// published as promotable only after it flushed past the point where it was added.
+/// Sync mode (`fallbackToAsync`): a standby is added to
+/// synchronous_standby_names first and published as promotable only after it
+/// flushed past the point where it was added.
 #[test]
 fn sync_standby_is_published_only_after_catching_up() {
-    let s = sync_leader(NoStandbyPolicy::Block);
+    let s = sync_leader(NoStandbyPolicy::FallbackToAsync);
     let l = s.held_lease().expect("holds").clone();
     let v = Some(view(Some(l), vec![]));
     let mut pg = pg_primary(1000, 1);
@@ -567,6 +568,39 @@ fn sync_standby_is_published_only_after_catching_up() {
     pg.replicas[0].flushed_lsn = Lsn(1050);
     let (_, a) = run(s, 2000, tick(pg, v));
     assert_eq!(renew_set(&a), pg1);
+}
+
+/// Sync mode (`block`) with nobody published: the primary waits (commits
+/// block) until the standby has flushed everything it has, then publishes and
+/// configures it in the same step, so there is never a moment where a
+/// standby acknowledges commits while the lease names nobody (a crash then
+/// would leave no member eligible).
+#[test]
+fn sync_block_publishes_and_configures_the_first_standby_together() {
+    let s = sync_leader(NoStandbyPolicy::Block);
+    let l = s.held_lease().expect("holds").clone();
+    let v = Some(view(Some(l), vec![]));
+    let mut pg = pg_primary(1000, 1);
+    pg.sync_standbys = SyncStandbys::AllOf(BTreeSet::new());
+    pg.replicas = vec![ReplicaProgress {
+        name: n("pg-1"),
+        flushed_lsn: Lsn(900),
+    }];
+    let (s, a) = run(s, 1500, tick(pg.clone(), v.clone()));
+    assert!(
+        !has(&a, |a| matches!(a, Action::SetSyncStandbys(_))),
+        "behind: not configured yet: {a:?}"
+    );
+    assert!(renew_set(&a).is_empty());
+    pg.replicas[0].flushed_lsn = Lsn(1000);
+    let (_, a) = run(s, 1750, tick(pg, v));
+    let pg1: BTreeSet<MemberName> = [n("pg-1")].into();
+    assert!(
+        has(&a, |a| *a
+            == Action::SetSyncStandbys(SyncStandbys::AllOf(pg1.clone()))),
+        "{a:?}"
+    );
+    assert_eq!(renew_set(&a), pg1, "published in the same step");
 }
 
 /// Sync mode without a healthy standby: `fallbackToAsync` first unpublishes

@@ -338,8 +338,22 @@ fn plan_sync(
         })
         .collect();
     if let Some(b) = best(&candidates) {
-        let mut next = configured.clone();
+        // Commits keep waiting for every published member too: a published
+        // standby never misses an acknowledged commit, even a dead one.
+        let mut next: BTreeSet<MemberName> = configured.union(published).cloned().collect();
         next.insert(b.name.clone());
+        if published.is_empty() && !s.config.falls_back_to_async() {
+            // Nobody published (a new primary whose only standby re-joins).
+            // Configuring first and publishing after the catch-up would let
+            // it acknowledge commits while the lease names nobody, and a
+            // crash then leaves no member eligible for good. So wait (commits
+            // block meanwhile) until it has flushed everything this primary
+            // has, then publish and configure it in the same step.
+            if b.received_lsn >= pg.flushed_lsn {
+                return (Some(SyncStandbys::AllOf(next)), [b.name.clone()].into());
+            }
+            return (None, published.clone());
+        }
         return (Some(SyncStandbys::AllOf(next)), published.clone());
     }
     if s.config.falls_back_to_async() {
