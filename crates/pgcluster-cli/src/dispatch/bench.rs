@@ -315,17 +315,7 @@ async fn run_mode(
         }
         // The old node comes back at once (in sync mode with two instances,
         // writes wait for a standby) and re-joins before the next crash.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(layout.agent_log(&old))
-            .map_err(|e| fail(&e))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["agent", "--local", "--member", &old, "--data-dir", &root])
-            .stdout(log.try_clone().map_err(|e| fail(&e))?)
-            .stderr(log);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        cmd.spawn().map_err(|e| fail(&e))?;
+        cluster::spawn_agent(layout, &old, exe).map_err(|e| fail(&e))?;
         let done_at = killed + promoted.unwrap_or_default();
         let after = wait_ack_after(done_at, acks.clone()).await;
         let gap = after.and_then(|_| max_gap(&acks, before, done_at));

@@ -16,85 +16,82 @@ use crate::agent::{AgentConfig, PeerAddr};
 use crate::machine::{HaConfig, MemberName};
 use crate::postgres::{Instance, OsUser, PgBinaries, Superuser};
 
-/// Starts one `pgcluster agent --local` per member (own process group,
-/// output in its `agent.log`) and records the PIDs as they start.
+/// Starts one `pgcluster agent --local` per member (see [`spawn_agent`]).
 pub fn spawn_agents(prepared: &Prepared, exe: &Path) -> Result<Vec<u32>, LocalError> {
-    let mut pids = Vec::new();
-    for m in &prepared.record.members {
-        let log_path = prepared.layout.agent_log(&m.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|source| LayoutError::Io {
-                action: "open",
-                path: log_path.clone(),
-                source,
-            })?;
-        let log_err = log.try_clone().map_err(|source| LayoutError::Io {
-            action: "open",
-            path: log_path.clone(),
-            source,
-        })?;
-        let mut cmd = std::process::Command::new(exe);
-        cmd.arg("agent")
-            .arg("--local")
-            .arg("--data-dir")
-            .arg(prepared.layout.root())
-            .arg("--member")
-            .arg(&m.name)
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().map_err(|source| LocalError::Spawn {
-            what: format!("the agent of {} ({})", m.name, exe.display()),
-            source,
-        })?;
-        let pid = child.id();
-        pids.push(pid);
-        let name = m.name.clone();
-        prepared.layout.update_record(|r| {
-            if let Some(rec) = r.members.iter_mut().find(|x| x.name == name) {
-                rec.agent_pid = Some(pid);
-            }
-        })?;
-    }
-    Ok(pids)
+    prepared
+        .record
+        .members
+        .iter()
+        .map(|m| spawn_agent(&prepared.layout, &m.name, exe))
+        .collect()
+}
+
+/// Starts `pgcluster agent --local` for `member` (own process group, output
+/// appended to its `agent.log`) and records its PID.
+pub fn spawn_agent(layout: &Layout, member: &str, exe: &Path) -> Result<u32, LocalError> {
+    let log = layout.agent_log(member);
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("agent")
+        .arg("--local")
+        .arg("--data-dir")
+        .arg(layout.root())
+        .arg("--member")
+        .arg(member);
+    let pid = spawn_detached(cmd, &log, || {
+        format!("the agent of {member} ({})", exe.display())
+    })?;
+    layout.update_record(|r| {
+        if let Some(rec) = r.members.iter_mut().find(|x| x.name == member) {
+            rec.agent_pid = Some(pid);
+        }
+    })?;
+    Ok(pid)
 }
 
 /// Starts a detached `pgcluster router --local` and records its PID.
 pub fn spawn_router(prepared: &Prepared, exe: &Path) -> Result<u32, LocalError> {
-    let log_path = prepared.layout.router_log();
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|source| LayoutError::Io {
-                action: "open",
-                path: log_path.clone(),
-                source,
-            })
-    };
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("router")
         .arg("--local")
         .arg("--data-dir")
-        .arg(prepared.layout.root())
-        .stdin(std::process::Stdio::null())
-        .stdout(open()?)
-        .stderr(open()?);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.spawn().map_err(|source| LocalError::Spawn {
-        what: format!("the router ({})", exe.display()),
-        source,
+        .arg(prepared.layout.root());
+    let pid = spawn_detached(cmd, &prepared.layout.router_log(), || {
+        format!("the router ({})", exe.display())
     })?;
-    let pid = child.id();
     prepared
         .layout
         .update_record(|r| r.router_pid = Some(pid))?;
     Ok(pid)
+}
+
+/// Spawns `cmd` in its own process group (a terminal's Ctrl-C does not reach
+/// it; `down` stops it by PID), stdin closed, stdout and stderr appended to
+/// `log`.
+fn spawn_detached(
+    mut cmd: std::process::Command,
+    log: &Path,
+    what: impl FnOnce() -> String,
+) -> Result<u32, LocalError> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|source| LayoutError::Io {
+                action: "open",
+                path: log.to_owned(),
+                source,
+            })
+    };
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(open()?)
+        .stderr(open()?);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().map_err(|source| LocalError::Spawn {
+        what: what(),
+        source,
+    })?;
+    Ok(child.id())
 }
 
 /// The agent configuration of `member` from the record (for `pgcluster agent --local`).
