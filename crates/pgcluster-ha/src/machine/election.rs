@@ -102,7 +102,12 @@ pub fn eligibility(
     if !matches!(state.role, MemberRole::Replica | MemberRole::Stopped) {
         return Err(Ineligible::NotReplica);
     }
-    if state.system_identifier.is_none() || state.system_identifier != lease.system_identifier {
+    let Some(system) = state.system_identifier else {
+        // Not observed yet (a slow or failed observation): that can change,
+        // unlike another cluster's data, so a forced failover waits for it.
+        return Err(Ineligible::Stale);
+    };
+    if lease.system_identifier != Some(system) {
         return Err(Ineligible::WrongSystem);
     }
     let end = state.flushed_lsn.max(state.received_lsn);
