@@ -106,6 +106,13 @@ impl Background {
         }
     }
 
+    /// Whether the operation keeps (or brings up) a running server the
+    /// agent can query meanwhile: a promotion or a (re)start, not a rewind
+    /// or re-clone, which stop it.
+    pub fn serves(&self) -> bool {
+        matches!(self.op, Op::Bootstrap | Op::Start | Op::Promote { .. })
+    }
+
     /// The result once finished.
     pub async fn poll(&mut self) -> Option<BgResult> {
         if !self.task.is_finished() {

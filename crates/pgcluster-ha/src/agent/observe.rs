@@ -53,6 +53,16 @@ pub async fn observe(cfg: &AgentConfig, local: &mut LocalPg, timeout: Duration) 
         obs.pg.running = true;
         return obs;
     }
+    if local.background.as_ref().is_some_and(|b| b.serves()) {
+        // A promotion or start owns the postmaster: its server answers on
+        // the socket like ours (a just-promoted primary must be seen as one
+        // at once), and its data directory is live, no input for the tools
+        // that read a stopped one.
+        match tokio::time::timeout(timeout, running(cfg, local)).await {
+            Ok(Ok(obs)) => return obs,
+            _ => local.client = None,
+        }
+    }
     stopped(cfg, local).await
 }
 
@@ -116,8 +126,10 @@ async fn running(cfg: &AgentConfig, local: &mut LocalPg) -> Result<Observed, PgE
 }
 
 /// A stopped server: identity, timeline and position from pg_controldata,
-/// recovery from `standby.signal`.
+/// recovery from `standby.signal`. While a background operation works on the
+/// directory only pg_controldata is read: its WAL is being written.
 async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
+    let busy = local.background.is_some();
     let data_dir = &cfg.instance.layout.data_dir;
     local.last_running = None;
     let mut pg = PgObservation::empty();
@@ -138,11 +150,9 @@ async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
             // received the shutdown checkpoint is exactly there).
             let end = match local.wal_end_cache {
                 Some((key, end)) if key == (c.checkpoint_lsn, c.timeline) => end,
+                _ if busy => c.end_lsn,
                 _ => {
-                    let end = wal_end(cfg, c.checkpoint_lsn, c.timeline)
-                        .await
-                        .unwrap_or(c.end_lsn)
-                        .max(c.end_lsn);
+                    let end = wal_end(cfg, &c).await.unwrap_or(c.end_lsn).max(c.end_lsn);
                     local.wal_end_cache = Some(((c.checkpoint_lsn, c.timeline), end));
                     end
                 }
@@ -187,6 +197,8 @@ pub struct ControlData {
     /// The larger of the latest checkpoint location and the minimum recovery
     /// ending location: a lower bound of the local WAL's end.
     pub end_lsn: u64,
+    /// `Bytes per WAL segment` (16 MiB unless initdb chose otherwise).
+    pub segment_size: u64,
 }
 
 async fn controldata(cfg: &AgentConfig) -> Option<ControlData> {
@@ -205,22 +217,60 @@ async fn controldata(cfg: &AgentConfig) -> Option<ControlData> {
 
 /// The end of the valid WAL in a stopped server's pg_wal, read with
 /// pg_waldump from the last checkpoint: the position where it finds no
-/// further record.
-async fn wal_end(cfg: &AgentConfig, start: u64, timeline: u32) -> Option<u64> {
+/// further record. pg_waldump waits 5 s for a segment file that is not
+/// there (it retries the open), so it is told to stop at the end of the
+/// last segment present; reaching that bound means the WAL fills it.
+async fn wal_end(cfg: &AgentConfig, control: &ControlData) -> Option<u64> {
+    let pg_wal = cfg.instance.layout.data_dir.join("pg_wal");
+    let names: Vec<String> = std::fs::read_dir(&pg_wal)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    let bound = last_segment_end(&names, control.timeline, control.segment_size)?;
+    if bound <= control.checkpoint_lsn {
+        return None;
+    }
     let mut cmd = cfg.instance.tool("pg_waldump");
     cmd.arg("--path")
-        .arg(cfg.instance.layout.data_dir.join("pg_wal"))
+        .arg(&pg_wal)
         .arg("--start")
-        .arg(Lsn(start).to_string())
+        .arg(Lsn(control.checkpoint_lsn).to_string())
+        .arg("--end")
+        .arg(Lsn(bound).to_string())
         .arg("--timeline")
-        .arg(timeline.to_string())
+        .arg(control.timeline.to_string())
         .arg("--quiet")
         .env("LC_ALL", "C");
-    let out = tokio::time::timeout(Duration::from_secs(5), cmd.output())
+    // Bounded: the agent's tick waits for this.
+    let out = tokio::time::timeout(Duration::from_secs(1), cmd.output())
         .await
         .ok()?
         .ok()?;
+    if out.status.success() {
+        return Some(bound);
+    }
     parse_waldump_end(&String::from_utf8_lossy(&out.stderr))
+}
+
+/// The end of the last WAL segment file of `timeline` among `names` (the
+/// entries of pg_wal), for segments of `segment_size` bytes.
+pub fn last_segment_end(names: &[String], timeline: u32, segment_size: u64) -> Option<u64> {
+    if segment_size == 0 || !segment_size.is_power_of_two() {
+        return None;
+    }
+    let per_log = 0x1_0000_0000u64 / segment_size;
+    names
+        .iter()
+        .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter_map(|n| {
+            let tli = u32::from_str_radix(&n[0..8], 16).ok()?;
+            let log = u64::from_str_radix(&n[8..16], 16).ok()?;
+            let seg = u64::from_str_radix(&n[16..24], 16).ok()?;
+            (tli == timeline && seg < per_log).then_some(log * per_log + seg)
+        })
+        .max()
+        .map(|segno| (segno + 1) * segment_size)
 }
 
 /// The position where pg_waldump found no further record: the last
@@ -271,6 +321,9 @@ pub fn parse_controldata(text: &str) -> Option<ControlData> {
         timeline: field("Latest checkpoint's TimeLineID:")?.parse().ok()?,
         checkpoint_lsn: lsn("Latest checkpoint location:"),
         end_lsn: lsn("Latest checkpoint location:").max(lsn("Minimum recovery ending location:")),
+        segment_size: field("Bytes per WAL segment:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16 * 1024 * 1024),
     })
 }
 
@@ -313,6 +366,31 @@ mod tests {
         ] {
             assert_eq!(parse_sync_standbys(&value.to_setting()), value);
         }
+    }
+
+    /// pg_waldump is bounded by the end of the last segment file of the
+    /// checkpoint's timeline; other timelines, history and partial files
+    /// do not count.
+    #[test]
+    fn last_segment_end_of_a_timeline() {
+        let mib16 = 16 * 1024 * 1024;
+        let names: Vec<String> = [
+            "000000010000000000000002",
+            "000000010000000000000003",
+            "00000002.history",
+            "000000020000000000000004",
+            "000000010000000000000005.partial",
+            "archive_status",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(last_segment_end(&names, 1, mib16), Some(0x0400_0000));
+        assert_eq!(last_segment_end(&names, 2, mib16), Some(0x0500_0000));
+        assert_eq!(last_segment_end(&names, 3, mib16), None);
+        // Segment numbers wrap into the next "log" every 4 GiB.
+        let high = vec!["0000000100000001000000FF".to_owned()];
+        assert_eq!(last_segment_end(&high, 1, mib16), Some(0x2_0000_0000));
+        assert_eq!(last_segment_end(&names, 1, 0), None);
     }
 
     /// The stopped server's identity, timeline and WAL position come from pg_controldata.
