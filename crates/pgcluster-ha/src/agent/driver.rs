@@ -85,7 +85,8 @@ pub async fn run<C: Coordinator>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let epoch = Instant::now();
-    let watchdog = Watchdog::start().map_err(|source| AgentError::Watchdog { source })?;
+    let watchdog = Watchdog::start(Some(cfg.instance.layout.data_dir.clone()))
+        .map_err(|source| AgentError::Watchdog { source })?;
     cfg.instance
         .prepare_dirs()
         .map_err(|source| AgentError::Prepare {

@@ -183,12 +183,18 @@ pub fn upstream(cfg: &AgentConfig, member: &MemberName) -> Upstream {
 /// without stopping it): the PID in `postmaster.pid`, if that process is a
 /// live `postgres`.
 pub fn orphan_postmaster(cfg: &AgentConfig) -> Option<u32> {
-    let pidfile = cfg.instance.layout.data_dir.join("postmaster.pid");
-    let text = std::fs::read_to_string(pidfile).ok()?;
+    postmaster_of(&cfg.instance.layout.data_dir)
+}
+
+/// The postmaster serving `data_dir`: the PID in its `postmaster.pid`, if
+/// that process is a live `postgres` of this directory (a stale file may name
+/// a PID reused by anything).
+pub fn postmaster_of(data_dir: &std::path::Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let pid: u32 = text.lines().next()?.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let cmdline = String::from_utf8_lossy(&cmdline);
-    let data = cfg.instance.layout.data_dir.display().to_string();
+    let data = data_dir.display().to_string();
     (cmdline.contains("postgres") && cmdline.contains(&data)).then_some(pid)
 }
 

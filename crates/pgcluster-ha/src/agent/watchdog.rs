@@ -1,12 +1,16 @@
 //! The watchdog behind [`crate::machine::Action::ArmWatchdog`]: a dedicated OS
 //! thread with its own timer that fences our postmaster (SIGQUIT, an
 //! immediate shutdown, to the PID we started) when the armed deadline passes,
-//! even if the agent's async loop is stalled or blocked.
+//! even if the agent's async loop is stalled or blocked. While a background
+//! operation owns the postmaster (promote, start) the agent has no PID to
+//! give: the watchdog then fences the postmaster of our data directory, found
+//! by its `postmaster.pid`.
 //!
 //! ```text
 //! driver --arm(deadline)/disarm()/set_pid(pid)--> Mutex+Condvar --> thread --SIGQUIT--> postmaster
 //! ```
 
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,6 +22,8 @@ use nix::unistd::Pid;
 struct Inner {
     deadline: Option<Instant>,
     pid: Option<u32>,
+    /// Where to find the postmaster when `pid` is unknown.
+    data_dir: Option<PathBuf>,
     stop: bool,
     fired: u64,
 }
@@ -36,9 +42,15 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts the watchdog thread, disarmed.
-    pub fn start() -> std::io::Result<Self> {
+    /// Starts the watchdog thread, disarmed; with no PID set it fences the
+    /// postmaster of `data_dir` (if any runs).
+    pub fn start(data_dir: Option<PathBuf>) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::default());
+        shared
+            .inner
+            .lock()
+            .expect("the watchdog lock is new, so not poisoned")
+            .data_dir = data_dir;
         let for_thread = shared.clone();
         let thread = std::thread::Builder::new()
             .name("pgcluster-watchdog".to_owned())
@@ -107,7 +119,13 @@ fn run(shared: &Shared) {
         match inner.deadline {
             Some(deadline) if now >= deadline => {
                 inner.deadline = None;
-                if let Some(pid) = inner.pid {
+                let pid = inner.pid.or_else(|| {
+                    inner
+                        .data_dir
+                        .as_deref()
+                        .and_then(super::supervise::postmaster_of)
+                });
+                if let Some(pid) = pid {
                     inner.fired += 1;
                     fence(pid);
                 }
@@ -150,7 +168,7 @@ mod tests {
     /// re-arming pushes it back.
     #[test]
     fn fires_only_after_the_latest_deadline() {
-        let dog = Watchdog::start().expect("thread starts");
+        let dog = Watchdog::start(None).expect("thread starts");
         // A PID that is certainly not ours to signal would be unsafe; use none:
         // firing with no PID only clears the deadline.
         dog.arm(Instant::now() + Duration::from_millis(50));
@@ -160,5 +178,59 @@ mod tests {
         std::thread::sleep(Duration::from_millis(150));
         assert!(dog.deadline().is_none(), "deadline passed and was consumed");
         assert_eq!(dog.fired(), 0, "no pid, nothing fenced");
+    }
+
+    /// With no PID given (a background operation owns the postmaster), the
+    /// deadline fences the process named by the data directory's
+    /// `postmaster.pid`, and only a process of that directory.
+    #[test]
+    fn fences_the_postmaster_of_the_data_dir_when_no_pid_is_known() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        // A stand-in postmaster whose command line names "postgres" and the
+        // directory, as `postmaster_of` requires of a real one.
+        let script = format!("sleep 30; : postgres -D {}", data.display());
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .spawn()
+            .expect("spawn stand-in");
+        let pid = child.id();
+        // A pid file naming another process (the test itself) is not fenced.
+        std::fs::write(
+            data.join("postmaster.pid"),
+            format!("{}\n", std::process::id()),
+        )
+        .expect("pid file");
+        let dog = Watchdog::start(Some(data.clone())).expect("thread starts");
+        dog.arm(Instant::now() + Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(
+            dog.fired(),
+            0,
+            "a process of another directory is left alone"
+        );
+
+        std::fs::write(data.join("postmaster.pid"), format!("{pid}\n")).expect("pid file");
+        dog.arm(Instant::now() + Duration::from_millis(20));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(dog.fired(), 1);
+        let status = status.expect("the stand-in postmaster was fenced");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(Signal::SIGQUIT as i32)
+        );
     }
 }
