@@ -106,6 +106,8 @@ pub async fn send_and_wait(
         .await
         .map_err(|e| fail(&e))?;
     let mut seen_pending = true;
+    // Whether the target held the lease at some point (then lost it).
+    let mut target_held = false;
     loop {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let view = coord.read_now().map_err(|e| fail(&e))?;
@@ -127,6 +129,7 @@ pub async fn send_and_wait(
                 took: started.elapsed(),
             });
         }
+        target_held |= to.is_some() && holder.as_deref() == to;
         let pending = view.switchover.as_ref().is_some_and(|r| r.id == id);
         // A forced failover's target clears it when it refuses, and the
         // lease may then go to someone else.
@@ -139,11 +142,22 @@ pub async fn send_and_wait(
                 .as_ref()
                 .and_then(|l| l.record.holder.as_ref().map(|h| h.to_string()));
             if forced && still.as_deref() != to {
+                let target = to.unwrap_or_default();
+                let why = if target_held {
+                    "it took the lease but lost it before serving as primary".to_owned()
+                } else {
+                    match target_note(record, target).await {
+                        Some(note) => note,
+                        None => "it refused (it must be a replica of the cluster's data and \
+                                 lineage, and in sync mode a synchronous standby)"
+                            .to_owned(),
+                    }
+                };
                 return Err(CliError::Other(anyhow::anyhow!(
-                    "failed to fail over: {} refused the forced failover (it must be a replica of \
-                     the cluster's data and lineage, and in sync mode a synchronous standby); see \
-                     `pgcluster status` and its agent log",
-                    to.unwrap_or_default()
+                    "failed to fail over to {target}: {why}; the lease is now held by {}. See \
+                     `pgcluster status` and {}",
+                    still.as_deref().unwrap_or("nobody"),
+                    layout.agent_log(target).display()
                 )));
             }
             if still == from {
@@ -163,6 +177,18 @@ pub async fn send_and_wait(
             )));
         }
     }
+}
+
+/// What `target`'s agent says about the request (its `/status` note).
+async fn target_note(record: &ClusterRecord, target: &str) -> Option<String> {
+    let member = record.member(target)?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], member.api_port));
+    let (code, body) = pgcluster_ha::agent::client::get(addr, "/status", Duration::from_secs(1))
+        .await
+        .ok()?;
+    let status: pgcluster_ha::agent::AgentStatus =
+        serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+    status.note
 }
 
 /// Runs the switchover and prints the result.
