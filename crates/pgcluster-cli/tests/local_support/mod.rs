@@ -1,6 +1,11 @@
 //! Shared fixtures of the local-cluster tests: a cluster in its own temp
 //! data dir and port range, driven through the built `pgcluster` binary,
 //! stopped by PID in `Drop` even when the test fails.
+//!
+//! A failed test prints the agents' logs (info; `PGCLUSTER_TEST_AGENT_LOG`
+//! sets their filter, e.g. `info,pgcluster_ha::agent=debug`) and whether
+//! each agent still runs; `PGCLUSTER_KEEP_FAILED=1` keeps a copy of the
+//! data dir (`<dir>-kept`).
 
 #![allow(dead_code)]
 
@@ -79,6 +84,26 @@ impl TestCluster {
             .unwrap_or_default();
         logs.sort();
         logs.push(self.data().join("router.log"));
+        // Whether each agent still runs tells a crash or hang from a refusal.
+        let record: Value = std::fs::read_to_string(self.data().join("cluster.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        for m in record["members"].as_array().into_iter().flatten() {
+            if let Some(pid) = m["agent_pid"].as_u64() {
+                let state = if alive(pid as u32) { "running" } else { "gone" };
+                eprintln!("agent of {} (pid {pid}): {state}", m["name"]);
+            }
+        }
+        if std::env::var_os("PGCLUSTER_KEEP_FAILED").is_some() {
+            let keep = PathBuf::from(format!("{}-kept", self.dir.path().display()));
+            let _ = Command::new("cp")
+                .arg("-a")
+                .arg(self.dir.path())
+                .arg(&keep)
+                .status();
+            eprintln!("data dir copied to {}", keep.display());
+        }
         for log in logs {
             let Ok(text) = std::fs::read_to_string(&log) else {
                 continue;
@@ -114,14 +139,19 @@ impl TestCluster {
 
     /// Runs `pgcluster <args> --data-dir <data>`.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(bin())
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.data())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run pgcluster");
+        let mut cmd = Command::new(bin());
+        cmd.args(args).arg("--data-dir").arg(self.data());
+        // Agents inherit `up`'s environment: without RUST_LOG they log at
+        // info, which a failed test prints.
+        if args.first() == Some(&"up") {
+            match std::env::var("PGCLUSTER_TEST_AGENT_LOG") {
+                Ok(filter) => cmd.env("RUST_LOG", filter),
+                Err(_) => cmd.env_remove("RUST_LOG"),
+            };
+        } else {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let out = cmd.stdin(Stdio::null()).output().expect("run pgcluster");
         eprintln!(
             "$ pgcluster {} -> {}\n{}{}",
             args.join(" "),
@@ -164,7 +194,7 @@ impl TestCluster {
             .args(["--port", &self.base.to_string(), "--timeout", "90"])
             .arg("--data-dir")
             .arg(self.data())
-            .env("RUST_LOG", "warn")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -312,6 +342,10 @@ impl Drop for TestCluster {
                 if let Some(pid) = std::fs::read_to_string(&pidfile)
                     .ok()
                     .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+                    // A pid file left by a killed postmaster may name a PID
+                    // reused since: only a process working in that data dir.
+                    && std::fs::read_link(format!("/proc/{pid}/cwd"))
+                        .is_ok_and(|cwd| cwd == m.path().join("data"))
                 {
                     let _ = kill(pid, "KILL");
                 }
