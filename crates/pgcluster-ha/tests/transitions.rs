@@ -111,6 +111,65 @@ fn primary_that_cannot_renew_fences_at_its_renew_deadline() {
     assert_eq!(s.phase(), Phase::Fenced);
 }
 
+/// A renewal whose answer was lost (a coordinator timing out a request that
+/// did land) counts once a read shows exactly the record written: validity
+/// from its send time and the watchdog re-armed first thing, so a run of lost
+/// answers does not fence a healthy primary. A record that differs in any
+/// field proves nothing.
+#[test]
+fn lost_renewal_answer_counts_once_the_view_shows_the_record() {
+    let s = leader(config("pg-0"));
+    let l = s.held_lease().expect("holds").clone();
+    let (s, a) = run(
+        s,
+        1500,
+        tick(pg_primary(1100, 1), Some(view(Some(l.clone()), vec![]))),
+    );
+    let written = a
+        .iter()
+        .find_map(|a| match a {
+            Action::RenewLease { record, .. } => Some(record.clone()),
+            _ => None,
+        })
+        .expect("renews");
+    let landed = lease(written.clone(), 6);
+    let mut other = written.clone();
+    other.renewed_at = Millis(1499);
+
+    // The answer was lost; the read shows something else: nothing confirmed.
+    let mut t = tick(
+        pg_primary(1100, 1),
+        Some(view(Some(lease(other, 6)), vec![])),
+    );
+    t.lease_outcome = Some(LeaseOutcome::Failed);
+    let (unproven, a) = run(s.clone(), 1750, t);
+    assert_eq!(unproven.write_deadline(), Some(Millis(1000 + 1200)));
+    assert_ne!(kinds(&a).first(), Some(&ActionKind::ArmWatchdog));
+
+    // The read shows the record as written: valid from 1500.
+    let mut t = tick(pg_primary(1100, 1), Some(view(Some(landed), vec![])));
+    t.lease_outcome = Some(LeaseOutcome::Failed);
+    let (s, a) = run(s, 1750, t);
+    assert_eq!(s.write_deadline(), Some(Millis(1500 + 1200)));
+    assert_eq!(
+        a.first(),
+        Some(&Action::ArmWatchdog {
+            deadline: Millis(2700)
+        })
+    );
+    assert!(
+        matches!(
+            &a[1],
+            Action::RenewLease {
+                expected: LeaseVersion(6),
+                ..
+            }
+        ),
+        "{a:?}"
+    );
+    assert!(!has(&a, |a| *a == Action::FenceWrites));
+}
+
 fn confirm(from: &str, sent: u64) -> FailsafeReply {
     FailsafeReply {
         from: n(from),

@@ -57,7 +57,7 @@ pub(crate) fn bootstrap(
         expected: LeaseVersion(0),
         record,
     });
-    s.pending_cas = Some(PendingCas { sent_at: now });
+    s.pending_cas = PendingCas::of(out, now);
     out.push(Action::ArmWatchdog {
         deadline: now.plus_ms(s.config.ms.renew_deadline),
     });
@@ -111,7 +111,7 @@ pub(crate) fn reclaim(
             expected: lease.version,
             record,
         });
-        s.pending_cas = Some(PendingCas { sent_at: now });
+        s.pending_cas = PendingCas::of(out, now);
         s.phase = Phase::Waiting;
         return;
     }
@@ -121,7 +121,7 @@ pub(crate) fn reclaim(
         expected: lease.version,
         record,
     });
-    s.pending_cas = Some(PendingCas { sent_at: now });
+    s.pending_cas = PendingCas::of(out, now);
     out.push(Action::ArmWatchdog {
         deadline: now.plus_ms(s.config.ms.renew_deadline),
     });
@@ -195,7 +195,7 @@ pub(crate) fn lead(s: &mut MachineState, now: Millis, t: &TickObservation, out: 
         expected: held.lease.version,
         record: next,
     });
-    s.pending_cas = Some(PendingCas { sent_at: now });
+    s.pending_cas = PendingCas::of(out, now);
     out.push(Action::ArmWatchdog {
         deadline: now.plus_ms(s.config.ms.renew_deadline),
     });
@@ -483,7 +483,7 @@ fn switchover(
         expected: lease.version,
         record,
     });
-    s.pending_cas = Some(PendingCas { sent_at: now });
+    s.pending_cas = PendingCas::of(out, now);
     // Giving the lease away is irrevocable from our side: even if we never
     // learn whether the write happened, we must not act on the old lease
     // again (found by the simulator: a lost answer to the hand-over let the

@@ -174,7 +174,7 @@ fn take_over(
         expected: lease.version,
         record,
     });
-    s.pending_cas = Some(PendingCas { sent_at: now });
+    s.pending_cas = PendingCas::of(out, now);
     out.push(Action::ArmWatchdog {
         deadline: now.plus_ms(s.config.ms.renew_deadline),
     });

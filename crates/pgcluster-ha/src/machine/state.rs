@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::action::RoleLabel;
 use super::config::HaConfig;
 use super::units::{Lsn, MemberName, Millis};
-use super::view::{Lease, LeaseVersion};
+use super::view::{Lease, LeaseRecord, LeaseVersion};
 
 /// Coarse phase of a member, for status output and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,10 +46,24 @@ pub(crate) struct HeldLease {
 }
 
 /// A lease write whose outcome the next tick reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PendingCas {
     /// When the batch containing it was produced (a lower bound of its send time).
     pub sent_at: Millis,
+    /// What it writes.
+    pub record: LeaseRecord,
+}
+
+impl PendingCas {
+    /// The lease write last pushed to `out`, sent at `now`.
+    pub(crate) fn of(out: &[super::action::Action], now: Millis) -> Option<Self> {
+        out.iter().rev().find_map(|a| {
+            a.lease_cas().map(|(_, record)| PendingCas {
+                sent_at: now,
+                record: record.clone(),
+            })
+        })
+    }
 }
 
 /// A switchover this primary is carrying out.
@@ -78,6 +92,9 @@ pub struct MachineState {
     pub(crate) view_ok: bool,
     pub(crate) held: Option<HeldLease>,
     pub(crate) pending_cas: Option<PendingCas>,
+    /// A lease write whose answer was lost: the next view that shows exactly
+    /// this record proves it was written (after it was sent).
+    pub(crate) unconfirmed: Option<PendingCas>,
     /// Failsafe promise: no lease acquisition before this.
     pub(crate) no_acquire_before: Millis,
     /// Failsafe: per peer, the send time of the latest probe it confirmed.
@@ -116,6 +133,7 @@ impl MachineState {
             view_ok: false,
             held: None,
             pending_cas: None,
+            unconfirmed: None,
             no_acquire_before: now,
             failsafe_confirmed: BTreeMap::new(),
             members_seen: BTreeMap::new(),

@@ -95,7 +95,13 @@ fn on_tick(s: &mut MachineState, now: Millis, t: &TickObservation, out: &mut Vec
     absorb_lease_outcome(s, t.lease_outcome.as_ref());
     absorb_failsafe_replies(s, &t.failsafe_replies);
     if let Some(view) = &t.view {
-        absorb_view(s, now, view);
+        if absorb_view(s, now, view)
+            && let Some(deadline) = s.write_deadline()
+            && now < deadline
+        {
+            // The lost answer left the watchdog at the older deadline.
+            out.push(Action::ArmWatchdog { deadline });
+        }
     } else {
         s.view_ok = false;
     }
@@ -146,30 +152,18 @@ fn on_tick(s: &mut MachineState, now: Millis, t: &TickObservation, out: &mut Vec
 }
 
 fn absorb_lease_outcome(s: &mut MachineState, outcome: Option<&LeaseOutcome>) {
-    let Some(pending) = s.pending_cas else {
+    let Some(pending) = s.pending_cas.take() else {
         return;
     };
     let Some(outcome) = outcome else {
         // The executor did not get to the write (an earlier action failed).
-        s.pending_cas = None;
         return;
     };
-    s.pending_cas = None;
     let me = &s.config.me;
     match outcome {
         LeaseOutcome::Won(lease) => {
             if lease.record.holder.as_ref() == Some(me) {
-                let term_changed = s
-                    .held
-                    .as_ref()
-                    .is_none_or(|h| h.lease.record.term != lease.record.term);
-                if term_changed {
-                    s.failsafe_confirmed.clear();
-                }
-                s.held = Some(HeldLease {
-                    lease: lease.clone(),
-                    valid_from: pending.sent_at,
-                });
+                hold(s, lease, pending.sent_at);
             } else {
                 s.held = None;
             }
@@ -184,9 +178,25 @@ fn absorb_lease_outcome(s: &mut MachineState, outcome: Option<&LeaseOutcome>) {
             }
             _ => s.held = None,
         },
-        // Unknown: keep judging validity from the last confirmed write.
-        LeaseOutcome::Failed => {}
+        // Unknown: keep judging validity from the last confirmed write
+        // until a view shows whether it was written.
+        LeaseOutcome::Failed => s.unconfirmed = Some(pending),
     }
+}
+
+/// We hold `lease`, valid from `sent_at` (when the write that produced it was sent).
+fn hold(s: &mut MachineState, lease: &Lease, sent_at: Millis) {
+    let term_changed = s
+        .held
+        .as_ref()
+        .is_none_or(|h| h.lease.record.term != lease.record.term);
+    if term_changed {
+        s.failsafe_confirmed.clear();
+    }
+    s.held = Some(HeldLease {
+        lease: lease.clone(),
+        valid_from: sent_at,
+    });
 }
 
 fn absorb_failsafe_replies(s: &mut MachineState, replies: &[FailsafeReply]) {
@@ -205,7 +215,9 @@ fn absorb_failsafe_replies(s: &mut MachineState, replies: &[FailsafeReply]) {
     }
 }
 
-fn absorb_view(s: &mut MachineState, now: Millis, view: &ClusterView) {
+/// Takes in a read of the coordinator; true when it confirmed a lease write
+/// whose answer was lost.
+fn absorb_view(s: &mut MachineState, now: Millis, view: &ClusterView) -> bool {
     s.view_ok = true;
     match (&view.lease, s.lease_seen) {
         (Some(l), Some((v, _))) if v == l.version => {}
@@ -241,6 +253,18 @@ fn absorb_view(s: &mut MachineState, now: Millis, view: &ClusterView) {
             }
         }
     }
+    // A write whose answer was lost, seen exactly as written: it happened
+    // after it was sent, which is all a won answer tells (a coordinator
+    // timing out a request that did land must not fence a healthy primary).
+    if let Some(unconfirmed) = s.unconfirmed.take()
+        && let Some(l) = &view.lease
+        && l.record == unconfirmed.record
+        && l.record.holder.as_ref() == Some(&s.config.me)
+    {
+        hold(s, l, unconfirmed.sent_at);
+        return true;
+    }
+    false
 }
 
 /// Whether we saw `name`'s heartbeat change recently.
