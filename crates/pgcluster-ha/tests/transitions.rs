@@ -557,6 +557,52 @@ fn hand_over_with_unknown_outcome_never_restarts_as_primary() {
     );
 }
 
+/// The synchronous standbys a sync-mode (`block`) primary writes into its
+/// hand-over to pg-1 when the lease lists `listed`.
+fn hand_over_sync_set(listed: &[&str]) -> BTreeSet<MemberName> {
+    let s = sync_leader(NoStandbyPolicy::Block);
+    let mut l = s.held_lease().expect("holds").clone();
+    l.version = LeaseVersion(6);
+    l.record.sync_standbys = listed.iter().copied().map(n).collect();
+    let mut v = view(
+        Some(l),
+        vec![member("pg-1", MemberRole::Replica, 1100, 1, Some("pg-0"))],
+    );
+    v.switchover = Some(SwitchoverRequest {
+        id: 7,
+        target: Some(n("pg-1")),
+        forced: false,
+    });
+    let mut pg = pg_primary(1100, 1);
+    pg.replicas = vec![ReplicaProgress {
+        name: n("pg-1"),
+        flushed_lsn: Lsn(1100),
+    }];
+    pg.sync_standbys = SyncStandbys::AllOf(listed.iter().copied().map(n).collect());
+    let (s, _) = run(s, 1300, tick(pg.clone(), Some(v.clone())));
+    pg.running = false;
+    v.members.get_mut(&n("pg-1")).expect("present").heartbeat = 2;
+    let (_, a) = run(s, 1550, tick(pg, Some(v)));
+    a.iter()
+        .find_map(|a| match a {
+            Action::HandOverLease { record, .. } => Some(record.sync_standbys.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no hand-over: {a:?}"))
+}
+
+/// Sync mode: a switchover that would leave the new primary without a
+/// synchronous standby names the cleanly stopped old primary (it holds
+/// exactly what the target has), so the target's commits wait for it from
+/// the start and it stays promotable; another listed standby is kept as is.
+#[test]
+fn sync_hand_over_names_the_old_primary_when_no_other_standby_is_listed() {
+    let set = |names: &[&str]| names.iter().copied().map(n).collect::<BTreeSet<_>>();
+    assert_eq!(hand_over_sync_set(&["pg-1"]), set(&["pg-0"]));
+    assert_eq!(hand_over_sync_set(&[]), set(&["pg-0"]));
+    assert_eq!(hand_over_sync_set(&["pg-1", "pg-2"]), set(&["pg-2"]));
+}
+
 /// Switchover: the target, finding itself holder, renews and promotes in one batch.
 #[test]
 fn switchover_target_renews_then_promotes() {

@@ -470,7 +470,7 @@ fn switchover(
     if !caught_up {
         return false;
     }
-    let record = next_term_record(
+    let mut record = next_term_record(
         s,
         now,
         &lease.record,
@@ -478,6 +478,14 @@ fn switchover(
         pg.timeline,
         final_lsn,
     );
+    if s.config.sync_mode() && record.sync_standbys.is_empty() {
+        // Stopped cleanly, we hold exactly what the target has: name us its
+        // synchronous standby. The target then waits for us from its first
+        // commit (no wait for a re-join to be observed, published and
+        // configured, ~2 s with two instances), and if it dies before we are
+        // back, we may be promoted instead of leaving no eligible member.
+        record.sync_standbys.insert(me.clone());
+    }
     out.push(Action::HandOverLease {
         to: progress.target.clone(),
         expected: lease.version,
