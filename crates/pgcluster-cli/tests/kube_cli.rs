@@ -95,7 +95,8 @@ fn no_name_routes_to_local() {
 }
 
 /// -n/--context without NAME, and NAME with the local --name, are refused
-/// rather than silently acting on another cluster; failover needs --to.
+/// rather than silently acting on another cluster; failover needs --to; -n
+/// never means a local cluster's name.
 #[test]
 fn ambiguous_targets_are_refused() {
     for args in [
@@ -104,6 +105,9 @@ fn ambiguous_targets_are_refused() {
         &["status", "main", "--name", "local"],
         &["failover", "main"],
         &["kube", "status", "main"],
+        // -n is a namespace everywhere; local commands name a cluster with --name.
+        &["down", "-n", "local"],
+        &["router", "--local", "-n", "local"],
     ] {
         let argv = std::iter::once("pgcluster").chain(args.iter().copied());
         assert!(try_parse_from(argv).is_err(), "{args:?} was accepted");

@@ -29,7 +29,7 @@ pub struct Target {
     #[arg(long, value_name = "DIR", env = "PGCLUSTER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// The cluster's name, to find its default data directory.
-    #[arg(short = 'n', long, default_value = DEFAULT_NAME)]
+    #[arg(long, default_value = DEFAULT_NAME)]
     pub name: String,
 }
 
