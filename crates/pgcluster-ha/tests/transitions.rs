@@ -518,13 +518,14 @@ fn switchover_stops_cleanly_then_hands_over_to_the_caught_up_target() {
     assert!(has(&a, |a| *a == Action::ClearSwitchover { id: 7 }));
 }
 
-/// Switchover: once the hand-over is sent, the old primary never serves on
-/// the old lease again, even when it never learns whether the write happened
-/// and then loses the coordinator (found by the simulator, seed 19063).
-#[test]
-fn hand_over_with_unknown_outcome_never_restarts_as_primary() {
-    let s = leader(config("pg-0"));
-    let l = s.held_lease().expect("holds").clone();
+/// A switchover to pg-1 (streaming, caught up at 1100) requested of pg-0
+/// holding `l`: the clean stop at 1300, then the tick at 1550 that hands
+/// over. Returns that tick's state and actions, and pg-0's stopped server.
+fn stop_and_hand_over(
+    s: MachineState,
+    l: Lease,
+    sync: SyncStandbys,
+) -> (MachineState, Vec<Action>, PgObservation) {
     let mut v = view(
         Some(l),
         vec![member("pg-1", MemberRole::Replica, 1100, 1, Some("pg-0"))],
@@ -539,10 +540,22 @@ fn hand_over_with_unknown_outcome_never_restarts_as_primary() {
         name: n("pg-1"),
         flushed_lsn: Lsn(1100),
     }];
+    pg.sync_standbys = sync;
     let (s, _) = run(s, 1300, tick(pg.clone(), Some(v.clone())));
     pg.running = false;
     v.members.get_mut(&n("pg-1")).expect("present").heartbeat = 2;
     let (s, a) = run(s, 1550, tick(pg.clone(), Some(v)));
+    (s, a, pg)
+}
+
+/// Switchover: once the hand-over is sent, the old primary never serves on
+/// the old lease again, even when it never learns whether the write happened
+/// and then loses the coordinator (found by the simulator, seed 19063).
+#[test]
+fn hand_over_with_unknown_outcome_never_restarts_as_primary() {
+    let s = leader(config("pg-0"));
+    let l = s.held_lease().expect("holds").clone();
+    let (s, a, pg) = stop_and_hand_over(s, l, SyncStandbys::Off);
     assert!(has(&a, |a| matches!(a, Action::HandOverLease { .. })));
     assert_eq!(s.write_deadline(), None);
     let mut t = tick(pg, None);
@@ -564,25 +577,8 @@ fn hand_over_sync_set(listed: &[&str]) -> BTreeSet<MemberName> {
     let mut l = s.held_lease().expect("holds").clone();
     l.version = LeaseVersion(6);
     l.record.sync_standbys = listed.iter().copied().map(n).collect();
-    let mut v = view(
-        Some(l),
-        vec![member("pg-1", MemberRole::Replica, 1100, 1, Some("pg-0"))],
-    );
-    v.switchover = Some(SwitchoverRequest {
-        id: 7,
-        target: Some(n("pg-1")),
-        forced: false,
-    });
-    let mut pg = pg_primary(1100, 1);
-    pg.replicas = vec![ReplicaProgress {
-        name: n("pg-1"),
-        flushed_lsn: Lsn(1100),
-    }];
-    pg.sync_standbys = SyncStandbys::AllOf(listed.iter().copied().map(n).collect());
-    let (s, _) = run(s, 1300, tick(pg.clone(), Some(v.clone())));
-    pg.running = false;
-    v.members.get_mut(&n("pg-1")).expect("present").heartbeat = 2;
-    let (_, a) = run(s, 1550, tick(pg, Some(v)));
+    let configured = SyncStandbys::AllOf(listed.iter().copied().map(n).collect());
+    let (_, a, _) = stop_and_hand_over(s, l, configured);
     a.iter()
         .find_map(|a| match a {
             Action::HandOverLease { record, .. } => Some(record.sync_standbys.clone()),
