@@ -13,6 +13,10 @@
 //! password file, finds the PostgreSQL binaries) and hands over to
 //! [`pgcluster_ha::agent::run`].
 //!
+//! PostgreSQL's log goes to the container's stderr ([`ServerLog::Inherit`]),
+//! next to the agent's JSON lines on stdout; the ConfigMap's
+//! `log_line_prefix` marks its lines `postgres[<pid>]:`.
+//!
 //! PostgreSQL's settings: the agent's managed file `pgcluster.conf` ends with
 //! `include '<config dir>/postgresql.conf'` (the ConfigMap), so the cluster's
 //! values (`listen_addresses = '*'`, `hba_file` = the rendered pg_hba.conf,
@@ -39,11 +43,11 @@ use pgcluster_core::timing::FailoverTimings;
 use pgcluster_core::validated::ResolvedReplication;
 use pgcluster_ha::agent::{AgentConfig, AgentError, PeerAddr, RoleLabels};
 use pgcluster_ha::machine::{ConfigError, HaConfig, MemberName, RoleLabel};
-use pgcluster_ha::postgres::{Instance, Layout, OsUser, PgBinaries, PgError, Superuser};
+use pgcluster_ha::postgres::{Instance, Layout, OsUser, PgBinaries, PgError, ServerLog, Superuser};
 use tokio::sync::mpsc;
 
 use crate::build::config::POSTGRESQL_CONF;
-use crate::build::statefulset::{PASSFILE, SERVER_LOG, SOCKET_DIR};
+use crate::build::statefulset::{PASSFILE, SOCKET_DIR};
 use crate::build::{AGENT_PORT, POSTGRES_PORT};
 use crate::lease::KubeLeaseCoordinator;
 use crate::pod_role::PodLabeler;
@@ -318,11 +322,14 @@ impl KubeAgentEnv {
     }
 
     /// The files of the instance in the pod (data volume, run emptyDir).
+    /// The server log is the container's stderr, so that `kubectl logs`
+    /// shows it and the runtime rotates it; a file on the data volume would
+    /// be read by nobody and grow until the volume is full.
     pub fn layout(&self) -> Layout {
         Layout {
             data_dir: self.pgdata.clone(),
             socket_dir: SOCKET_DIR.into(),
-            log_file: SERVER_LOG.into(),
+            server_log: ServerLog::Inherit,
             passfile: PASSFILE.into(),
         }
     }

@@ -134,7 +134,7 @@ pub const MANAGED_PARAMETERS: &[ManagedParameter] = &[
     },
     ManagedParameter {
         name: "logging_collector",
-        reason: "logs go to stdout so `kubectl logs` and the agent see them",
+        reason: "the server log is the postmaster's stderr: `kubectl logs` in a pod, one file per member in local mode",
     },
     ManagedParameter {
         name: "promote_trigger_file",

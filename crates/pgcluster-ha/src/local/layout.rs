@@ -352,6 +352,17 @@ mod tests {
         assert!(!all.contains(&5432));
     }
 
+    /// Local mode keeps each member's server log in its own file, where
+    /// users and the tests read it (only pods send it to stderr).
+    #[test]
+    fn member_server_log_is_a_file_in_the_member_dir() {
+        let layout = Layout::new("/data/c");
+        assert_eq!(
+            layout.member_layout("a").server_log,
+            postgres::ServerLog::File("/data/c/members/a/log/postgresql.log".into())
+        );
+    }
+
     /// Passwords are generated once with mode 0600 and then reused.
     #[test]
     fn password_files_are_private_and_stable() {

@@ -126,8 +126,8 @@ pub enum PgError {
     },
     /// The postmaster exited or did not accept connections in time.
     #[error(
-        "failed to start PostgreSQL in {} within {waited:?}: {reason}; see the server log {} (last lines: {log_tail})",
-        .data_dir.display(), .log_file.display()
+        "failed to start PostgreSQL in {} within {waited:?}: {reason}; {log}",
+        .data_dir.display()
     )]
     StartFailed {
         /// The data directory.
@@ -136,10 +136,8 @@ pub enum PgError {
         waited: Duration,
         /// Exited (with status) or timed out.
         reason: String,
-        /// The server log.
-        log_file: PathBuf,
-        /// Its last lines.
-        log_tail: String,
+        /// Where the server log says why.
+        log: StartLog,
     },
     /// The postmaster did not exit in time after a stop signal.
     #[error(
@@ -204,6 +202,40 @@ pub enum PgError {
     },
 }
 
+/// Where the server log of a failed start can be read, as
+/// [`PgError::StartFailed`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLog {
+    /// The log file and its last lines.
+    File {
+        /// The log file.
+        path: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
+    /// The log went to the agent's stderr ([`super::ServerLog::Inherit`]):
+    /// the agent keeps no copy, so the error can only say where to look.
+    Inherited,
+}
+
+impl std::fmt::Display for StartLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File { path, tail } => {
+                write!(
+                    f,
+                    "see the server log {} (last lines: {tail})",
+                    path.display()
+                )
+            }
+            Self::Inherited => f.write_str(
+                "see PostgreSQL's own messages in the agent's stderr (in a pod: \
+                 `kubectl logs <pod>`, with `--previous` after a container restart)",
+            ),
+        }
+    }
+}
+
 impl PgError {
     /// A bounded label for metrics and events.
     pub fn category(&self) -> &'static str {
@@ -236,5 +268,42 @@ impl PgError {
                 source,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start_failed(log: StartLog) -> String {
+        PgError::StartFailed {
+            data_dir: "/pg/data".into(),
+            waited: Duration::from_secs(1),
+            reason: "the postmaster exited (exit status: 1)".to_owned(),
+            log,
+        }
+        .to_string()
+    }
+
+    /// A failed start with a log file quotes the file and its last lines.
+    #[test]
+    fn start_failure_quotes_the_log_file() {
+        let message = start_failed(StartLog::File {
+            path: "/pg/log/postgresql.log".into(),
+            tail: "FATAL:  bad".to_owned(),
+        });
+        assert!(message.contains("/pg/log/postgresql.log"), "{message}");
+        assert!(message.contains("FATAL:  bad"), "{message}");
+    }
+
+    /// A failed start whose log went to our stderr still says where to read
+    /// it (there is no file to quote), in a pod's terms too.
+    #[test]
+    fn start_failure_with_an_inherited_log_says_where_it_went() {
+        let message = start_failed(StartLog::Inherited);
+        assert!(message.contains("/pg/data"), "{message}");
+        assert!(message.contains("agent's stderr"), "{message}");
+        assert!(message.contains("kubectl logs"), "{message}");
+        assert!(!message.contains("last lines"), "{message}");
     }
 }

@@ -18,8 +18,8 @@ pub struct Layout {
     pub data_dir: PathBuf,
     /// The Unix socket directory.
     pub socket_dir: PathBuf,
-    /// The server log (the postmaster's stdout and stderr).
-    pub log_file: PathBuf,
+    /// Where the postmaster's output (its server log) goes.
+    pub server_log: ServerLog,
     /// A libpq password file (`passfile=`) for replication and pg_rewind.
     pub passfile: PathBuf,
 }
@@ -30,8 +30,31 @@ impl Layout {
         Self {
             data_dir: base.join("data"),
             socket_dir: base.join("run"),
-            log_file: base.join("log").join("postgresql.log"),
+            server_log: ServerLog::File(base.join("log").join("postgresql.log")),
             passfile: base.join("pgpass"),
+        }
+    }
+}
+
+/// Where the postmaster's stdout and stderr go. With `logging_collector =
+/// off` (always, see the managed parameters) that is the whole server log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerLog {
+    /// Appended to this file (local mode: one file per member that users and
+    /// tests read).
+    File(PathBuf),
+    /// Written to the agent's own stderr, stdout included: in a container
+    /// that is the log `kubectl logs` shows and the runtime rotates. Not the
+    /// agent's stdout, which carries only its JSON lines.
+    Inherit,
+}
+
+impl ServerLog {
+    /// The log file, if the log goes to one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::File(path) => Some(path),
+            Self::Inherit => None,
         }
     }
 }
@@ -168,12 +191,12 @@ impl Instance {
         Ok(client)
     }
 
-    /// Creates the base directories (socket, log) owned by the OS user and
-    /// writes the password file every tool uses.
+    /// Creates the base directories (the socket's, the log file's if any)
+    /// owned by the OS user and writes the password file every tool uses.
     pub fn prepare_dirs(&self) -> Result<(), PgError> {
         for dir in [
             Some(self.layout.socket_dir.as_path()),
-            self.layout.log_file.parent(),
+            self.layout.server_log.file().and_then(Path::parent),
             self.layout.passfile.parent(),
         ]
         .into_iter()

@@ -37,8 +37,8 @@ pub use control::{
     sync_standby_names, unfence_read_only,
 };
 pub use datadir::{DataDirState, parse_system_identifier};
-pub use error::PgError;
-pub use instance::{Instance, Layout, Superuser, Upstream};
+pub use error::{PgError, StartLog};
+pub use instance::{Instance, Layout, ServerLog, Superuser, Upstream};
 pub use lsn::{Lsn, ParseLsnError};
 pub use observe::{ConnectionUsage, ServerState, StandbyState, observe, timeline_of_walfile};
 pub use os_user::{DEFAULT_CREATED_USER, OsUser};

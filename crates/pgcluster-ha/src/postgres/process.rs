@@ -1,17 +1,19 @@
 //! The postmaster as a supervised child process: started directly (not
-//! through pg_ctl) so that we hold its PID, with its output captured in a
-//! log file, and stopped by signalling that PID only.
+//! through pg_ctl) so that we hold its PID, with its output going to a log
+//! file or to our own stderr ([`ServerLog`]), and stopped by signalling that
+//! PID only.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::command::tail;
-use super::error::PgError;
-use super::instance::Instance;
+use super::error::{PgError, StartLog};
+use super::instance::{Instance, ServerLog};
 
 /// How often we poll while waiting for the server.
 const POLL: Duration = Duration::from_millis(50);
@@ -51,13 +53,14 @@ pub struct Postmaster {
     child: tokio::process::Child,
     pid: u32,
     data_dir: PathBuf,
-    log_file: PathBuf,
+    server_log: ServerLog,
 }
 
 impl Instance {
     /// Starts the postmaster and waits until it accepts connections (at most
     /// `timeout`). Refuses when the port is taken; on failure the child is
-    /// stopped and the error carries the end of the server log.
+    /// stopped and the error carries the end of the server log (or says
+    /// where it went).
     pub async fn start(&self, timeout: Duration) -> Result<Postmaster, PgError> {
         ensure_port_free(self.port)?;
         let mut postmaster = self.spawn_postmaster()?;
@@ -73,22 +76,13 @@ impl Instance {
     }
 
     fn spawn_postmaster(&self) -> Result<Postmaster, PgError> {
-        let log_file = self.layout.log_file.clone();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_file)
-            .map_err(|e| PgError::io("open", &log_file, e))?;
-        self.os_user.chown(&log_file)?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| PgError::io("open", &log_file, e))?;
+        let (stdout, stderr) = self.postmaster_output()?;
         let mut cmd = self.tool("postgres");
         cmd.arg("-D")
             .arg(&self.layout.data_dir)
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             // Own process group: a Ctrl-C on our terminal must not reach the
             // server; the agent decides how it stops.
             .process_group(0);
@@ -104,8 +98,34 @@ impl Instance {
             child,
             pid,
             data_dir: self.layout.data_dir.clone(),
-            log_file,
+            server_log: self.layout.server_log.clone(),
         })
+    }
+
+    /// The postmaster's stdout and stderr. A log file is opened for append
+    /// and owned by the OS user like the instance's other files. With
+    /// [`ServerLog::Inherit`] both go to our stderr: stdout too, because ours
+    /// carries only the agent's JSON lines and log shippers parse it as such.
+    fn postmaster_output(&self) -> Result<(Stdio, Stdio), PgError> {
+        match &self.layout.server_log {
+            ServerLog::File(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| PgError::io("open", path, e))?;
+                self.os_user.chown(path)?;
+                let second = file.try_clone().map_err(|e| PgError::io("open", path, e))?;
+                Ok((file.into(), second.into()))
+            }
+            ServerLog::Inherit => {
+                let stderr = std::io::stderr()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| PgError::io("duplicate", "this process's stderr", e))?;
+                Ok((stderr.into(), Stdio::inherit()))
+            }
+        }
     }
 
     async fn wait_ready(
@@ -141,9 +161,9 @@ impl Postmaster {
         self.pid
     }
 
-    /// The server log file.
-    pub fn log_file(&self) -> &std::path::Path {
-        &self.log_file
+    /// Where the server's output goes.
+    pub fn server_log(&self) -> &ServerLog {
+        &self.server_log
     }
 
     /// `Some(status)` once the postmaster has exited (crash or stop).
@@ -201,13 +221,21 @@ impl Postmaster {
     }
 
     fn start_failed(&self, waited: Duration, reason: String) -> PgError {
-        let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        let log = match &self.server_log {
+            ServerLog::File(path) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                StartLog::File {
+                    path: path.clone(),
+                    tail: tail(&text, 5),
+                }
+            }
+            ServerLog::Inherit => StartLog::Inherited,
+        };
         PgError::StartFailed {
             data_dir: self.data_dir.clone(),
             waited,
             reason,
-            log_file: self.log_file.clone(),
-            log_tail: tail(&log, 5),
+            log,
         }
     }
 }

@@ -221,9 +221,12 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            // The temp dir goes away with us: show the server log while we can.
-            let log = std::fs::read_to_string(&self.instance.layout.log_file).unwrap_or_default();
+        if std::thread::panicking()
+            && let Some(log_file) = self.instance.layout.server_log.file()
+        {
+            // The temp dir goes away with us: show the server log while we can
+            // (an inherited log is already on the test's stderr).
+            let log = std::fs::read_to_string(log_file).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
             eprintln!(
                 "--- server log of {} (last 30 lines) ---\n{}",

@@ -126,9 +126,10 @@ fn peers_are_pod_dns_names() {
     assert_eq!(ha.members.len(), 3);
 }
 
-/// The assembled agent: files where the pod's volumes are, the superuser
-/// from the Secret file, API on the pod IP, and the ConfigMap's
-/// postgresql.conf included last so its listen_addresses and hba_file win.
+/// The assembled agent: files where the pod's volumes are, the server log on
+/// the container's stderr (not in a file), the superuser from the Secret
+/// file, API on the pod IP, and the ConfigMap's postgresql.conf included
+/// last so its listen_addresses and hba_file win.
 #[tokio::test]
 async fn agent_config_assembly() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,6 +162,7 @@ async fn agent_config_assembly() {
         cfg.instance.layout.data_dir,
         PathBuf::from(crate::build::statefulset::PGDATA)
     );
+    assert_eq!(cfg.instance.layout.server_log, ServerLog::Inherit);
     assert_eq!(
         cfg.api_listen,
         "10.42.1.7:8008".parse::<SocketAddr>().unwrap()
@@ -178,6 +180,8 @@ async fn agent_config_assembly() {
     assert!(conf.contains("listen_addresses = '*'"));
     assert!(conf.contains("hba_file = '/etc/pgcluster/pg_hba.conf'"));
     assert!(conf.contains(&format!("unix_socket_directories = '{SOCKET_DIR}'")));
+    // PostgreSQL's lines in `kubectl logs` are tagged, next to the agent's JSON.
+    assert!(conf.contains("log_line_prefix = '%m postgres[%p]: %q%u@%d '"));
 }
 
 /// An empty or missing password file is an error naming the file.

@@ -1,8 +1,9 @@
-//! The ConfigMap `<name>-config`: `postgresql.conf` (the user's parameters,
-//! then the static parameters pgcluster manages) and `pg_hba.conf` (rendered by
-//! the core access model). The agent includes `postgresql.conf` from PGDATA
-//! and sets the per-instance managed parameters (`primary_conninfo`,
-//! `synchronous_standby_names`, `cluster_name`, ...) itself at runtime.
+//! The ConfigMap `<name>-config`: `postgresql.conf` (pgcluster's defaults,
+//! the user's parameters, then the static parameters pgcluster manages) and
+//! `pg_hba.conf` (rendered by the core access model). The agent includes
+//! `postgresql.conf` from PGDATA and sets the per-instance managed parameters
+//! (`primary_conninfo`, `synchronous_standby_names`, `cluster_name`, ...)
+//! itself at runtime.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -43,6 +44,18 @@ pub fn static_managed_parameters(cluster: &ValidatedCluster) -> BTreeMap<&'stati
     ])
 }
 
+/// Parameters pgcluster sets on every instance that users may still change:
+/// they come before `spec.postgres.parameters`, so a user's value wins. None
+/// is in core's `MANAGED_PARAMETERS` (a test checks it), which would forbid that.
+pub fn default_parameters() -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        // The server log shares `kubectl logs` with the agent's JSON lines: a
+        // syslog-like `postgres[pid]:` tag tells its lines apart (and greps),
+        // and `user@database` names a session's messages.
+        ("log_line_prefix", "'%m postgres[%p]: %q%u@%d '".to_owned()),
+    ])
+}
+
 fn quote_value(value: &str) -> String {
     // Quote everything but plain numbers/identifiers; double single quotes inside.
     let plain = !value.is_empty()
@@ -56,11 +69,16 @@ fn quote_value(value: &str) -> String {
     }
 }
 
-/// postgresql.conf: the user's parameters, then the managed ones (which win).
+/// postgresql.conf: pgcluster's defaults, the user's parameters, then the
+/// managed ones (later lines win).
 pub fn postgresql_conf(cluster: &ValidatedCluster) -> String {
     let mut out = String::from(
-        "# Rendered by pgcluster from the PostgresCluster spec; do not edit.\n# spec.postgres.parameters\n",
+        "# Rendered by pgcluster from the PostgresCluster spec; do not edit.\n# defaults (spec.postgres.parameters may override them)\n",
     );
+    for (name, value) in default_parameters() {
+        let _ = writeln!(out, "{name} = {value}");
+    }
+    out.push_str("# spec.postgres.parameters\n");
     for (name, value) in &cluster.postgres.parameters {
         let _ = writeln!(out, "{name} = {}", quote_value(value));
     }
@@ -98,6 +116,26 @@ mod tests {
                 "{name} is not in MANAGED_PARAMETERS"
             );
         }
+    }
+
+    /// Users may override every default: none is a managed parameter, and
+    /// the user's line comes after the default's (PostgreSQL takes the last).
+    #[test]
+    fn defaults_are_overridable() {
+        for name in default_parameters().keys() {
+            assert!(
+                MANAGED_PARAMETERS.iter().all(|p| p.name != *name),
+                "{name} is a default but also managed, so users could not set it"
+            );
+        }
+        let mut cluster = crate::testing::cluster("db", 2);
+        cluster
+            .postgres
+            .parameters
+            .insert("log_line_prefix".into(), "%m [%p] ".into());
+        let conf = postgresql_conf(&cluster);
+        let last = conf.lines().rfind(|l| l.starts_with("log_line_prefix = "));
+        assert_eq!(last, Some("log_line_prefix = '%m [%p] '"), "{conf}");
     }
 
     /// Values with spaces or quotes are quoted safely.

@@ -65,8 +65,6 @@ pub const RUN_MOUNT: &str = "/var/run/postgresql";
 pub const SOCKET_DIR: &str = "/var/run/postgresql/socket";
 /// The agent's libpq password file (inside [`RUN_MOUNT`]).
 pub const PASSFILE: &str = "/var/run/postgresql/agent/pgpass";
-/// PostgreSQL's server log, on the data volume (kept across restarts).
-pub const SERVER_LOG: &str = "/var/lib/postgresql/data/log/postgresql.log";
 /// Where the superuser Secret is mounted (read-only).
 pub const SUPERUSER_SECRET_MOUNT: &str = "/etc/pgcluster-secrets/superuser";
 /// The superuser's password file (key `password` of the superuser Secret).
