@@ -1,7 +1,6 @@
 //! Observing the local server into the machine's [`PgObservation`]: over the
 //! Unix socket while it runs, from `pg_controldata` and `standby.signal`
-//! while it is stopped. The two `Lsn` types (machine and postgres driver)
-//! are converted here, at the edge.
+//! while it is stopped.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -94,17 +93,17 @@ async fn running(cfg: &AgentConfig, local: &mut LocalPg) -> Result<Observed, PgE
         .flushed_lsn
         .or(state.received_lsn)
         .or(state.replayed_lsn)
-        .map_or(0, |l| l.0);
-    let received = state.received_lsn.map_or(flushed, |l| l.0);
-    let replayed = state.replayed_lsn.map_or(flushed, |l| l.0);
+        .unwrap_or_default();
+    let received = state.received_lsn.unwrap_or(flushed);
+    let replayed = state.replayed_lsn.unwrap_or(flushed);
     let pg = PgObservation {
         data: DataDir::Initialized(SystemId(state.system_identifier)),
         running: true,
         in_recovery: state.in_recovery,
         timeline: Timeline(timeline),
-        received_lsn: Lsn(received),
-        replayed_lsn: Lsn(replayed),
-        flushed_lsn: Lsn(flushed.max(received)),
+        received_lsn: received,
+        replayed_lsn: replayed,
+        flushed_lsn: flushed.max(received),
         upstream: if state.in_recovery { standby_of } else { None },
         streaming: state.streaming,
         sync_standbys: parse_sync_standbys(&sync_text),
@@ -114,7 +113,7 @@ async fn running(cfg: &AgentConfig, local: &mut LocalPg) -> Result<Observed, PgE
             .filter(|s| s.state == "streaming")
             .map(|s| ReplicaProgress {
                 name: MemberName::new(s.application_name.clone()),
-                flushed_lsn: Lsn(s.flush_lsn.map_or(0, |l| l.0)),
+                flushed_lsn: s.flush_lsn.unwrap_or_default(),
             })
             .collect(),
     };
@@ -284,7 +283,7 @@ pub fn parse_waldump_end(stderr: &str) -> Option<u64> {
         .chars()
         .take_while(|c| c.is_ascii_hexdigit() || *c == '/')
         .collect();
-    lsn.parse::<postgres::Lsn>().ok().map(|l| l.0)
+    lsn.parse::<Lsn>().ok().map(|l| l.0)
 }
 
 /// The highest timeline with a history file in `data/pg_wal` (1 if none).
@@ -313,7 +312,7 @@ pub fn parse_controldata(text: &str) -> Option<ControlData> {
     };
     let lsn = |name: &str| {
         field(name)
-            .and_then(|v| v.parse::<postgres::Lsn>().ok())
+            .and_then(|v| v.parse::<Lsn>().ok())
             .map_or(0, |l| l.0)
     };
     Some(ControlData {

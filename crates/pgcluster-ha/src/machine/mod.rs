@@ -8,6 +8,7 @@
 pub mod action;
 pub mod config;
 pub mod election;
+mod lsn;
 pub mod observation;
 mod primary;
 mod replica;
@@ -25,7 +26,7 @@ pub use observation::{
 };
 pub use state::{MachineState, Phase};
 pub use step::step;
-pub use units::{Lsn, MemberName, Millis, SystemId, Timeline};
+pub use units::{Lsn, MemberName, Millis, ParseLsnError, SystemId, Timeline};
 pub use view::{
     ClusterView, Lease, LeaseRecord, LeaseVersion, MemberRole, MemberState, SwitchoverRequest,
     SyncStandbys, TimelineEnd,

@@ -50,28 +50,7 @@ pub fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A PostgreSQL write-ahead-log position in bytes.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-pub struct Lsn(pub u64);
-
-impl fmt::Display for Lsn {
-    /// PostgreSQL's `X/Y` notation.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xffff_ffff)
-    }
-}
+pub use super::lsn::{Lsn, ParseLsnError};
 
 /// A PostgreSQL timeline ID.
 #[derive(

@@ -242,7 +242,7 @@ pub async fn list_physical_slots(
                 restart_lsn: restart
                     .map(|t| {
                         t.parse()
-                            .map_err(|e: super::lsn::ParseLsnError| PgError::Parse {
+                            .map_err(|e: crate::machine::ParseLsnError| PgError::Parse {
                                 command: sql.to_owned(),
                                 detail: e.to_string(),
                             })

@@ -20,7 +20,6 @@ mod control;
 mod datadir;
 mod error;
 mod instance;
-mod lsn;
 mod observe;
 mod os_user;
 mod process;
@@ -39,7 +38,7 @@ pub use control::{
 pub use datadir::{DataDirState, parse_system_identifier};
 pub use error::{PgError, StartLog};
 pub use instance::{Instance, Layout, ServerLog, Superuser, Upstream};
-pub use lsn::{Lsn, ParseLsnError};
+pub use crate::machine::{Lsn, ParseLsnError};
 pub use observe::{ConnectionUsage, ServerState, StandbyState, observe, timeline_of_walfile};
 pub use os_user::{DEFAULT_CREATED_USER, OsUser};
 pub use process::{Postmaster, StopMode, ensure_port_free};

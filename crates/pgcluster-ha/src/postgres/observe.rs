@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::error::PgError;
-use super::lsn::Lsn;
+use crate::machine::Lsn;
 
 /// The state of a running server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -209,7 +209,7 @@ fn parse_error(sql: &str, detail: &str) -> PgError {
 
 fn parse_lsn(text: &str, sql: &str) -> Result<Lsn, PgError> {
     text.parse()
-        .map_err(|e: super::lsn::ParseLsnError| parse_error(sql, &e.to_string()))
+        .map_err(|e: crate::machine::ParseLsnError| parse_error(sql, &e.to_string()))
 }
 
 fn optional_lsn(text: Option<&str>, sql: &str) -> Result<Option<Lsn>, PgError> {

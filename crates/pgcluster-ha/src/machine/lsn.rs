@@ -1,4 +1,5 @@
-//! Write-ahead log positions as PostgreSQL prints them (`0/3000148`).
+//! Write-ahead log positions: the one `Lsn` of the machine and the
+//! PostgreSQL driver, parsed and printed as PostgreSQL does (`0/3000148`).
 
 use std::fmt;
 use std::str::FromStr;
