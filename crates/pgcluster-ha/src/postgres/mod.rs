@@ -25,6 +25,7 @@ mod os_user;
 mod process;
 mod replication;
 
+pub use crate::machine::{Lsn, ParseLsnError};
 pub use binaries::PgBinaries;
 pub use config::{
     AuthMethod, HbaRule, MANAGED_FILE, ManagedConfig, StandbySettings, local_mode_hba, quote,
@@ -38,7 +39,6 @@ pub use control::{
 pub use datadir::{DataDirState, parse_system_identifier};
 pub use error::{PgError, StartLog};
 pub use instance::{Instance, Layout, ServerLog, Superuser, Upstream};
-pub use crate::machine::{Lsn, ParseLsnError};
 pub use observe::{ConnectionUsage, ServerState, StandbyState, observe, timeline_of_walfile};
 pub use os_user::{DEFAULT_CREATED_USER, OsUser};
 pub use process::{Postmaster, StopMode, ensure_port_free};
