@@ -77,6 +77,31 @@ impl ClusterRecord {
     pub fn member(&self, name: &str) -> Option<&MemberRecord> {
         self.members.iter().find(|m| m.name == name)
     }
+
+    /// A record of cluster `demo` with `members` members (`demo-0`...,
+    /// pg ports from 20000, api ports from 21000), nothing running: a test fixture.
+    #[cfg(test)]
+    pub(crate) fn demo(members: u16) -> Self {
+        Self {
+            name: "demo".into(),
+            spec: String::new(),
+            members: (0..members)
+                .map(|i| MemberRecord {
+                    name: format!("demo-{i}"),
+                    pg_port: 20000 + i,
+                    api_port: 21000 + i,
+                    agent_pid: None,
+                })
+                .collect(),
+            rw_port: 1,
+            ro_port: 2,
+            router_pid: None,
+            up_pid: None,
+            os_user: "x".into(),
+            pg_bin: PathBuf::new(),
+            superuser: "postgres".into(),
+        }
+    }
 }
 
 /// Ports of a local cluster.
@@ -386,25 +411,7 @@ mod tests {
     fn concurrent_updates_are_not_lost() {
         let dir = tempfile::tempdir().expect("temp dir");
         let layout = Layout::new(dir.path());
-        let record = ClusterRecord {
-            name: "demo".into(),
-            spec: String::new(),
-            members: (0..8)
-                .map(|i| MemberRecord {
-                    name: format!("demo-{i}"),
-                    pg_port: 20000 + i,
-                    api_port: 21000 + i,
-                    agent_pid: None,
-                })
-                .collect(),
-            rw_port: 1,
-            ro_port: 2,
-            router_pid: None,
-            up_pid: None,
-            os_user: "x".into(),
-            pg_bin: PathBuf::new(),
-            superuser: "postgres".into(),
-        };
+        let record = ClusterRecord::demo(8);
         layout.write_record(&record).expect("write");
         std::thread::scope(|s| {
             for i in 0..8usize {

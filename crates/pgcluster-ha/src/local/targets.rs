@@ -89,33 +89,13 @@ pub fn route_targets(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use super::*;
-    use crate::local::layout::MemberRecord;
     use crate::local::ready::readiness;
     use crate::machine::{Lease, LeaseRecord, LeaseVersion, Lsn, MemberState, Millis, Timeline};
 
     fn record() -> ClusterRecord {
-        ClusterRecord {
-            name: "demo".into(),
-            spec: String::new(),
-            members: (0..2)
-                .map(|i| MemberRecord {
-                    name: format!("demo-{i}"),
-                    pg_port: 20000 + i,
-                    api_port: 21000 + i,
-                    agent_pid: None,
-                })
-                .collect(),
-            rw_port: 1,
-            ro_port: 2,
-            router_pid: None,
-            up_pid: None,
-            os_user: "x".into(),
-            pg_bin: PathBuf::new(),
-            superuser: "postgres".into(),
-        }
+        ClusterRecord::demo(2)
     }
 
     fn member(name: &str, role: MemberRole, following: Option<&str>) -> MemberState {
