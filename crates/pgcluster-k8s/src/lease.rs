@@ -407,6 +407,9 @@ impl Coordinator for KubeLeaseCoordinator {
 mod tests;
 
 #[cfg(test)]
+mod machine_fixtures;
+
+#[cfg(test)]
 mod fencing_tests;
 
 #[cfg(test)]

@@ -8,17 +8,14 @@ use std::time::Duration;
 
 use http::Method;
 use pgcluster_core::timing::FailoverTimings;
-use pgcluster_core::validated::ResolvedReplication;
 use pgcluster_ha::machine::{
-    Action, DataDir, HaConfig, LeaseOutcome, Lsn, MachineState, Millis, Observation, PgObservation,
-    SystemId, TickObservation, Timeline, step,
+    Action, DataDir, LeaseOutcome, Lsn, MachineState, Millis, Observation, PgObservation, SystemId,
+    TickObservation, Timeline, step,
 };
-use serde_json::json;
 
+use super::machine_fixtures::{LEASE, config, lease_object};
 use super::*;
 use crate::testing::api_server::{ApiServerVerifier, Reply};
-
-const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/db/leases/pg-leader";
 
 /// How the scripted API server treats lease reads in one tick.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -29,21 +26,6 @@ enum Api {
     Failing,
     /// The lease read hangs (the coordinator's own timeout fires).
     Hanging,
-}
-
-fn config(me: &str) -> HaConfig {
-    HaConfig::new(
-        MemberName::from(me),
-        ["pg-0", "pg-1"].map(MemberName::from),
-        FailoverTimings::default(),
-        ResolvedReplication {
-            mode: pgcluster_core::api::v1alpha1::ReplicationMode::Async,
-            when_no_standby: pgcluster_core::api::v1alpha1::NoStandbyPolicy::Block,
-            max_failover_lag_bytes: 1 << 20,
-        },
-        true,
-    )
-    .unwrap()
 }
 
 fn running_primary() -> PgObservation {
@@ -63,17 +45,6 @@ fn stopped() -> PgObservation {
         flushed_lsn: Lsn(0x100),
         ..PgObservation::empty()
     }
-}
-
-fn lease_object(rv: u64, lease: &Lease) -> serde_json::Value {
-    json!({
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {
-            "name": "pg-leader", "namespace": "db", "resourceVersion": rv.to_string(),
-            "annotations": { ANNOTATION_RECORD: serde_json::to_string(lease).unwrap() }
-        },
-        "spec": {}
-    })
 }
 
 /// One member's loop against the scripted API server: ticks every loop
@@ -99,7 +70,7 @@ impl Member {
     fn new(me: &str) -> Self {
         let (client, server) = ApiServerVerifier::new();
         Self {
-            machine: MachineState::new(config(me), Millis(0)),
+            machine: MachineState::new(config(me, &["pg-0", "pg-1"]), Millis(0)),
             coord: KubeLeaseCoordinator::new(client, "db", &ClusterName::new("pg").unwrap())
                 .with_timeout(Duration::from_millis(100)),
             server,

@@ -8,33 +8,16 @@ use std::collections::BTreeMap;
 
 use http::Method;
 use pgcluster_core::timing::FailoverTimings;
-use pgcluster_core::validated::ResolvedReplication;
 use pgcluster_ha::machine::{
-    Action, ActionKind, DataDir, HaConfig, LeaseOutcome, Lsn, MachineState, Millis, Observation,
+    Action, ActionKind, DataDir, LeaseOutcome, Lsn, MachineState, Millis, Observation,
     PgObservation, Phase, SystemId, TickObservation, Timeline, step,
 };
-use serde_json::json;
 
+use super::machine_fixtures::{LEASE, config, lease_object};
 use super::*;
 use crate::testing::api_server::{ApiServerVerifier, Reply, conflict};
 
-const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/db/leases/pg-leader";
 const SYS: SystemId = SystemId(42);
-
-fn config(me: &str) -> HaConfig {
-    HaConfig::new(
-        MemberName::from(me),
-        ["pg-0", "pg-1", "pg-2"].map(MemberName::from),
-        FailoverTimings::default(),
-        ResolvedReplication {
-            mode: pgcluster_core::api::v1alpha1::ReplicationMode::Async,
-            when_no_standby: pgcluster_core::api::v1alpha1::NoStandbyPolicy::Block,
-            max_failover_lag_bytes: 1 << 20,
-        },
-        true,
-    )
-    .unwrap()
-}
 
 /// A standby of `of` that has received WAL up to `lsn` on timeline 1.
 fn standby(of: &str, lsn: u64) -> PgObservation {
@@ -50,17 +33,6 @@ fn standby(of: &str, lsn: u64) -> PgObservation {
         streaming: true,
         ..PgObservation::empty()
     }
-}
-
-fn lease_object(rv: u64, lease: &Lease) -> serde_json::Value {
-    json!({
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {
-            "name": "pg-leader", "namespace": "db", "resourceVersion": rv.to_string(),
-            "annotations": { ANNOTATION_RECORD: serde_json::to_string(lease).unwrap() }
-        },
-        "spec": {}
-    })
 }
 
 /// The Lease as the API server stores it: the record and its resourceVersion.
@@ -90,7 +62,7 @@ impl Agent {
     fn new(me: &str, pg: PgObservation) -> Self {
         let (client, server) = ApiServerVerifier::new();
         Self {
-            machine: MachineState::new(config(me), Millis(0)),
+            machine: MachineState::new(config(me, &["pg-0", "pg-1", "pg-2"]), Millis(0)),
             coord: KubeLeaseCoordinator::new(client, "db", &ClusterName::new("pg").unwrap()),
             server,
             pg,
