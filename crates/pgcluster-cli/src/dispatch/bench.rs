@@ -46,7 +46,8 @@ and removes them afterwards. Takes a few minutes.
 
 Examples:
   pgcluster bench failover
-  pgcluster bench failover --kills 3 --switchovers 3 --mode sync"
+  pgcluster bench failover --kills 3 --switchovers 3 --mode sync
+  pgcluster bench failover --mode sync --instances 3 --skip-router"
 )]
 pub struct Args {
     /// What to measure.
@@ -60,6 +61,10 @@ pub struct Args {
     /// Replication mode(s).
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     pub mode: Mode,
+    /// Instances per cluster (with two, a sync-mode crash window includes
+    /// the crashed node's re-join: block mode acknowledges nothing without a standby).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=5))]
+    pub instances: u8,
     /// Base port of the benchmark clusters.
     #[arg(long = "port", default_value_t = 25432)]
     pub port: u16,
@@ -127,7 +132,8 @@ async fn one_mode(args: &Args, mode: &str, router: bool) -> Result<(), CliError>
     std::fs::write(
         &spec,
         format!(
-            "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {{name: bench, namespace: default}}\nspec:\n  instances: 2\n  replication: {{mode: {mode}}}\n  postgres: {{parameters: {{max_connections: \"300\"}}}}\n"
+            "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {{name: bench, namespace: default}}\nspec:\n  instances: {}\n  replication: {{mode: {mode}}}\n  postgres: {{parameters: {{max_connections: \"300\"}}}}\n",
+            args.instances
         ),
     )
     .map_err(|e| fail(&e))?;
@@ -382,7 +388,8 @@ async fn run_mode(
         .collect();
     let lost = acked.iter().filter(|id| !have.contains(id)).count();
     println!(
-        "mode {mode}: {} node crashes, {} switchovers, {} writes acknowledged",
+        "mode {mode}, {} instances: {} node crashes, {} switchovers, {} writes acknowledged",
+        args.instances,
         windows.len(),
         sw_took.len(),
         acked.len()
