@@ -2,78 +2,57 @@
 //! (Kubernetes mode): to the stderr of the process that started it, and into
 //! no file.
 //!
-//! The server inherits the stderr of the whole test process, which libtest
-//! does not capture, so the test re-runs this binary with only
-//! [`inherited_log_child`] selected and its stderr sent to a file it reads:
-//!
-//! ```text
-//! inherited_server_log_reaches_our_stderr --spawn self, stderr=file--> inherited_log_child
-//!     --Instance::start (Inherit)--> postgres (stderr: that file)
-//! ```
+//! The server inherits this process's file descriptor 2, which libtest does
+//! not capture: the test points it at a file while the server runs and reads
+//! that file back. This binary holds this one test, so nothing else writes to
+//! descriptor 2 meanwhile.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 
-use pgcluster_ha::postgres::{AuthMethod, Layout, PgError, ServerLog, StartLog, StopMode};
+use pgcluster_ha::postgres::{Layout, PgError, ServerLog, StartLog, StopMode};
 use pgcluster_ha::testing::TestServer;
 
-/// Set (to a directory) only in the re-run child: where it may write.
-const CHILD_DIR: &str = "PGCLUSTER_TEST_INHERITED_LOG_DIR";
+/// Descriptor 2 pointed at a file until dropped; on a panic the file's text
+/// is printed once descriptor 2 is back.
+struct Redirected {
+    saved: OwnedFd,
+    path: PathBuf,
+}
 
-/// A server started with an inherited log writes its startup and shutdown
-/// messages to the starter's stderr, a failed start's complaint too, and no
-/// log file appears (see [`inherited_log_child`] for what it asserts inside).
-#[test]
-fn inherited_server_log_reaches_our_stderr() {
-    let dir = tempfile::tempdir().expect("the temp dir is writable");
-    let stderr_path = dir.path().join("stderr");
-    let stderr = std::fs::File::create(&stderr_path).expect("the temp dir is writable");
-    let out = Command::new(std::env::current_exe().expect("the test binary has a path"))
-        .args([
-            "inherited_log_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir.path())
-        // A file, not a pipe: a server that outlived a failed child would
-        // keep a pipe open and hang this test instead of failing it.
-        .stderr(stderr)
-        .output()
-        .expect("the test binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = std::fs::read_to_string(&stderr_path).expect("the child's stderr was written");
-    assert!(
-        out.status.success(),
-        "the child failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-        out.status
-    );
-    // Guards against a renamed child: a filter that matches nothing passes too.
-    assert!(stdout.contains("1 passed"), "{stdout}");
-    for expected in [
-        // The failed start, before any logging is set up.
-        "Run initdb or pg_basebackup to initialize a PostgreSQL data directory.",
-        // The real start and stop, through the server's logging.
-        "database system is ready to accept connections",
-        "database system is shut down",
-    ] {
-        assert!(
-            stderr.contains(expected),
-            "{expected:?} is not in the child's stderr:\n{stderr}"
-        );
+impl Redirected {
+    fn to(path: &Path) -> Self {
+        let file = std::fs::File::create(path).expect("the temp dir is writable");
+        let saved = nix::unistd::dup(std::io::stderr()).expect("stderr can be duplicated");
+        nix::unistd::dup2_stderr(&file).expect("stderr can be redirected");
+        Self {
+            saved,
+            path: path.to_owned(),
+        }
     }
 }
 
-/// The child half of [`inherited_server_log_reaches_our_stderr`]; does
-/// nothing unless that test runs it.
+impl Drop for Redirected {
+    fn drop(&mut self) {
+        let _ = nix::unistd::dup2_stderr(&self.saved);
+        if std::thread::panicking()
+            && let Ok(text) = std::fs::read_to_string(&self.path)
+        {
+            eprintln!("--- what reached stderr ---\n{text}");
+        }
+    }
+}
+
+/// A server started with an inherited log writes its startup and shutdown
+/// messages to the starter's stderr, a failed start's complaint too, and no
+/// log file appears.
 #[tokio::test]
-#[ignore = "run by inherited_server_log_reaches_our_stderr in a child process"]
-async fn inherited_log_child() {
-    let Some(parent) = std::env::var_os(CHILD_DIR).map(PathBuf::from) else {
-        return;
-    };
-    let mut server = TestServer::new_in("inherit", &parent).await;
+async fn inherited_server_log_reaches_our_stderr() {
+    let dir = tempfile::tempdir().expect("the temp dir is writable");
+    let stderr_path = dir.path().join("stderr");
+    let redirected = Redirected::to(&stderr_path);
+
+    let mut server = TestServer::new_in("inherit", dir.path()).await;
     server.instance.layout.server_log = ServerLog::Inherit;
     let would_be_file = Layout::under(server.dir())
         .server_log
@@ -95,13 +74,7 @@ async fn inherited_log_child() {
     );
     assert!(err.to_string().contains("agent's stderr"), "{err}");
 
-    server
-        .instance
-        .initdb(AuthMethod::ScramSha256)
-        .await
-        .expect("initdb succeeds");
-    server.write_config();
-    server.start().await.expect("the server starts");
+    server.init_and_start().await;
     let client = server.client().await;
     let one: i32 = client
         .query_one("SELECT 1", &[])
@@ -116,4 +89,19 @@ async fn inherited_log_child() {
         "{} was created although the log is inherited",
         would_be_file.display()
     );
+
+    drop(redirected);
+    let stderr = std::fs::read_to_string(&stderr_path).expect("the redirected stderr was written");
+    for expected in [
+        // The failed start, before any logging is set up.
+        "Run initdb or pg_basebackup to initialize a PostgreSQL data directory.",
+        // The real start and stop, through the server's logging.
+        "database system is ready to accept connections",
+        "database system is shut down",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} is not in what reached stderr:\n{stderr}"
+        );
+    }
 }

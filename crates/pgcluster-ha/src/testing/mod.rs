@@ -123,14 +123,18 @@ impl TestServer {
     pub async fn primary_with(member: &str, adjust: impl FnOnce(&mut ManagedConfig)) -> Self {
         let mut server = Self::new(member).await;
         adjust(&mut server.config);
+        server.init_and_start().await;
         server
-            .instance
+    }
+
+    /// initdb, config, start (panics when one fails).
+    pub async fn init_and_start(&mut self) {
+        self.instance
             .initdb(AuthMethod::ScramSha256)
             .await
             .expect("initdb succeeds");
-        server.write_config();
-        server.start().await.expect("the primary starts");
-        server
+        self.write_config();
+        self.start().await.expect("the server starts");
     }
 
     /// A streaming replica of `primary`: slot created on the primary,
