@@ -151,8 +151,15 @@ async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
                 Some((key, end)) if key == (c.checkpoint_lsn, c.timeline) => end,
                 _ if busy => c.end_lsn,
                 _ => {
-                    let end = wal_end(cfg, &c).await.unwrap_or(c.end_lsn).max(c.end_lsn);
-                    local.wal_end_cache = Some(((c.checkpoint_lsn, c.timeline), end));
+                    let found = wal_end(cfg, &c).await;
+                    let end = match found {
+                        WalEnd::Found(end) => end.max(c.end_lsn),
+                        WalEnd::Unknown | WalEnd::TimedOut => c.end_lsn,
+                    };
+                    // A slow answer (a loaded machine) is asked again next tick.
+                    if !matches!(found, WalEnd::TimedOut) {
+                        local.wal_end_cache = Some(((c.checkpoint_lsn, c.timeline), end));
+                    }
                     end
                 }
             };
@@ -219,17 +226,19 @@ async fn controldata(cfg: &AgentConfig) -> Option<ControlData> {
 /// further record. pg_waldump waits 5 s for a segment file that is not
 /// there (it retries the open), so it is told to stop at the end of the
 /// last segment present; reaching that bound means the WAL fills it.
-async fn wal_end(cfg: &AgentConfig, control: &ControlData) -> Option<u64> {
+async fn wal_end(cfg: &AgentConfig, control: &ControlData) -> WalEnd {
     let pg_wal = cfg.instance.layout.data_dir.join("pg_wal");
     let names: Vec<String> = std::fs::read_dir(&pg_wal)
-        .ok()?
+        .into_iter()
+        .flatten()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
-    let bound = last_segment_end(&names, control.timeline, control.segment_size)?;
-    if bound <= control.checkpoint_lsn {
-        return None;
-    }
+    let Some(bound) = last_segment_end(&names, control.timeline, control.segment_size)
+        .filter(|b| *b > control.checkpoint_lsn)
+    else {
+        return WalEnd::Unknown;
+    };
     let mut cmd = cfg.instance.tool("pg_waldump");
     cmd.arg("--path")
         .arg(&pg_wal)
@@ -242,14 +251,23 @@ async fn wal_end(cfg: &AgentConfig, control: &ControlData) -> Option<u64> {
         .arg("--quiet")
         .env("LC_ALL", "C");
     // Bounded: the agent's tick waits for this.
-    let out = tokio::time::timeout(Duration::from_secs(1), cmd.output())
-        .await
-        .ok()?
-        .ok()?;
-    if out.status.success() {
-        return Some(bound);
+    match tokio::time::timeout(Duration::from_secs(1), cmd.output()).await {
+        Err(_) => WalEnd::TimedOut,
+        Ok(Err(_)) => WalEnd::Unknown,
+        Ok(Ok(out)) if out.status.success() => WalEnd::Found(bound),
+        Ok(Ok(out)) => parse_waldump_end(&String::from_utf8_lossy(&out.stderr))
+            .map_or(WalEnd::Unknown, WalEnd::Found),
     }
-    parse_waldump_end(&String::from_utf8_lossy(&out.stderr))
+}
+
+/// What [`wal_end`] found out.
+enum WalEnd {
+    /// The end of the valid WAL.
+    Found(u64),
+    /// Not readable (no segments, pg_waldump failed): pg_controldata's bound serves.
+    Unknown,
+    /// pg_waldump did not answer in time.
+    TimedOut,
 }
 
 /// The end of the last WAL segment file of `timeline` among `names` (the
