@@ -3,10 +3,10 @@
 //! while it is stopped.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::AgentConfig;
-use super::supervise::LocalPg;
+use super::supervise::{LocalPg, WalEndCache};
 use crate::machine::{
     DataDir, Lsn, MemberName, PgObservation, ReplicaProgress, SyncStandbys, SystemId, Timeline,
 };
@@ -147,8 +147,14 @@ async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
             // The checkpoint location is the *start* of the last checkpoint
             // record; the machine needs the end of local WAL (a standby that
             // received the shutdown checkpoint is exactly there).
+            let key = (c.checkpoint_lsn, c.timeline);
             let end = match local.wal_end_cache {
-                Some((key, end)) if key == (c.checkpoint_lsn, c.timeline) => end,
+                Some(cached)
+                    if cached.key == key
+                        && cached.retry_at.is_none_or(|at| Instant::now() < at) =>
+                {
+                    cached.end
+                }
                 _ if busy => c.end_lsn,
                 _ => {
                     let found = wal_end(cfg, &c).await;
@@ -156,10 +162,11 @@ async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
                         WalEnd::Found(end) => end.max(c.end_lsn),
                         WalEnd::Unknown | WalEnd::TimedOut => c.end_lsn,
                     };
-                    // A slow answer (a loaded machine) is asked again next tick.
-                    if !matches!(found, WalEnd::TimedOut) {
-                        local.wal_end_cache = Some(((c.checkpoint_lsn, c.timeline), end));
-                    }
+                    // A slow answer (a loaded machine) is asked again, but not
+                    // every tick: each try holds the tick up to its timeout.
+                    let retry_at =
+                        matches!(found, WalEnd::TimedOut).then(|| Instant::now() + WAL_END_RETRY);
+                    local.wal_end_cache = Some(WalEndCache { key, end, retry_at });
                     end
                 }
             };
@@ -259,6 +266,9 @@ async fn wal_end(cfg: &AgentConfig, control: &ControlData) -> WalEnd {
             .map_or(WalEnd::Unknown, WalEnd::Found),
     }
 }
+
+/// How long a guessed WAL end (pg_waldump timed out) serves before another try.
+const WAL_END_RETRY: Duration = Duration::from_secs(10);
 
 /// What [`wal_end`] found out.
 enum WalEnd {

@@ -32,14 +32,26 @@ pub struct LocalPg {
     pub system_id: Option<u64>,
     /// The last observation of the running server (reused when it is slow to answer).
     pub last_running: Option<crate::machine::PgObservation>,
-    /// The end of WAL found for a stopped server, keyed by (checkpoint, timeline).
-    pub wal_end_cache: Option<((u64, u32), u64)>,
+    /// The end of WAL found for a stopped server, keyed by (checkpoint,
+    /// timeline); a guess after a timed-out read carries when to read again.
+    pub wal_end_cache: Option<WalEndCache>,
     /// The slow operation running in the background, if any.
     pub background: Option<super::background::Background>,
     /// Wakes the agent loop when a background operation reaches a point the
     /// next tick should see at once (promoted, finished), instead of at the
     /// next interval.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// The end of a stopped server's WAL as last read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalEndCache {
+    /// The checkpoint location and timeline it was read for.
+    pub key: (u64, u32),
+    /// The end found (or pg_controldata's lower bound).
+    pub end: u64,
+    /// Read again after this (set when pg_waldump timed out).
+    pub retry_at: Option<std::time::Instant>,
 }
 
 impl LocalPg {
