@@ -73,7 +73,16 @@ pub struct TestCluster {
     pub spec: PathBuf,
     /// Agents the test started itself (restarts).
     pub extra: Vec<Child>,
+    /// One cluster at a time per test binary (released after `Drop` stopped it).
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+/// Serialises the clusters of one test binary. Several clusters cloning and
+/// checkpointing at once on this 2-core VM delayed the fsync of one cluster's
+/// lease file past its renew deadline, and its watchdog fenced a healthy
+/// primary mid-test (CI, async crash test: the postmaster it meant to kill
+/// had been restarted). The tests are about failover, not disk contention.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl TestCluster {
     /// Prints the last `n` lines of every agent's log (and the router's) to
@@ -116,8 +125,13 @@ impl TestCluster {
         }
     }
 
-    /// A cluster (not started) with `spec`.
+    /// A cluster (not started) with `spec`; waits while another test of this
+    /// binary has one.
     pub fn new(spec: &str) -> Self {
+        // A test that failed while holding it poisoned it; the data is `()`.
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::Builder::new()
             .prefix("pgcluster-local-")
             .tempdir_in("/tmp")
@@ -129,6 +143,7 @@ impl TestCluster {
             base: free_base(),
             spec: spec_path,
             extra: Vec::new(),
+            _serial: serial,
         }
     }
 
