@@ -9,6 +9,12 @@
 //!   write a temporary file, fsync it, rename it over the old one and fsync
 //!   the directory. A process that dies holding the lock releases it with
 //!   its file descriptors, so a crashed agent can never wedge the others.
+//!   A plain renewal (only `renewed_at` and `primary_lsn` change, a few times
+//!   a second) is renamed into place without the fsyncs: other processes see
+//!   it at once, and a machine crash that loses it leaves the same holder,
+//!   term, timeline and standbys (every agent restarts and waits a lease
+//!   anyway). Under disk load those fsyncs took longer than the renew
+//!   deadline and fenced a healthy primary.
 //! * Member states (`members/NAME.json`, ~4 writes a second per member) are
 //!   soft: each member republishes every loop and readers judge freshness by
 //!   the heartbeat. Each member writes only its own file, with a temporary
@@ -37,6 +43,8 @@ const MEMBERS_DIR: &str = "members";
 pub struct LocalCoordinator {
     dir: PathBuf,
     timeout: Duration,
+    /// Writes of the lease file made durable (fsynced) through this handle.
+    durable_writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LocalCoordinator {
@@ -45,7 +53,17 @@ impl LocalCoordinator {
         let dir = dir.into();
         let members = dir.join(MEMBERS_DIR);
         fs::create_dir_all(&members).map_err(|e| unavailable(&members, e))?;
-        Ok(Self { dir, timeout })
+        Ok(Self {
+            dir,
+            timeout,
+            durable_writes: Default::default(),
+        })
+    }
+
+    /// How many lease-file writes through this handle were fsynced.
+    pub fn durable_writes(&self) -> u64 {
+        self.durable_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The directory holding the state.
@@ -106,7 +124,7 @@ impl LocalCoordinator {
         // A lost CAS or a no-op clear changes nothing: skip the fsyncs, which
         // cost most under I/O load and hold the lock the longest.
         if view != before {
-            self.write_durable(&view)?;
+            self.write_state(&view, !renewal_only(&before, &view))?;
         }
         drop(lock);
         Ok(out)
@@ -167,8 +185,9 @@ impl LocalCoordinator {
         }
     }
 
-    /// Writes the lease file: temporary file, fsync, rename, fsync of the directory.
-    fn write_durable(&self, view: &ClusterView) -> Result<(), CoordinatorError> {
+    /// Writes the lease file: temporary file, rename; when `durable`, the
+    /// file is fsynced before the rename and the directory after it.
+    fn write_state(&self, view: &ClusterView, durable: bool) -> Result<(), CoordinatorError> {
         let path = self.dir.join(STATE_FILE);
         let tmp = self
             .dir
@@ -180,9 +199,16 @@ impl LocalCoordinator {
         let result = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
-            f.sync_all()?;
+            if durable {
+                f.sync_all()?;
+            }
             fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
+            if durable {
+                File::open(&self.dir)?.sync_all()?;
+                self.durable_writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
         })();
         result.map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -200,6 +226,20 @@ impl LocalCoordinator {
             .map_err(|e| CoordinatorError::Unavailable {
                 source: Some(Box::new(e)),
             })?
+    }
+}
+
+/// Whether `after` differs from `before` only by a renewal of the same
+/// lease: its time and the primary's WAL position.
+fn renewal_only(before: &ClusterView, after: &ClusterView) -> bool {
+    match (&before.lease, &after.lease) {
+        (Some(b), Some(a)) if before.switchover == after.switchover => {
+            let mut renewed = a.record.clone();
+            renewed.renewed_at = b.record.renewed_at;
+            renewed.primary_lsn = b.record.primary_lsn;
+            renewed == b.record
+        }
+        _ => false,
     }
 }
 
@@ -263,6 +303,47 @@ mod tests {
             primary_lsn: Default::default(),
             sync_standbys: Default::default(),
         }
+    }
+
+    /// Acquisitions, hand-overs and changes of the standbys are fsynced; a
+    /// plain renewal (time and WAL position) is not, and is still visible
+    /// to every other handle at once.
+    #[tokio::test]
+    async fn only_renewals_skip_the_fsyncs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = LocalCoordinator::open(dir.path(), Duration::from_secs(1)).expect("open");
+        let other = LocalCoordinator::open(dir.path(), Duration::from_secs(1)).expect("open");
+        let won = |o: CasOutcome| match o {
+            CasOutcome::Won(l) => l,
+            CasOutcome::Lost(l) => panic!("lost to {l:?}"),
+        };
+        let l = won(c
+            .compare_and_swap_lease(LeaseVersion(0), record("a", 1))
+            .await
+            .expect("cas"));
+        assert_eq!(c.durable_writes(), 1, "acquisition");
+        let mut renewal = l.record.clone();
+        renewal.renewed_at = Millis(250);
+        renewal.primary_lsn = crate::machine::Lsn(0x100);
+        let l = won(c
+            .compare_and_swap_lease(l.version, renewal.clone())
+            .await
+            .expect("cas"));
+        assert_eq!(c.durable_writes(), 1, "a renewal is not fsynced");
+        let seen = other.read_now().expect("read").lease.expect("lease");
+        assert_eq!(seen, l, "another handle sees the renewal at once");
+        let mut standbys = renewal.clone();
+        standbys.sync_standbys.insert(MemberName::new("b"));
+        let l = won(c
+            .compare_and_swap_lease(l.version, standbys)
+            .await
+            .expect("cas"));
+        assert_eq!(c.durable_writes(), 2, "a change of standbys");
+        won(c
+            .compare_and_swap_lease(l.version, record("b", 2))
+            .await
+            .expect("cas"));
+        assert_eq!(c.durable_writes(), 3, "a new holder and term");
     }
 
     /// Of many concurrent acquirers with the same expected version, exactly one wins.
