@@ -131,6 +131,16 @@ pub struct ClusterStatus {
     pub instances: Vec<InstanceStatus>,
 }
 
+/// A local agent's `/status` on `api_port` (1 s at most); `None` when it
+/// does not answer with one.
+pub async fn agent_status(api_port: u16) -> Option<AgentStatus> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], api_port));
+    match client::get(addr, "/status", Duration::from_secs(1)).await {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
 /// Collects the status of every instance (agents asked in parallel, 1 s each).
 pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
     let view: ClusterView = cluster::coordinator(layout, Duration::from_millis(500))
@@ -140,17 +150,11 @@ pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
     let asks: Vec<_> = record
         .members
         .iter()
-        .map(|m| {
-            let addr = SocketAddr::from(([127, 0, 0, 1], m.api_port));
-            tokio::spawn(async move { client::get(addr, "/status", Duration::from_secs(1)).await })
-        })
+        .map(|m| tokio::spawn(agent_status(m.api_port)))
         .collect();
     let mut instances = Vec::new();
     for (m, ask) in record.members.iter().zip(asks) {
-        let agent: Option<AgentStatus> = match ask.await {
-            Ok(Ok((200, body))) => serde_json::from_str(&body).ok(),
-            _ => None,
-        };
+        let agent = ask.await.ok().flatten();
         let agent_alive = m
             .agent_pid
             .is_some_and(|p| cluster::pid_is_ours(p, Some(layout.root())));

@@ -181,14 +181,9 @@ pub async fn send_and_wait(
 
 /// What `target`'s agent says about the request (its `/status` note).
 async fn target_note(record: &ClusterRecord, target: &str) -> Option<String> {
-    let member = record.member(target)?;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], member.api_port));
-    let (code, body) = pgcluster_ha::agent::client::get(addr, "/status", Duration::from_secs(1))
-        .await
-        .ok()?;
-    let status: pgcluster_ha::agent::AgentStatus =
-        serde_json::from_str(&body).ok().filter(|_| code == 200)?;
-    status.note
+    super::status::agent_status(record.member(target)?.api_port)
+        .await?
+        .note
 }
 
 /// Runs the switchover and prints the result.
