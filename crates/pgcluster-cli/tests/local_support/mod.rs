@@ -353,14 +353,10 @@ impl Drop for TestCluster {
         // Any postmaster still running in our data dir (its own pid file).
         if let Ok(members) = std::fs::read_dir(self.data().join("members")) {
             for m in members.flatten() {
-                let pidfile = m.path().join("data/postmaster.pid");
-                if let Some(pid) = std::fs::read_to_string(&pidfile)
-                    .ok()
-                    .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
-                    // A pid file left by a killed postmaster may name a PID
-                    // reused since: only a process working in that data dir.
-                    && std::fs::read_link(format!("/proc/{pid}/cwd"))
-                        .is_ok_and(|cwd| cwd == m.path().join("data"))
+                // Only a live postgres of that data dir: a pid file left by a
+                // killed postmaster may name a PID reused since.
+                if let Some(pid) =
+                    pgcluster_ha::agent::supervise::postmaster_of(&m.path().join("data"))
                 {
                     let _ = kill(pid, "KILL");
                 }
