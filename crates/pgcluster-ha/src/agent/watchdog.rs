@@ -28,7 +28,7 @@ struct Inner {
     fired: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     inner: Mutex<Inner>,
     wake: Condvar,
@@ -45,12 +45,13 @@ impl Watchdog {
     /// Starts the watchdog thread, disarmed; with no PID set it fences the
     /// postmaster of `data_dir` (if any runs).
     pub fn start(data_dir: Option<PathBuf>) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared::default());
-        shared
-            .inner
-            .lock()
-            .expect("the watchdog lock is new, so not poisoned")
-            .data_dir = data_dir;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                data_dir,
+                ..Inner::default()
+            }),
+            wake: Condvar::new(),
+        });
         let for_thread = shared.clone();
         let thread = std::thread::Builder::new()
             .name("pgcluster-watchdog".to_owned())
