@@ -1,29 +1,36 @@
 //! [`LocalCoordinator`]: the coordinator for `pgcluster up`, shared by several
-//! agent processes on one machine through a directory.
+//! agent processes on one machine through two directories: a durable one in
+//! the cluster's data directory and a runtime one on tmpfs (`/dev/shm`).
 //!
-//! Two kinds of state, stored differently:
+//! Why two: on a busy disk (a build's writeback, a checkpoint) even a rename
+//! without fsync waits for the filesystem's journal, measured here at over a
+//! second, and an agent whose loop stalls that long misses its renewals or
+//! looks dead to its peers. tmpfs never waits for a disk.
 //!
-//! * The lease and the switchover request (`coordinator.json`) must survive
-//!   a machine crash: writers take an exclusive advisory lock on a separate
-//!   lock file, read, apply the same semantics as [`MemoryCoordinator`],
-//!   write a temporary file, fsync it, rename it over the old one and fsync
-//!   the directory. A process that dies holding the lock releases it with
-//!   its file descriptors, so a crashed agent can never wedge the others.
-//!   A plain renewal (only `renewed_at` and `primary_lsn` change, a few times
-//!   a second) is renamed into place without the fsyncs: other processes see
-//!   it at once, and a machine crash that loses it leaves the same holder,
-//!   term, timeline and standbys (every agent restarts and waits a lease
-//!   anyway). Under disk load those fsyncs took longer than the renew
-//!   deadline and fenced a healthy primary.
+//! * The lease and the switchover request (`coordinator.json`) live in the
+//!   runtime directory, the state every reader sees. Writers take an
+//!   exclusive advisory lock (a lock file in the runtime directory), read,
+//!   apply the same semantics as [`MemoryCoordinator`] and rename a new file
+//!   into place. A process that dies holding the lock releases it with its
+//!   file descriptors, so a crashed agent can never wedge the others.
+//! * Every change other than a plain renewal (holder, term, timeline,
+//!   history, standbys, requests) is first written to the durable directory
+//!   (temporary file, fsync, rename, fsync of the directory), so that it
+//!   survives a machine crash before anyone acts on it. A plain renewal
+//!   (only `renewed_at` and `primary_lsn` change, a few times a second) only
+//!   goes to the runtime copy: a machine crash that loses it leaves the same
+//!   holder, term, timeline and standbys, and every agent restarts and waits
+//!   a lease anyway. After a reboot (tmpfs empty) readers fall back to the
+//!   durable copy.
 //! * Member states (`members/NAME.json`, ~4 writes a second per member) are
 //!   soft: each member republishes every loop and readers judge freshness by
-//!   the heartbeat. Each member writes only its own file, with a temporary
-//!   file and a rename (readers never see half a file) but no lock and no
-//!   fsync, so a publish neither waits for the disk nor rewrites the lease.
+//!   the heartbeat. Each member writes only its own runtime file, with a
+//!   temporary file and a rename (readers never see half a file) but no lock.
 //!
-//! Readers need no lock because rename is atomic. A `coordinator.json`
-//! written by an older version (members inside it) still loads; its
-//! members are dropped at the next lease write.
+//! Readers need no lock because rename is atomic. [`LocalCoordinator::open`]
+//! keeps both in one directory (tests, machines without `/dev/shm`). A
+//! `coordinator.json` written by an older version (members inside it) still
+//! loads; its members are dropped at the next lease write.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -38,23 +45,45 @@ const STATE_FILE: &str = "coordinator.json";
 const LOCK_FILE: &str = "coordinator.lock";
 const MEMBERS_DIR: &str = "members";
 
-/// A coordinator stored in a directory shared by the agents of one local cluster.
+/// A coordinator stored in directories shared by the agents of one local cluster.
 #[derive(Clone, Debug)]
 pub struct LocalCoordinator {
+    /// Durable: the last non-renewal state, fsynced.
     dir: PathBuf,
+    /// Runtime: the current state and member files (the same as `dir` when
+    /// opened with [`LocalCoordinator::open`]).
+    run: PathBuf,
     timeout: Duration,
     /// Writes of the lease file made durable (fsynced) through this handle.
     durable_writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LocalCoordinator {
-    /// A coordinator in `dir` (created when missing); each call gives up after `timeout`.
+    /// A coordinator wholly in `dir` (created when missing); each call gives
+    /// up after `timeout`.
     pub fn open(dir: impl Into<PathBuf>, timeout: Duration) -> Result<Self, CoordinatorError> {
         let dir = dir.into();
-        let members = dir.join(MEMBERS_DIR);
+        Self::open_split(dir.clone(), dir, timeout)
+    }
+
+    /// A coordinator with its durable state in `dir` and its runtime state in
+    /// `run` (created when missing, private to this user: it must not be a
+    /// directory someone else prepared, `/dev/shm` being world-writable).
+    pub fn open_split(
+        dir: impl Into<PathBuf>,
+        run: impl Into<PathBuf>,
+        timeout: Duration,
+    ) -> Result<Self, CoordinatorError> {
+        let (dir, run) = (dir.into(), run.into());
+        fs::create_dir_all(&dir).map_err(|e| unavailable(&dir, e))?;
+        if run != dir {
+            private_dir(&run)?;
+        }
+        let members = run.join(MEMBERS_DIR);
         fs::create_dir_all(&members).map_err(|e| unavailable(&members, e))?;
         Ok(Self {
             dir,
+            run,
             timeout,
             durable_writes: Default::default(),
         })
@@ -66,15 +95,20 @@ impl LocalCoordinator {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The directory holding the state.
+    /// The directory holding the durable state.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The directory holding the runtime state.
+    pub fn runtime_dir(&self) -> &Path {
+        &self.run
+    }
+
     /// Reads the current view without locking (rename makes every read whole).
     pub fn read_now(&self) -> Result<ClusterView, CoordinatorError> {
-        let mut view = self.read_durable()?;
-        let dir = self.dir.join(MEMBERS_DIR);
+        let mut view = self.read_lease()?;
+        let dir = self.run.join(MEMBERS_DIR);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(view),
@@ -98,16 +132,15 @@ impl LocalCoordinator {
     }
 
     /// The lease and switchover request (and, in a file written by an older
-    /// version, member states).
-    fn read_durable(&self) -> Result<ClusterView, CoordinatorError> {
-        let path = self.dir.join(STATE_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CoordinatorError::Corrupt {
-                what: path.display().to_string(),
-                source: Some(Box::new(e)),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClusterView::default()),
-            Err(e) => Err(unavailable(&path, e)),
+    /// version, member states): the runtime copy, else (after a reboot) the
+    /// durable one.
+    fn read_lease(&self) -> Result<ClusterView, CoordinatorError> {
+        match read_view_file(&self.run.join(STATE_FILE))? {
+            Some(view) => Ok(view),
+            None if self.run != self.dir => {
+                Ok(read_view_file(&self.dir.join(STATE_FILE))?.unwrap_or_default())
+            }
+            None => Ok(ClusterView::default()),
         }
     }
 
@@ -115,7 +148,7 @@ impl LocalCoordinator {
     /// lock and stores the result durably.
     fn update<T>(&self, op: impl FnOnce(&MemoryCoordinator) -> T) -> Result<T, CoordinatorError> {
         let lock = self.lock()?;
-        let mut before = self.read_durable()?;
+        let mut before = self.read_lease()?;
         let store = MemoryCoordinator::from_view(before.clone());
         let out = op(&store);
         let mut view = store.view();
@@ -124,7 +157,18 @@ impl LocalCoordinator {
         // A lost CAS or a no-op clear changes nothing: skip the fsyncs, which
         // cost most under I/O load and hold the lock the longest.
         if view != before {
-            self.write_state(&view, !renewal_only(&before, &view))?;
+            if !renewal_only(&before, &view) {
+                // Durable before anyone can see it, so nobody acts on a
+                // state a machine crash could take back.
+                write_file(&self.dir, &view, true)?;
+                self.durable_writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if self.run != self.dir {
+                    write_file(&self.run, &view, false)?;
+                }
+            } else {
+                write_file(&self.run, &view, false)?;
+            }
         }
         drop(lock);
         Ok(out)
@@ -132,7 +176,7 @@ impl LocalCoordinator {
 
     /// Replaces `state.name`'s member file: atomic (rename), not durable.
     fn publish_now(&self, state: &MemberState) -> Result<(), CoordinatorError> {
-        let dir = self.dir.join(MEMBERS_DIR);
+        let dir = self.run.join(MEMBERS_DIR);
         let name: String = state
             .name
             .as_str()
@@ -161,7 +205,7 @@ impl LocalCoordinator {
     /// Takes the exclusive lock, polling so that a stalled holder turns into a
     /// timeout instead of a blocked agent loop.
     fn lock(&self) -> Result<File, CoordinatorError> {
-        let path = self.dir.join(LOCK_FILE);
+        let path = self.run.join(LOCK_FILE);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -183,37 +227,6 @@ impl LocalCoordinator {
                 Err(TryLockError::Error(e)) => return Err(unavailable(&path, e)),
             }
         }
-    }
-
-    /// Writes the lease file: temporary file, rename; when `durable`, the
-    /// file is fsynced before the rename and the directory after it.
-    fn write_state(&self, view: &ClusterView, durable: bool) -> Result<(), CoordinatorError> {
-        let path = self.dir.join(STATE_FILE);
-        let tmp = self
-            .dir
-            .join(format!("{STATE_FILE}.{}.tmp", std::process::id()));
-        let bytes = serde_json::to_vec_pretty(view).map_err(|e| CoordinatorError::Corrupt {
-            what: "the cluster view to write".to_owned(),
-            source: Some(Box::new(e)),
-        })?;
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            if durable {
-                f.sync_all()?;
-            }
-            fs::rename(&tmp, &path)?;
-            if durable {
-                File::open(&self.dir)?.sync_all()?;
-                self.durable_writes
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            Ok(())
-        })();
-        result.map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            unavailable(&path, e)
-        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -241,6 +254,74 @@ fn renewal_only(before: &ClusterView, after: &ClusterView) -> bool {
         }
         _ => false,
     }
+}
+
+/// Reads a state file; `None` when there is none.
+fn read_view_file(path: &Path) -> Result<Option<ClusterView>, CoordinatorError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| CoordinatorError::Corrupt {
+                    what: path.display().to_string(),
+                    source: Some(Box::new(e)),
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(unavailable(path, e)),
+    }
+}
+
+/// Writes `dir`'s state file: temporary file, rename; when `durable`, the
+/// file is fsynced before the rename and the directory after it.
+fn write_file(dir: &Path, view: &ClusterView, durable: bool) -> Result<(), CoordinatorError> {
+    let path = dir.join(STATE_FILE);
+    let tmp = dir.join(format!("{STATE_FILE}.{}.tmp", std::process::id()));
+    let bytes = serde_json::to_vec_pretty(view).map_err(|e| CoordinatorError::Corrupt {
+        what: "the cluster view to write".to_owned(),
+        source: Some(Box::new(e)),
+    })?;
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        unavailable(&path, e)
+    })
+}
+
+/// Creates `dir` (mode 0700) or checks that the existing one is a real
+/// directory owned by this user that nobody else can write.
+fn private_dir(dir: &Path) -> Result<(), CoordinatorError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(unavailable(dir, e)),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|e| unavailable(dir, e))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o022 != 0 {
+        let source: BoxError = format!(
+            "{} is not a private directory of user {euid} (a symlink, another owner, or \
+             writable by others); remove it and try again",
+            dir.display()
+        )
+        .into();
+        return Err(CoordinatorError::Unavailable {
+            source: Some(source),
+        });
+    }
+    Ok(())
 }
 
 fn unavailable(path: &Path, e: std::io::Error) -> CoordinatorError {
@@ -489,5 +570,118 @@ mod tests {
         let err = c.read_view().await.expect_err("corrupt");
         assert_eq!(err.category(), "corrupt");
         assert!(format!("{err:?}").contains(STATE_FILE));
+    }
+
+    fn member_state(name: &str, heartbeat: u64) -> MemberState {
+        MemberState {
+            name: MemberName::new(name),
+            role: crate::machine::MemberRole::Replica,
+            healthy: true,
+            timeline: Timeline(1),
+            received_lsn: Default::default(),
+            replayed_lsn: Default::default(),
+            flushed_lsn: Default::default(),
+            system_identifier: None,
+            following: None,
+            sync_eligible: false,
+            last_seen: Millis(0),
+            heartbeat,
+        }
+    }
+
+    /// Split: renewals and member states stay in the runtime directory (the
+    /// durable file is not rewritten); holder changes reach the durable file
+    /// before anyone sees them; with the runtime directory gone (a reboot)
+    /// readers get the durable state.
+    #[tokio::test]
+    async fn runtime_state_is_separate_and_the_durable_copy_survives_a_reboot() {
+        let durable = tempfile::tempdir().expect("tempdir");
+        let shm = tempfile::tempdir().expect("tempdir");
+        let run = shm.path().join("run");
+        let c = LocalCoordinator::open_split(durable.path(), &run, Duration::from_secs(1))
+            .expect("open");
+        let CasOutcome::Won(l) = c
+            .compare_and_swap_lease(LeaseVersion(0), record("a", 1))
+            .await
+            .expect("cas")
+        else {
+            panic!("lost")
+        };
+        let durable_file = durable.path().join(STATE_FILE);
+        let written = fs::read(&durable_file).expect("durable copy written");
+        let mut renewal = l.record.clone();
+        renewal.renewed_at = Millis(250);
+        let CasOutcome::Won(renewed) = c
+            .compare_and_swap_lease(l.version, renewal)
+            .await
+            .expect("cas")
+        else {
+            panic!("lost")
+        };
+        c.publish_member(member_state("b", 4))
+            .await
+            .expect("publish");
+        assert_eq!(
+            fs::read(&durable_file).expect("read"),
+            written,
+            "renewal not durable"
+        );
+        assert!(!durable.path().join(MEMBERS_DIR).join("b.json").exists());
+        let other = LocalCoordinator::open_split(durable.path(), &run, Duration::from_secs(1))
+            .expect("open");
+        let seen = other.read_now().expect("read");
+        assert_eq!(seen.lease, Some(renewed), "the runtime copy is current");
+        assert!(seen.members.contains_key(&MemberName::new("b")));
+
+        fs::remove_dir_all(&run).expect("reboot");
+        let after = LocalCoordinator::open_split(durable.path(), &run, Duration::from_secs(1))
+            .expect("open");
+        let view = after.read_now().expect("read");
+        assert_eq!(
+            view.lease,
+            Some(l.clone()),
+            "the durable state, as acquired"
+        );
+        assert!(view.members.is_empty());
+        // The next write continues from it.
+        let CasOutcome::Won(next) = after
+            .compare_and_swap_lease(l.version, record("b", 2))
+            .await
+            .expect("cas")
+        else {
+            panic!("lost")
+        };
+        let on_disk: ClusterView =
+            serde_json::from_slice(&fs::read(&durable_file).expect("read")).expect("json");
+        assert_eq!(on_disk.lease, Some(next));
+    }
+
+    /// The runtime directory must be this user's own: a symlink or a
+    /// directory others can write (`/dev/shm` is world-writable) is refused
+    /// with what to do.
+    #[test]
+    fn a_runtime_dir_someone_else_could_control_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let durable = tempfile::tempdir().expect("tempdir");
+        let shm = tempfile::tempdir().expect("tempdir");
+        let target = shm.path().join("elsewhere");
+        fs::create_dir(&target).expect("mkdir");
+        let link = shm.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let err = LocalCoordinator::open_split(durable.path(), &link, Duration::from_secs(1))
+            .expect_err("a symlink");
+        assert!(format!("{err:?}").contains("remove it"), "{err:?}");
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = LocalCoordinator::open_split(durable.path(), &target, Duration::from_secs(1))
+            .expect_err("world-writable");
+        assert!(
+            format!("{err:?}").contains("not a private directory"),
+            "{err:?}"
+        );
+        let fresh = shm.path().join("fresh");
+        LocalCoordinator::open_split(durable.path(), &fresh, Duration::from_secs(1))
+            .expect("created");
+        let mode = fs::metadata(&fresh).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }

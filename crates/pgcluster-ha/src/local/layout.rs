@@ -190,6 +190,9 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Layou
     }
 }
 
+/// The tmpfs the coordinator's runtime state lives on.
+const RUNTIME_PARENT: &str = "/dev/shm";
+
 /// The paths of one local cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -229,6 +232,39 @@ impl Layout {
     /// The coordinator's directory.
     pub fn coordinator_dir(&self) -> PathBuf {
         self.root.join("coordinator")
+    }
+
+    /// Where the coordinator keeps its runtime state: a directory on tmpfs
+    /// named for the coordinator directory's identity (device and inode, so
+    /// a data directory re-created at the same path never sees an old
+    /// cluster's state). `None` without `/dev/shm` or before the coordinator
+    /// directory exists: everything then stays in the coordinator directory.
+    pub fn runtime_dir(&self) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let shm = Path::new(RUNTIME_PARENT);
+        if !shm.is_dir() {
+            return None;
+        }
+        let meta = std::fs::metadata(self.coordinator_dir()).ok()?;
+        Some(shm.join(format!("pgcluster-{:x}-{:x}", meta.dev(), meta.ino())))
+    }
+
+    /// Removes the coordinator's runtime state (when no agent runs: `up`
+    /// before starting them, `down` after stopping them); the durable copy
+    /// in the coordinator directory stays.
+    pub fn clear_runtime(&self) -> Result<(), LayoutError> {
+        let Some(dir) = self.runtime_dir() else {
+            return Ok(());
+        };
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LayoutError::Io {
+                action: "remove",
+                path: dir,
+                source,
+            }),
+        }
     }
 
     /// The secrets directory.
@@ -379,6 +415,32 @@ mod tests {
 
     /// Local mode keeps each member's server log in its own file, where
     /// users and the tests read it (only pods send it to stderr).
+    /// The runtime directory is named for the coordinator directory's
+    /// identity (none before it exists) and `clear_runtime` removes it.
+    #[test]
+    fn runtime_dir_follows_the_coordinator_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(dir.path());
+        assert_eq!(layout.runtime_dir(), None);
+        std::fs::create_dir_all(layout.coordinator_dir()).expect("mkdir");
+        let Some(run) = layout.runtime_dir() else {
+            return; // no /dev/shm here: everything stays in the data dir
+        };
+        assert!(run.starts_with(RUNTIME_PARENT));
+        std::fs::create_dir_all(run.join("members")).expect("mkdir");
+        layout.clear_runtime().expect("clear");
+        assert!(!run.exists());
+        layout.clear_runtime().expect("clearing nothing is fine");
+        let other = tempfile::tempdir().expect("tempdir");
+        let second = Layout::new(other.path());
+        std::fs::create_dir_all(second.coordinator_dir()).expect("mkdir");
+        assert_ne!(
+            second.runtime_dir(),
+            Some(run),
+            "another cluster, another dir"
+        );
+    }
+
     #[test]
     fn member_server_log_is_a_file_in_the_member_dir() {
         let layout = Layout::new("/data/c");

@@ -166,6 +166,9 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
         path: layout.coordinator_dir(),
         source,
     })?;
+    // Nothing of this cluster runs (checked above): start from the durable
+    // state, never from a runtime copy some earlier run left behind.
+    layout.clear_runtime()?;
     let record = ClusterRecord {
         name: name.clone(),
         spec: opts.spec.clone(),

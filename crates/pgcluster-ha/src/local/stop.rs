@@ -71,6 +71,9 @@ pub async fn stop(layout: &Layout, timeout: Duration) -> Result<StopReport, Loca
         r.router_pid = None;
         r.up_pid = None;
     })?;
+    // Every agent is gone: the runtime copy of the lease would only be stale
+    // by the next `up` (which starts from the durable copy).
+    layout.clear_runtime()?;
     Ok(report)
 }
 

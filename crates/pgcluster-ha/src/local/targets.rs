@@ -13,14 +13,15 @@ use super::router::RouteTargets;
 use crate::coordinator::local::LocalCoordinator;
 use crate::machine::{ClusterView, MemberName, MemberRole};
 
-/// The local coordinator of a cluster.
+/// The local coordinator of a cluster: durable state in the data
+/// directory, runtime state on tmpfs where there is one.
 pub fn coordinator(layout: &Layout, timeout: Duration) -> Result<LocalCoordinator, LocalError> {
-    LocalCoordinator::open(layout.coordinator_dir(), timeout).map_err(|source| {
-        LocalError::Coordinator {
-            dir: layout.coordinator_dir(),
-            source,
-        }
-    })
+    let dir = layout.coordinator_dir();
+    let opened = match layout.runtime_dir() {
+        Some(run) => LocalCoordinator::open_split(&dir, run, timeout),
+        None => LocalCoordinator::open(&dir, timeout),
+    };
+    opened.map_err(|source| LocalError::Coordinator { dir, source })
 }
 
 /// Where the router should send connections, from one coordinator view:
