@@ -99,8 +99,11 @@ pub struct MachineState {
     pub(crate) no_acquire_before: Millis,
     /// Failsafe: per peer, the send time of the latest probe it confirmed.
     pub(crate) failsafe_confirmed: BTreeMap<MemberName, Millis>,
-    /// Per member: last heartbeat seen and when it changed (our clock).
+    /// Per member: last heartbeat seen and when it changed (our clock,
+    /// moved forward by the time we could not watch).
     pub(crate) members_seen: BTreeMap<MemberName, (u64, Millis)>,
+    /// When we last read the coordinator.
+    pub(crate) last_view_at: Option<Millis>,
     /// Sync mode: the WAL position when each listed standby was first seen in
     /// `synchronous_standby_names`.
     pub(crate) sync_added_at: BTreeMap<MemberName, Lsn>,
@@ -137,6 +140,7 @@ impl MachineState {
             no_acquire_before: now,
             failsafe_confirmed: BTreeMap::new(),
             members_seen: BTreeMap::new(),
+            last_view_at: None,
             sync_added_at: BTreeMap::new(),
             switchover: None,
             label: None,

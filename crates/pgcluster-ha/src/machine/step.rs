@@ -224,11 +224,25 @@ fn absorb_view(s: &mut MachineState, now: Millis, view: &ClusterView) -> bool {
         (Some(l), _) => s.lease_seen = Some((l.version, now)),
         (None, _) => s.lease_seen = None,
     }
+    // A member is stale when its heartbeat stood still while we watched.
+    // Time we could not watch (our loop stalled, the coordinator did not
+    // answer) is no evidence against it: the same cause (a busy machine)
+    // may have held it up, and judging it dead would, for example, take a
+    // forced failover away from its live target.
+    if let Some(prev) = s.last_view_at {
+        let blind = now
+            .since(prev)
+            .saturating_sub(2 * s.config.ms.loop_interval);
+        if blind > 0 {
+            for (_, at) in s.members_seen.values_mut() {
+                *at = Millis(at.0.saturating_add(blind).min(now.0));
+            }
+        }
+    }
+    s.last_view_at = Some(now);
     for (name, m) in &view.members {
         match s.members_seen.get_mut(name) {
-            Some((hb, at)) if *hb == m.heartbeat => {
-                let _ = at;
-            }
+            Some((hb, _)) if *hb == m.heartbeat => {}
             Some(entry) => *entry = (m.heartbeat, now),
             None => {
                 s.members_seen.insert(name.clone(), (m.heartbeat, now));
