@@ -113,12 +113,15 @@ impl TestCluster {
                 .status();
             eprintln!("data dir copied to {}", keep.display());
         }
+        // Only the decisions, one short line each: a CI excerpt keeps the
+        // head and tail of a long output, and the routine lines would push
+        // every agent but the last out of it.
         for log in logs {
             let Ok(text) = std::fs::read_to_string(&log) else {
                 continue;
             };
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("---- last {n} lines of {} ----", log.display());
+            let lines: Vec<String> = text.lines().filter_map(condensed).collect();
+            eprintln!("---- {} (decisions, last {n}) ----", log.display());
             for line in &lines[lines.len().saturating_sub(n)..] {
                 eprintln!("{line}");
             }
@@ -320,10 +323,49 @@ impl TestCluster {
 
 use std::os::unix::process::CommandExt as _;
 
+/// One log line as `time LEVEL message key=value...` when it records a
+/// decision or a problem (phase changes, actions, operations, warnings),
+/// else `None`. Lines that are not JSON are kept as they are.
+fn condensed(line: &str) -> Option<String> {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(line) else {
+        return Some(line.to_owned());
+    };
+    let message = map.get("message").and_then(Value::as_str).unwrap_or("");
+    let level = map.get("level").and_then(Value::as_str).unwrap_or("");
+    let routine = level == "INFO"
+        && ![
+            "phase",
+            "executing",
+            "operation",
+            "lease",
+            "route",
+            "started",
+            "forced",
+        ]
+        .iter()
+        .any(|w| message.contains(w));
+    if routine || level == "DEBUG" || level == "TRACE" {
+        return None;
+    }
+    let time = map
+        .get("timestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| t.split_once('T'))
+        .map_or("", |(_, t)| t.trim_end_matches('Z'));
+    let mut out = format!("{time} {level} {message}");
+    for (k, v) in &map {
+        if !["timestamp", "level", "message", "target", "span", "spans"].contains(&k.as_str()) {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            out.push_str(&format!(" {k}={v}"));
+        }
+    }
+    Some(out)
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.print_agent_logs(80);
+            self.print_agent_logs(40);
         }
         if self.data().join("cluster.json").exists() {
             let _ = Command::new(bin())
