@@ -99,6 +99,13 @@ impl ManagedConfig {
             ),
             ("wal_keep_size", self.wal_keep_size.clone()),
             ("hot_standby_feedback", "on".to_owned()),
+            // A standby whose connection attempt failed (its new primary
+            // still starting) retries after this; PostgreSQL's 5 s default
+            // showed up whole in sync-mode write windows. Users may override.
+            ("wal_retrieve_retry_interval", "500ms".to_owned()),
+            // An idle standby's replies (which release commits waiting for
+            // it) come at least this often; PostgreSQL's default is 10 s.
+            ("wal_receiver_status_interval", "1s".to_owned()),
             (
                 "synchronous_standby_names",
                 self.synchronous_standby_names.clone(),
@@ -314,6 +321,8 @@ mod tests {
             "hot_standby = 'on'",
             "wal_log_hints = 'on'",
             "max_slot_wal_keep_size = '2GB'",
+            "wal_retrieve_retry_interval = '500ms'",
+            "wal_receiver_status_interval = '1s'",
             "synchronous_standby_names = ''",
             "primary_conninfo = ''",
             "cluster_name = 'demo'",
