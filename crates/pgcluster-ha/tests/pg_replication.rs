@@ -278,3 +278,48 @@ async fn synchronous_replication_blocks_and_acks() {
         .expect("task")
         .expect("insert");
 }
+
+/// A commit waiting under a setting that names no streaming standby is
+/// released once the setting names one and the standbys are nudged, though
+/// the idle standby (status interval an hour here) would send no reply of
+/// its own: PostgreSQL re-checks waiting commits only on a standby's reply.
+/// Without the nudge the commit waits for unrelated WAL (the background
+/// writer's snapshot, every 15 s at best); with it, it is released at once.
+#[tokio::test]
+async fn nudge_releases_commits_waiting_on_a_changed_standby_set() {
+    let primary = TestServer::primary("a").await;
+    let replica = TestServer::replica_of(&primary, "b").await;
+    let rc = replica.client().await;
+    rc.batch_execute("ALTER SYSTEM SET wal_receiver_status_interval = '1h'")
+        .await
+        .expect("alter system on the standby");
+    postgres::reload(&rc).await.expect("reload the standby");
+    let pc = primary.client().await;
+    pc.batch_execute("CREATE TABLE t (v int)")
+        .await
+        .expect("create");
+    wait_count(&replica, "t", 0).await;
+    postgres::set_synchronous_standby_names(&pc, "FIRST 1 (nobody)")
+        .await
+        .expect("names nobody");
+    let writer = primary.client().await;
+    let blocked =
+        tokio::spawn(async move { writer.batch_execute("INSERT INTO t VALUES (1)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!blocked.is_finished(), "waits: no listed standby streams");
+
+    let names = postgres::sync_standby_names(1, &["b".to_owned()]);
+    postgres::set_synchronous_standby_names(&pc, &names)
+        .await
+        .expect("names b");
+    let nudged = postgres::nudge_sync_standbys(&pc, Duration::from_secs(10))
+        .await
+        .expect("nudge");
+    assert!(nudged, "b streams, so it was nudged");
+    tokio::time::timeout(Duration::from_secs(5), blocked)
+        .await
+        .expect("released by the nudge, not by unrelated WAL much later")
+        .expect("task")
+        .expect("insert");
+    wait_count(&replica, "t", 1).await;
+}

@@ -453,6 +453,7 @@ impl<C: Coordinator> Executor<'_, C> {
             return Ok(());
         }
         tracing::info!(value = %sync.to_setting(), "setting synchronous_standby_names");
+        let nudge = !self.observed.in_recovery && !sync.names().is_empty();
         self.local.sync = sync;
         if self.local.background.is_some()
             || !cfg.instance.layout.data_dir.join("PG_VERSION").exists()
@@ -472,6 +473,15 @@ impl<C: Coordinator> Executor<'_, C> {
             postgres::reload(client)
                 .await
                 .map_err(pg("reload synchronous_standby_names"))?;
+            if nudge {
+                // Commits already waiting are released by the next standby
+                // reply; make it come now rather than at the standby's next
+                // status interval.
+                let nudged = postgres::nudge_sync_standbys(client, Duration::from_millis(100))
+                    .await
+                    .map_err(pg("nudge the synchronous standbys"))?;
+                tracing::debug!(nudged, "nudged the synchronous standbys");
+            }
         }
         Ok(())
     }

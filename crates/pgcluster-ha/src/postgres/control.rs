@@ -1,6 +1,8 @@
 //! Role changes and settings applied over SQL: promotion,
 //! synchronous_standby_names, the read-only fence, physical slots.
 
+use std::time::Duration;
+
 use super::config::quote;
 use super::error::PgError;
 
@@ -72,6 +74,42 @@ pub async fn set_synchronous_standby_names(
 ) -> Result<(), PgError> {
     alter_system(client, "synchronous_standby_names", value).await?;
     reload(client).await
+}
+
+/// After a change of `synchronous_standby_names` on a primary: waits (up to
+/// `wait`) until a walsender has taken a listed standby as synchronous, then
+/// commits one transaction without waiting for standbys. PostgreSQL checks
+/// waiting commits against the new setting only when a standby replies,
+/// and an idle standby replies only when WAL arrives or
+/// `wal_receiver_status_interval` passes: without this a commit that began
+/// before the change waited seconds (measured: 4.7 s after a failover).
+/// Returns whether a synchronous standby was there to nudge.
+pub async fn nudge_sync_standbys(
+    client: &tokio_postgres::Client,
+    wait: Duration,
+) -> Result<bool, PgError> {
+    let sql = "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')";
+    let started = std::time::Instant::now();
+    loop {
+        let n: i64 = client
+            .query_one(sql, &[])
+            .await
+            .map_err(|source| query_error(sql, source))?
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        if started.elapsed() >= wait {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let nudge = "BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_current_xact_id(); COMMIT";
+    client
+        .batch_execute(nudge)
+        .await
+        .map_err(|source| query_error(nudge, source))?;
+    Ok(true)
 }
 
 /// The soft fence: makes new transactions read-only by default, reloads and

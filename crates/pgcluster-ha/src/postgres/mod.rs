@@ -33,8 +33,8 @@ pub use config::{
 };
 pub use control::{
     SlotState, checkpoint, create_physical_slot, drop_physical_slot, fence_read_only,
-    list_physical_slots, promote, reload, set_synchronous_standby_names, slot_name_for,
-    sync_standby_names, unfence_read_only,
+    list_physical_slots, nudge_sync_standbys, promote, reload, set_synchronous_standby_names,
+    slot_name_for, sync_standby_names, unfence_read_only,
 };
 pub use datadir::{DataDirState, parse_system_identifier};
 pub use error::{PgError, StartLog};
