@@ -349,15 +349,15 @@ async fn run_mode(
                 let done_at = started + done.took;
                 let after = wait_ack_after(done_at, acks.clone()).await;
                 sw_took.push(done.took.as_secs_f64());
-                if let Some(g) = after.and_then(|_| max_gap(&acks, before, done_at)) {
-                    sw_windows.push(g);
-                }
+                let gap = after.and_then(|_| max_gap(&acks, before, done_at));
+                sw_windows.extend(gap);
                 println!(
-                    "  [{mode}] switchover {}: {} -> {} in {:.2} s",
+                    "  [{mode}] switchover {}: {} -> {} in {:.2} s, writes unavailable {}",
                     k + 1,
                     done.from.unwrap_or_default(),
                     done.to,
-                    done.took.as_secs_f64()
+                    done.took.as_secs_f64(),
+                    gap.map_or_else(|| "(no write after it)".to_owned(), |g| format!("{g:.2} s"))
                 );
             }
             Err(e) => eprintln!("  [{mode}] switchover {} failed: {e}", k + 1),
