@@ -152,17 +152,24 @@ fn tick_every_loop(
     a
 }
 
-/// Forced failover: a stale target does not block the failover (the target
-/// may be the one that is gone): its heartbeat stood still while we
-/// watched, tick after tick.
-#[test]
-fn a_stale_forced_target_does_not_block_failover() {
+/// The views of [`views`] with a forced failover to pg-1, whose heartbeat
+/// does not move after the first view.
+fn target_stood_still() -> (ClusterView, ClusterView) {
     let (first, mut later) = views(&record("pg-0", 1, 1), 900, 1000, Some(forced("pg-1")));
     later
         .members
         .get_mut(&n("pg-1"))
         .expect("present")
         .heartbeat = 7;
+    (first, later)
+}
+
+/// Forced failover: a stale target does not block the failover (the target
+/// may be the one that is gone): its heartbeat stood still while we
+/// watched, tick after tick.
+#[test]
+fn a_stale_forced_target_does_not_block_failover() {
+    let (first, later) = target_stood_still();
     let a = tick_every_loop(config("pg-2"), 1000, first, later, 2100);
     assert!(acquires(&a), "{a:?}");
 }
@@ -173,12 +180,7 @@ fn a_stale_forced_target_does_not_block_failover() {
 /// it, as we do when it is seen alive.
 #[test]
 fn our_own_stall_does_not_make_the_forced_target_stale() {
-    let (first, mut later) = views(&record("pg-0", 1, 1), 900, 1000, Some(forced("pg-1")));
-    later
-        .members
-        .get_mut(&n("pg-1"))
-        .expect("present")
-        .heartbeat = 7;
+    let (first, later) = target_stood_still();
     let (_, a) = tick_twice(config("pg-2"), 1000, first, later, 2150);
     assert!(!acquires(&a), "{a:?}");
 }

@@ -533,20 +533,7 @@ mod tests {
             lease: Some(lease),
             ..ClusterView::default()
         };
-        let m = MemberState {
-            name: MemberName::new("a"),
-            role: crate::machine::MemberRole::Primary,
-            healthy: true,
-            timeline: Timeline(1),
-            received_lsn: Default::default(),
-            replayed_lsn: Default::default(),
-            flushed_lsn: Default::default(),
-            system_identifier: None,
-            following: None,
-            sync_eligible: false,
-            last_seen: Millis(0),
-            heartbeat: 3,
-        };
+        let m = member_state("a", 3);
         old.members.insert(m.name.clone(), m.clone());
         fs::write(
             dir.path().join(STATE_FILE),
