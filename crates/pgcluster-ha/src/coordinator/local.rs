@@ -310,18 +310,32 @@ fn private_dir(dir: &Path) -> Result<(), CoordinatorError> {
     }
     let meta = fs::symlink_metadata(dir).map_err(|e| unavailable(dir, e))?;
     let euid = nix::unistd::geteuid().as_raw();
-    if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o022 != 0 {
-        let source: BoxError = format!(
-            "{} is not a private directory of user {euid} (a symlink, another owner, or \
-             writable by others); remove it and try again",
+    let problem = if !meta.is_dir() {
+        Some(format!(
+            "{} is not a directory (a symlink or a file); remove it and try again",
             dir.display()
-        )
-        .into();
-        return Err(CoordinatorError::Unavailable {
-            source: Some(source),
-        });
+        ))
+    } else if meta.uid() != euid {
+        Some(format!(
+            "{} belongs to user {}, not to this user ({euid}): run pgcluster as the user \
+             that started the cluster",
+            dir.display(),
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "{} is writable by other users; remove it and try again",
+            dir.display()
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(CoordinatorError::Unavailable {
+            source: Some(problem.into()),
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn unavailable(path: &Path, e: std::io::Error) -> CoordinatorError {
@@ -657,14 +671,25 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).expect("symlink");
         let err = LocalCoordinator::open_split(durable.path(), &link, Duration::from_secs(1))
             .expect_err("a symlink");
-        assert!(format!("{err:?}").contains("remove it"), "{err:?}");
+        assert!(format!("{err:?}").contains("not a directory"), "{err:?}");
         fs::set_permissions(&target, fs::Permissions::from_mode(0o777)).expect("chmod");
         let err = LocalCoordinator::open_split(durable.path(), &target, Duration::from_secs(1))
             .expect_err("world-writable");
         assert!(
-            format!("{err:?}").contains("not a private directory"),
+            format!("{err:?}").contains("writable by other users"),
             "{err:?}"
         );
+        // Another owner (root can hand the directory to anyone).
+        if nix::unistd::geteuid().is_root() {
+            fs::set_permissions(&target, fs::Permissions::from_mode(0o700)).expect("chmod");
+            std::os::unix::fs::chown(&target, Some(65534), None).expect("chown");
+            let err = LocalCoordinator::open_split(durable.path(), &target, Duration::from_secs(1))
+                .expect_err("another owner");
+            assert!(
+                format!("{err:?}").contains("belongs to user 65534"),
+                "{err:?}"
+            );
+        }
         let fresh = shm.path().join("fresh");
         LocalCoordinator::open_split(durable.path(), &fresh, Duration::from_secs(1))
             .expect("created");
