@@ -148,9 +148,14 @@ pub async fn send_and_wait(
                 } else {
                     match target_note(record, target).await {
                         Some(note) => note,
-                        None => "it refused (it must be a replica of the cluster's data and \
-                                 lineage, and in sync mode a synchronous standby)"
-                            .to_owned(),
+                        // No reason given: it never judged the request,
+                        // so another member took the expired lease first.
+                        None => format!(
+                            "another member took the expired lease before {target} did \
+                             ({target} gave no reason: was its agent running and \
+                             responsive? It must be a replica of the cluster's data and \
+                             lineage, and in sync mode a synchronous standby)"
+                        ),
                     }
                 };
                 return Err(CliError::Other(anyhow::anyhow!(
