@@ -7,6 +7,8 @@ mod local_support;
 
 use std::time::Duration;
 
+use pgcluster_ha::local::layout::Layout;
+
 use local_support::{
     TestCluster, alive, connect, connect_as, eventually, fast_spec, kill, wait_exit,
 };
@@ -70,12 +72,45 @@ async fn up_replicates_refuses_twice_and_keeps_data_across_down_up() {
     assert_eq!(n, 100);
     drop((rw, ro, replica));
 
+    // The coordinator's runtime state is on tmpfs, its durable copy in the
+    // data dir names the same holder, and `down` removes the runtime copy.
+    let layout = Layout::new(cluster.data());
+    let durable = || -> serde_json::Value {
+        let text = std::fs::read_to_string(layout.coordinator_dir().join("coordinator.json"))
+            .expect("the durable lease file");
+        serde_json::from_str(&text).expect("json")
+    };
+    let holder = status["lease_holder"]
+        .as_str()
+        .expect("a holder")
+        .to_owned();
+    assert_eq!(durable()["lease"]["record"]["holder"], holder.as_str());
+    let runtime = layout.runtime_dir();
+    if let Some(run) = &runtime {
+        for m in status["instances"].as_array().expect("instances") {
+            let name = m["instance"].as_str().expect("name");
+            assert!(
+                run.join("members").join(format!("{name}.json")).exists(),
+                "{name} publishes to {}",
+                run.display()
+            );
+        }
+        assert!(
+            !layout.coordinator_dir().join("members").exists(),
+            "member states never touch the data dir"
+        );
+    }
+
     let down = cluster.run(&["down"]);
     assert!(down.status.success());
     assert!(
         connect(cluster.rw(), &pw).await.is_err(),
         "nothing listens after down"
     );
+    if let Some(run) = &runtime {
+        assert!(!run.exists(), "down removes {}", run.display());
+    }
+    assert_eq!(durable()["lease"]["record"]["holder"], holder.as_str());
     cluster.up();
     cluster.wait_ready(1, Duration::from_secs(30));
     let rw = connect(cluster.rw(), &pw).await.expect("rw after restart");
