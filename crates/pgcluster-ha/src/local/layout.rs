@@ -413,8 +413,6 @@ mod tests {
         assert!(!all.contains(&5432));
     }
 
-    /// Local mode keeps each member's server log in its own file, where
-    /// users and the tests read it (only pods send it to stderr).
     /// The runtime directory is named for the coordinator directory's
     /// identity (none before it exists) and `clear_runtime` removes it.
     #[test]
@@ -441,6 +439,8 @@ mod tests {
         );
     }
 
+    /// Local mode keeps each member's server log in its own file, where
+    /// users and the tests read it (only pods send it to stderr).
     #[test]
     fn member_server_log_is_a_file_in_the_member_dir() {
         let layout = Layout::new("/data/c");
