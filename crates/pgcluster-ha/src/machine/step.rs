@@ -235,7 +235,7 @@ fn absorb_view(s: &mut MachineState, now: Millis, view: &ClusterView) -> bool {
             .saturating_sub(2 * s.config.ms.loop_interval);
         if blind > 0 {
             for (_, at) in s.members_seen.values_mut() {
-                *at = Millis(at.0.saturating_add(blind).min(now.0));
+                *at = at.plus_ms(blind).min(now);
             }
         }
     }
