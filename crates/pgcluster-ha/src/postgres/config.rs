@@ -334,6 +334,33 @@ mod tests {
         }
     }
 
+    /// The retry and status intervals are defaults, not managed: validation
+    /// accepts them in `spec.postgres.parameters`, and the user's line comes
+    /// later, so PostgreSQL (which takes the last) uses it.
+    #[test]
+    fn retry_and_status_intervals_are_overridable() {
+        use pgcluster_core::postgres::params::MANAGED_PARAMETERS;
+        let mut config = sample();
+        for name in [
+            "wal_retrieve_retry_interval",
+            "wal_receiver_status_interval",
+        ] {
+            assert!(
+                MANAGED_PARAMETERS.iter().all(|p| p.name != name),
+                "{name} is managed, so users could not set it"
+            );
+            config.extra.insert(name.to_owned(), "7s".to_owned());
+        }
+        let text = config.render();
+        for name in [
+            "wal_retrieve_retry_interval",
+            "wal_receiver_status_interval",
+        ] {
+            let last = text.lines().rfind(|l| l.starts_with(&format!("{name} = ")));
+            assert_eq!(last, Some(format!("{name} = '7s'").as_str()), "{text}");
+        }
+    }
+
     /// A replica gets its conninfo and slot; quotes inside values are doubled.
     #[test]
     fn renders_standby_settings_quoted() {
