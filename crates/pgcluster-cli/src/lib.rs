@@ -55,6 +55,12 @@ pub enum Command {
     /// Serve a detached local cluster's rw/ro ports (started by `pgcluster up --detach`).
     #[command(hide = true)]
     Router(dispatch::router::Args),
+    /// Keep one server from outliving its lease when its agent dies or stalls (started by the agent).
+    #[command(hide = true)]
+    Fence(dispatch::fence::Args),
+    /// Exec a server with a parent-death signal (started by the fencer).
+    #[command(hide = true, name = "fence-exec")]
+    FenceExec(dispatch::fence::ExecArgs),
 }
 
 /// The file name under which kubectl finds pgcluster as a plugin.
@@ -111,5 +117,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(args) => dispatch::bench::exec(args),
         Command::Agent(args) => dispatch::agent::exec(args),
         Command::Router(args) => dispatch::router::exec(args),
+        Command::Fence(args) => dispatch::fence::exec(args),
+        Command::FenceExec(args) => dispatch::fence::exec_server(args),
     }
 }

@@ -145,6 +145,7 @@
 #![warn(missing_docs)]
 pub mod agent;
 pub mod coordinator;
+pub mod fence;
 pub mod local;
 pub mod machine;
 pub mod postgres;

@@ -358,6 +358,7 @@ impl KubeAgentEnv {
                     password: superuser_password,
                 },
                 member: self.pod_name.clone(),
+                fence: None,
             },
             peers: self.peers(),
             api_listen: SocketAddr::new(
@@ -475,7 +476,11 @@ pub async fn run(
         })?;
     let labels =
         KubeRoleLabels::spawn(PodLabeler::new(client.clone(), &env.namespace), LABEL_RETRY);
-    let cfg = env.agent_config(bin, os_user, password, Some(Arc::new(labels)))?;
+    let mut cfg = env.agent_config(bin, os_user, password, Some(Arc::new(labels)))?;
+    // The container runs the pgcluster binary: it is its own fencer.
+    if let Ok(exe) = std::env::current_exe() {
+        cfg.instance.fence = Some(pgcluster_ha::fence::FenceSpawn::new(exe));
+    }
     let coordinator = env
         .coordinator(client)
         .with_timeout(pgcluster_ha::agent::driver::write_timeout(&cfg));

@@ -77,10 +77,18 @@ fn exec_local(data_dir: &std::path::Path, member: &str) -> Result<(), CliError> 
         let config = cluster::agent_config(&layout, &record, &validated, member)
             .await
             .map_err(|e| fail(&e))?;
+        let mut config = config;
+        config.instance.fence = Some(fence_spawn()?);
         let timeout = pgcluster_ha::agent::driver::write_timeout(&config);
         let coordinator = cluster::coordinator(&layout, timeout).map_err(|e| fail(&e))?;
         pgcluster_ha::agent::run(config, coordinator, shutdown_signal())
             .await
             .map_err(|e| fail(&e))
     })
+}
+
+/// Servers started behind this binary's fencer (`pgcluster fence`).
+fn fence_spawn() -> Result<pgcluster_ha::fence::FenceSpawn, CliError> {
+    let exe = std::env::current_exe().map_err(|e| fail(&e))?;
+    Ok(pgcluster_ha::fence::FenceSpawn::new(exe))
 }

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod crd;
 pub mod down;
 pub mod failover;
+pub mod fence;
 pub mod init;
 pub mod kube;
 pub mod local;

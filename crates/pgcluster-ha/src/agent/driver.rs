@@ -85,7 +85,8 @@ pub async fn run<C: Coordinator>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let epoch = Instant::now();
-    let watchdog = Watchdog::start(Some(cfg.instance.layout.data_dir.clone()))
+    let hub = cfg.instance.fence.as_ref().map(|f| f.hub.clone());
+    let watchdog = Watchdog::start(Some(cfg.instance.layout.data_dir.clone()), hub)
         .map_err(|source| AgentError::Watchdog { source })?;
     cfg.instance
         .prepare_dirs()

@@ -39,12 +39,18 @@ struct Shared {
 pub struct Watchdog {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// The fencer's feed: the same deadlines reach the process that
+    /// outlives this one (see [`crate::fence`]).
+    hub: Option<Arc<crate::fence::FenceHub>>,
 }
 
 impl Watchdog {
     /// Starts the watchdog thread, disarmed; with no PID set it fences the
     /// postmaster of `data_dir` (if any runs).
-    pub fn start(data_dir: Option<PathBuf>) -> std::io::Result<Self> {
+    pub fn start(
+        data_dir: Option<PathBuf>,
+        hub: Option<Arc<crate::fence::FenceHub>>,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 data_dir,
@@ -59,6 +65,7 @@ impl Watchdog {
         Ok(Self {
             shared,
             thread: Some(thread),
+            hub,
         })
     }
 
@@ -74,11 +81,17 @@ impl Watchdog {
 
     /// Fence at `deadline` unless re-armed or disarmed before; replaces the previous deadline.
     pub fn arm(&self, deadline: Instant) {
+        if let Some(hub) = &self.hub {
+            hub.arm(deadline);
+        }
         self.with(|i| i.deadline = Some(deadline));
     }
 
     /// No deadline (this member holds no lease and runs no writable primary).
     pub fn disarm(&self) {
+        if let Some(hub) = &self.hub {
+            hub.disarm();
+        }
         self.with(|i| i.deadline = None);
     }
 
@@ -169,7 +182,7 @@ mod tests {
     /// re-arming pushes it back.
     #[test]
     fn fires_only_after_the_latest_deadline() {
-        let dog = Watchdog::start(None).expect("thread starts");
+        let dog = Watchdog::start(None, None).expect("thread starts");
         // A PID that is certainly not ours to signal would be unsafe; use none:
         // firing with no PID only clears the deadline.
         dog.arm(Instant::now() + Duration::from_millis(50));
@@ -204,7 +217,7 @@ mod tests {
             format!("{}\n", std::process::id()),
         )
         .expect("pid file");
-        let dog = Watchdog::start(Some(data.clone())).expect("thread starts");
+        let dog = Watchdog::start(Some(data.clone()), None).expect("thread starts");
         dog.arm(Instant::now() + Duration::from_millis(20));
         std::thread::sleep(Duration::from_millis(150));
         assert_eq!(

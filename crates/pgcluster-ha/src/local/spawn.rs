@@ -126,6 +126,7 @@ pub async fn agent_config(
             password,
         },
         member: member.to_owned(),
+        fence: None,
     };
     let peers: BTreeMap<MemberName, PeerAddr> = record
         .members

@@ -103,6 +103,9 @@ pub struct Instance {
     /// Name used as `application_name` when streaming (so that
     /// `synchronous_standby_names` can name it) and for its slot.
     pub member: String,
+    /// Start the server behind a fencer that outlives the agent (see
+    /// [`crate::fence`]); `None` starts it directly (library tests).
+    pub fence: Option<crate::fence::FenceSpawn>,
 }
 
 impl Instance {
@@ -217,11 +220,15 @@ impl Instance {
     /// `PGPASSFILE` pointing at our password file.
     pub fn tool(&self, name: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(self.bin.tool(name));
-        let workdir = self.layout.socket_dir.parent().unwrap_or(Path::new("/"));
-        self.os_user.apply(&mut cmd, workdir);
+        self.os_user.apply(&mut cmd, self.workdir());
         cmd.env("PGPASSFILE", &self.layout.passfile)
             .env_remove("PGDATA");
         cmd
+    }
+
+    /// The working directory of the tools (readable by the OS user).
+    pub fn workdir(&self) -> &Path {
+        self.layout.socket_dir.parent().unwrap_or(Path::new("/"))
     }
 }
 

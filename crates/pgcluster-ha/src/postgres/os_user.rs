@@ -93,9 +93,20 @@ impl OsUser {
     /// Makes `cmd` run as this user (no-op when we are not root) with a
     /// working directory the user can read.
     pub fn apply(&self, cmd: &mut tokio::process::Command, workdir: &Path) {
-        if self.switch {
-            cmd.uid(self.uid).gid(self.gid);
+        if let Some((uid, gid)) = self.switch_to() {
+            cmd.uid(uid).gid(gid);
         }
+        self.apply_env(cmd, workdir);
+    }
+
+    /// The uid and gid a child must switch to (`None` when we run as this user).
+    pub fn switch_to(&self) -> Option<(u32, u32)> {
+        self.switch.then_some((self.uid, self.gid))
+    }
+
+    /// This user's environment and a working directory it can read, without
+    /// switching users (for a process that switches later, like the fencer).
+    pub fn apply_env(&self, cmd: &mut tokio::process::Command, workdir: &Path) {
         cmd.current_dir(workdir)
             .env("USER", &self.name)
             .env("LOGNAME", &self.name);

@@ -18,6 +18,9 @@ use super::instance::{Instance, ServerLog};
 /// How often we poll while waiting for the server.
 const POLL: Duration = Duration::from_millis(50);
 
+/// How long a fencer may take to start the server and report its PID.
+const FENCER_REPORT: Duration = Duration::from_secs(10);
+
 /// How to stop the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
@@ -63,7 +66,7 @@ impl Instance {
     /// where it went).
     pub async fn start(&self, timeout: Duration) -> Result<Postmaster, PgError> {
         ensure_port_free(self.port)?;
-        let mut postmaster = self.spawn_postmaster()?;
+        let mut postmaster = self.spawn_postmaster().await?;
         match self.wait_ready(&mut postmaster, timeout).await {
             Ok(()) => Ok(postmaster),
             Err(err) => {
@@ -75,31 +78,105 @@ impl Instance {
         }
     }
 
-    fn spawn_postmaster(&self) -> Result<Postmaster, PgError> {
+    async fn spawn_postmaster(&self) -> Result<Postmaster, PgError> {
         let (stdout, stderr) = self.postmaster_output()?;
-        let mut cmd = self.tool("postgres");
-        cmd.arg("-D")
-            .arg(&self.layout.data_dir)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            // Own process group: a Ctrl-C on our terminal must not reach the
-            // server; the agent decides how it stops.
-            .process_group(0);
-        let command = super::command::describe(&cmd);
-        let child = cmd
-            .spawn()
-            .map_err(|source| PgError::Spawn { command, source })?;
-        let pid = child
-            .id()
-            .expect("a just-spawned child has a pid because it was not yet awaited");
-        tracing::info!(pid, data_dir = %self.layout.data_dir.display(), port = self.port, "postmaster started");
+        let (child, pid, command) = match &self.fence {
+            None => {
+                let mut cmd = self.tool("postgres");
+                cmd.arg("-D")
+                    .arg(&self.layout.data_dir)
+                    .stdin(Stdio::null())
+                    .stdout(stdout)
+                    .stderr(stderr)
+                    // Own process group: a Ctrl-C on our terminal must not reach the
+                    // server; the agent decides how it stops.
+                    .process_group(0);
+                let command = super::command::describe(&cmd);
+                let child = cmd.spawn().map_err(|source| PgError::Spawn {
+                    command: command.clone(),
+                    source,
+                })?;
+                let pid = child
+                    .id()
+                    .expect("a just-spawned child has a pid because it was not yet awaited");
+                (child, pid, command)
+            }
+            Some(fence) => self.spawn_fenced(fence, stderr).await?,
+        };
+        tracing::info!(pid, data_dir = %self.layout.data_dir.display(), port = self.port, fenced = self.fence.is_some(), %command, "postmaster started");
         Ok(Postmaster {
             child,
             pid,
             data_dir: self.layout.data_dir.clone(),
             server_log: self.layout.server_log.clone(),
         })
+    }
+
+    /// Starts the server behind its fencer (`<exe> fence -- postgres -D ...`),
+    /// connects the fencer to the agent's deadlines and returns the fencer
+    /// (whose exit is the server's exit) with the postmaster's PID.
+    async fn spawn_fenced(
+        &self,
+        fence: &crate::fence::FenceSpawn,
+        server_output: Stdio,
+    ) -> Result<(tokio::process::Child, u32, String), PgError> {
+        use tokio::io::AsyncBufReadExt;
+        let (feed_read, feed_write) = crate::fence::link::feed_pipe()
+            .map_err(|e| PgError::io("create the fencer's pipe for", &self.layout.data_dir, e))?;
+        let mut cmd = tokio::process::Command::new(&fence.exe);
+        self.os_user.apply_env(&mut cmd, self.workdir());
+        cmd.env("PGPASSFILE", &self.layout.passfile)
+            .env_remove("PGDATA")
+            .arg("fence");
+        if let Some((uid, gid)) = self.os_user.switch_to() {
+            cmd.arg("--uid")
+                .arg(uid.to_string())
+                .arg("--gid")
+                .arg(gid.to_string());
+        }
+        cmd.arg("--")
+            .arg(self.bin.tool("postgres"))
+            .arg("-D")
+            .arg(&self.layout.data_dir)
+            .stdin(Stdio::from(feed_read))
+            .stdout(Stdio::piped())
+            .stderr(server_output)
+            // Own process group: a Ctrl-C on our terminal reaches neither
+            // the fencer nor the server; the agent decides how it stops.
+            .process_group(0)
+            .kill_on_drop(false);
+        let command = super::command::describe(&cmd);
+        let mut child = cmd.spawn().map_err(|source| PgError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        // Connected before anything else: from now on the agent's death fences.
+        fence.hub.attach(feed_write);
+        let stdout = child
+            .stdout
+            .take()
+            .expect("stdout was piped just above because the fencer reports the PID there");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(FENCER_REPORT, lines.next_line()).await;
+        let pid = match first {
+            Ok(Ok(Some(line))) => line
+                .strip_prefix(crate::fence::PID_LINE)
+                .and_then(|p| p.trim().parse::<u32>().ok()),
+            _ => None,
+        };
+        match pid {
+            Some(pid) => Ok((child, pid, command)),
+            None => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                Err(PgError::Spawn {
+                    command,
+                    source: std::io::Error::other(
+                        "the fencer did not report the server's PID; check that the pgcluster binary provides `fence`",
+                    ),
+                })
+            }
+        }
     }
 
     /// The postmaster's stdout and stderr. A log file is opened for append

@@ -97,6 +97,7 @@ impl TestServer {
                 password: TEST_PASSWORD.to_owned(),
             },
             member: member.to_owned(),
+            fence: None,
         };
         instance.prepare_dirs().expect("the temp dir is writable");
         let mut config =
