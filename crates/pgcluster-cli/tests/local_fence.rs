@@ -331,3 +331,97 @@ async fn paused_agent_fences_its_server_sync() {
 async fn paused_member_is_fenced_on_resume_sync() {
     run("fencemember", "sync", Fault::PauseMember).await;
 }
+
+/// kill -9 of a replica's agent fences the replica's server too; a server
+/// started by hand on that member's data directory (no agent, no fencer) is
+/// shown as such by `status`, and `down` stops it although no agent is left
+/// to ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_down_see_a_server_without_its_agent() {
+    let cluster = TestCluster::new(&spec("fenceorphan", "async"));
+    cluster.up();
+    let status = cluster.wait_ready(1, Duration::from_secs(60));
+    let replica = instance(&status, "replica").clone();
+    let agent = pid(&replica, "agent_pid");
+    let postmaster = pid(&replica, "postgres_pid");
+    assert!(kill(agent, "KILL"));
+    assert!(
+        gone_within(postmaster, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the replica's server outlived its agent"
+    );
+    let name = replica["instance"].as_str().expect("name").to_owned();
+    let data = local_support::member_data(&cluster.data(), &name);
+    let os_user = cluster.record()["os_user"]
+        .as_str()
+        .expect("os_user in the record")
+        .to_owned();
+    let mut pg_ctl = std::process::Command::new("pg_ctl");
+    pg_ctl
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(data.parent().expect("member dir").join("log/by-hand.log"))
+        .args(["-w", "start"]);
+    let started = if nix_is_root() {
+        std::process::Command::new("runuser")
+            .args(["-u", &os_user, "--"])
+            .arg(pg_ctl.get_program())
+            .args(pg_ctl.get_args())
+            .status()
+    } else {
+        pg_ctl.status()
+    }
+    .expect("pg_ctl runs");
+    assert!(started.success(), "pg_ctl start: {started}");
+    let by_hand =
+        pgcluster_ha::agent::supervise::postmaster_of(&data).expect("server by hand runs");
+
+    let row = eventually(
+        "status shows the unmanaged server",
+        Duration::from_secs(20),
+        || {
+            let status = cluster.status();
+            let name = name.clone();
+            async move {
+                status["instances"]
+                    .as_array()?
+                    .iter()
+                    .find(|i| i["instance"] == name.as_str() && i["role"] == "unmanaged")
+                    .cloned()
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        row["postgres_pid"].as_u64(),
+        Some(u64::from(by_hand)),
+        "{row}"
+    );
+    assert!(
+        row["state"]
+            .as_str()
+            .is_some_and(|s| s.contains("server still running")),
+        "{row}"
+    );
+    let out = cluster.run(&["down"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ran without their agents"),
+        "{out:?}"
+    );
+    assert!(
+        gone_within(by_hand, Duration::from_secs(5)).await.is_some(),
+        "down left the server {by_hand} running"
+    );
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}

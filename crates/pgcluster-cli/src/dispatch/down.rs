@@ -30,7 +30,13 @@ pub fn exec(args: Args) -> Result<(), CliError> {
     let report = runtime()?
         .block_on(cluster::stop(&layout, Duration::from_secs(60)))
         .map_err(|e| fail(&e))?;
-    if report.stopped.is_empty() && report.killed.is_empty() {
+    if !report.servers.is_empty() {
+        eprintln!(
+            "warning: PostgreSQL servers {:?} ran without their agents; they were stopped",
+            report.servers
+        );
+    }
+    if report.stopped.is_empty() && report.killed.is_empty() && report.servers.is_empty() {
         println!(
             "cluster {} was not running (data kept in {})",
             record.name,
@@ -40,7 +46,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         println!(
             "cluster {} stopped ({} processes); data kept in {}",
             record.name,
-            report.stopped.len() + report.killed.len(),
+            report.stopped.len() + report.killed.len() + report.servers.len(),
             layout.root().display()
         );
         if !report.killed.is_empty() {

@@ -176,13 +176,20 @@ pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
                 pod: None,
                 node: None,
             },
-            None => InstanceStatus {
+            None => {
+                // The server may outlive an unanswering agent for a moment
+                // (until its fencer stops it): say so rather than "down".
+                let server = pgcluster_ha::agent::supervise::postmaster_of(
+                    &layout.member_layout(&m.name).data_dir,
+                );
+                InstanceStatus {
                 instance: m.name.clone(),
-                role: "down".to_owned(),
-                state: if agent_alive {
-                    "not answering"
-                } else {
-                    "agent not running"
+                role: if server.is_some() { "unmanaged" } else { "down" }.to_owned(),
+                state: match (agent_alive, server) {
+                    (true, Some(_)) => "agent not answering; server running (fenced at its lease deadline)",
+                    (true, None) => "not answering",
+                    (false, Some(_)) => "agent not running; server still running (being fenced; `pgcluster down` stops it)",
+                    (false, None) => "agent not running",
                 }
                 .to_owned(),
                 ready: false,
@@ -190,13 +197,14 @@ pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
                 lsn: published.map_or("-".to_owned(), |p| p.flushed_lsn.to_string()),
                 lag_bytes: 0,
                 agent_pid: m.agent_pid.filter(|_| agent_alive),
-                postgres_pid: None,
+                postgres_pid: server,
                 pg_port: m.pg_port,
                 api_port: m.api_port,
                 following: None,
                 pod: None,
                 node: None,
-            },
+            }
+            }
         };
         instances.push(row);
     }

@@ -18,12 +18,15 @@ pub struct StopReport {
     pub stopped: Vec<u32>,
     /// PIDs that had to be killed.
     pub killed: Vec<u32>,
+    /// Postmasters that ran without their agent and were stopped by `down` itself.
+    pub servers: Vec<u32>,
 }
 
 /// Stops a local cluster: SIGTERM to every recorded PID that is still ours
 /// (the agents stop PostgreSQL with a fast shutdown), waits up to `timeout`,
-/// then SIGKILLs what is left (and SIGQUITs the postmasters those agents
-/// left). Clears the PIDs in `cluster.json`. Never signals anything else.
+/// then SIGKILLs what is left; then stops every postmaster of the cluster's
+/// data directories that still runs, agent or not. Clears the PIDs in
+/// `cluster.json`. Never signals anything else.
 pub async fn stop(layout: &Layout, timeout: Duration) -> Result<StopReport, LocalError> {
     let record = layout.read_record()?;
     let pids = live_pids(layout, &record);
@@ -39,29 +42,19 @@ pub async fn stop(layout: &Layout, timeout: Duration) -> Result<StopReport, Loca
     let mut report = StopReport {
         stopped: pids.iter().copied().filter(|p| !left.contains(p)).collect(),
         killed: Vec::new(),
+        servers: Vec::new(),
     };
     for pid in &left {
         signal(*pid, Signal::SIGKILL);
         report.killed.push(*pid);
     }
-    if !left.is_empty() {
-        // Their postmasters may still run: fence them by the PID in their own pid file.
-        for m in &record.members {
-            let pidfile = layout
-                .member_layout(&m.name)
-                .data_dir
-                .join("postmaster.pid");
-            if let Some(pid) = std::fs::read_to_string(pidfile)
-                .ok()
-                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
-            {
-                let data = layout.member_layout(&m.name).data_dir;
-                if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                    String::from_utf8_lossy(&c).contains(data.to_string_lossy().as_ref())
-                }) {
-                    signal(pid, Signal::SIGQUIT);
-                }
-            }
+    // Every server of the cluster that still runs (its agent was killed,
+    // hung, or never answered SIGTERM): a fast shutdown, then immediate.
+    for m in &record.members {
+        let data = layout.member_layout(&m.name).data_dir;
+        if let Some(pid) = crate::agent::supervise::postmaster_of(&data) {
+            stop_server(pid, &data).await;
+            report.servers.push(pid);
         }
     }
     layout.update_record(|r| {
@@ -75,6 +68,33 @@ pub async fn stop(layout: &Layout, timeout: Duration) -> Result<StopReport, Loca
     // by the next `up` (which starts from the durable copy).
     layout.clear_runtime()?;
     Ok(report)
+}
+
+/// Stops a postmaster found by its own pid file: SIGINT (fast shutdown),
+/// SIGQUIT after 10 s. Its fencer, if stopped, is continued so it can exit.
+async fn stop_server(pid: u32, data: &Path) {
+    tracing::warn!(pid, data_dir = %data.display(), "stopping a server that runs without its agent");
+    signal(pid, Signal::SIGINT);
+    let fencer = crate::fence::fencer::parent_of(i32::try_from(pid).unwrap_or(i32::MAX))
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"fence"))
+        });
+    let started = Instant::now();
+    let mut quit = false;
+    while crate::agent::supervise::postmaster_of(data) == Some(pid)
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        if !quit && started.elapsed() >= Duration::from_secs(10) {
+            signal(pid, Signal::SIGQUIT);
+            quit = true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let Some(f) = fencer {
+        signal(f, Signal::SIGCONT);
+    }
 }
 
 fn is_zombie(pid: u32) -> bool {
