@@ -48,6 +48,14 @@ pub enum Op {
         /// The source.
         from: MemberName,
     },
+    /// A clean stop (demote, switchover): `CHECKPOINT` first when the
+    /// server is a primary, then a fast shutdown; immediate if that hangs.
+    /// In the background so that the lease keeps being renewed meanwhile.
+    CleanStop {
+        /// Run `CHECKPOINT` first (a primary: the shutdown checkpoint, during
+        /// which no write is taken, then has little left to write).
+        checkpoint: bool,
+    },
 }
 
 impl Op {
@@ -59,6 +67,7 @@ impl Op {
             Op::Promote { .. } => ActionKind::Promote,
             Op::Rewind { .. } => ActionKind::Rewind,
             Op::Reclone { .. } => ActionKind::Reclone,
+            Op::CleanStop { .. } => ActionKind::Demote,
         }
     }
 }
@@ -111,6 +120,12 @@ impl Background {
     /// or re-clone, which stop it.
     pub fn serves(&self) -> bool {
         matches!(self.op, Op::Bootstrap | Op::Start | Op::Promote { .. })
+    }
+
+    /// Whether the operation is a clean stop: the server counts as running
+    /// (as last seen) until it has stopped, so the machine waits for it.
+    pub fn stopping(&self) -> bool {
+        matches!(self.op, Op::CleanStop { .. })
     }
 
     /// The result once finished.
@@ -263,6 +278,22 @@ async fn run_inner(
                 });
             }
         }
+        Op::CleanStop { checkpoint } => {
+            if *checkpoint {
+                checkpoint_before_stop(cfg).await;
+            }
+            if let Some(pm) = postmaster.take() {
+                let pid = pm.pid();
+                match pm.stop(StopMode::Fast, Duration::from_secs(60)).await {
+                    Ok(_) => {}
+                    Err(PgError::StopTimeout { .. }) => {
+                        tracing::warn!(pid, "fast stop timed out; stopping immediately");
+                        super::supervise::stop_orphan(pid).await;
+                    }
+                    Err(e) => return Err(pg("stop PostgreSQL cleanly (demote)")(e)),
+                }
+            }
+        }
         Op::Rewind { from } => {
             tracing::info!(%from, "rewinding the data directory (pg_rewind)");
             stop(
@@ -300,6 +331,29 @@ async fn run_inner(
         }
     }
     Ok(())
+}
+
+/// A clean stop of a primary: `CHECKPOINT` first, while it still takes
+/// writes, so the shutdown checkpoint (during which it takes none) has
+/// little left to write. Best effort: on error or after 10 s, stop anyway.
+#[tracing::instrument(skip_all)]
+async fn checkpoint_before_stop(cfg: &AgentConfig) {
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(10), async {
+        let client = cfg.instance.connect().await?;
+        postgres::checkpoint(&client).await
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "checkpoint before the clean stop"
+        ),
+        Ok(Err(error)) => {
+            tracing::warn!(error = %super::execute::error_chain(&error), "checkpoint before the clean stop failed")
+        }
+        Err(_) => tracing::warn!("checkpoint before the clean stop timed out"),
+    }
 }
 
 /// A physical slot for every other member (WAL kept for it, bounded by

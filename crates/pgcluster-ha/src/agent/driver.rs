@@ -52,6 +52,8 @@ struct Agent<C> {
     seen: Watched,
     /// The pending switchover request and when this agent first saw it.
     request_since: Option<(u64, Instant)>,
+    /// The non-routine actions last logged.
+    last_logged: Vec<String>,
 }
 
 /// The parts of the view whose change must be acted on at once.
@@ -142,6 +144,7 @@ pub async fn run<C: Coordinator>(
         last_phase: Phase::Starting,
         seen: (None, None),
         request_since: None,
+        last_logged: Vec::new(),
     };
     let loop_interval = agent.cfg.loop_interval();
     // During a switchover every step waits for another member's next tick:
@@ -260,14 +263,17 @@ impl<C: Coordinator> Agent<C> {
             tracing::info!(from = ?self.last_phase, to = ?self.machine.phase(), "phase changed");
             self.last_phase = self.machine.phase();
         }
-        if actions.iter().any(|a| !routine(a)) {
-            let kinds: Vec<String> = actions
-                .iter()
-                .filter(|a| !routine(a))
-                .map(describe)
-                .collect();
+        let kinds: Vec<String> = actions
+            .iter()
+            .filter(|a| !routine(a))
+            .map(describe)
+            .collect();
+        // An operation in progress is asked for again every tick (a no-op
+        // while it runs): log a decision once, not every tick.
+        if !kinds.is_empty() && kinds != self.last_logged {
             tracing::info!(actions = ?kinds, "executing");
         }
+        self.last_logged = kinds;
         let outcome = Executor {
             cfg: &self.cfg,
             coord: &self.coord,
@@ -280,9 +286,11 @@ impl<C: Coordinator> Agent<C> {
         }
         .run(actions)
         .await;
-        if !outcome.armed && self.machine.held_lease().is_none() {
-            // No lease and no writable primary by the machine's decision:
-            // nothing for the watchdog to guard.
+        let writable = observed.pg.running && !observed.pg.in_recovery;
+        if !outcome.armed && self.machine.held_lease().is_none() && !writable {
+            // No lease and no writable server: nothing to guard. A writable
+            // server without a lease (a fence that failed) keeps the armed
+            // deadline: the fencer stops it if the agent cannot.
             self.watchdog.disarm();
         }
         let changed = outcome.changed || finished.is_some();

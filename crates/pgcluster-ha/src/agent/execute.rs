@@ -229,28 +229,35 @@ impl<C: Coordinator> Executor<'_, C> {
                     out,
                 )?;
             }
-            Action::Demote { mode } => {
-                let (mode, timeout) = match mode {
-                    StopMode::Fast => (postgres::StopMode::Fast, Duration::from_secs(60)),
-                    StopMode::Immediate => (postgres::StopMode::Immediate, self.stop_writes()),
-                };
-                self.abort_background().await;
-                if mode == postgres::StopMode::Fast
-                    && self.local.postmaster.is_some()
-                    && self.observed.running
-                    && !self.observed.in_recovery
-                {
-                    self.checkpoint_before_stop().await;
+            Action::Demote { mode } => match mode {
+                StopMode::Fast => {
+                    if self.local.background.as_ref().is_some_and(|b| b.stopping()) {
+                        // Stopping already; the lease is renewed meanwhile.
+                        return Ok(());
+                    }
+                    self.abort_background().await;
+                    if self.local.postmaster.is_none() {
+                        return Ok(());
+                    }
+                    tracing::info!("demoting: stopping PostgreSQL cleanly (in the background)");
+                    let checkpoint = self.observed.running && !self.observed.in_recovery;
+                    let seen = self.observed.clone();
+                    self.spawn(Op::CleanStop { checkpoint }, out)?;
+                    // Until it has stopped, the server is what we last saw.
+                    self.local.last_running = seen.running.then_some(seen);
                 }
-                if self.local.postmaster.is_some() {
-                    tracing::info!(mode = mode.name(), "demoting: stopping PostgreSQL");
-                    out.changed = true;
+                StopMode::Immediate => {
+                    self.abort_background().await;
+                    if self.local.postmaster.is_some() {
+                        tracing::info!(mode = "immediate", "demoting: stopping PostgreSQL");
+                        out.changed = true;
+                    }
+                    self.local
+                        .stop(postgres::StopMode::Immediate, self.stop_writes())
+                        .await
+                        .map_err(pg("stop PostgreSQL (demote)"))?;
                 }
-                self.local
-                    .stop(mode, timeout)
-                    .await
-                    .map_err(pg("stop PostgreSQL (demote)"))?;
-            }
+            },
             Action::FenceWrites => {
                 self.abort_background().await;
                 if self.local.postmaster.is_some() {
@@ -341,29 +348,6 @@ impl<C: Coordinator> Executor<'_, C> {
             }
         }
         Ok(())
-    }
-
-    /// A clean stop of a primary: `CHECKPOINT` first, while it still takes
-    /// writes, so the shutdown checkpoint (during which it takes none) has
-    /// little left to write. Best effort: on error or after 10 s, stop anyway.
-    #[tracing::instrument(skip_all)]
-    async fn checkpoint_before_stop(&mut self) {
-        let started = std::time::Instant::now();
-        let result = tokio::time::timeout(Duration::from_secs(10), async {
-            let client = self.local.client(self.cfg).await?;
-            postgres::checkpoint(client).await
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "checkpoint before the clean stop"
-            ),
-            Ok(Err(error)) => {
-                tracing::warn!(error = %error_chain(&error), "checkpoint before the clean stop failed")
-            }
-            Err(_) => tracing::warn!("checkpoint before the clean stop timed out"),
-        }
     }
 
     fn stop_writes(&self) -> Duration {

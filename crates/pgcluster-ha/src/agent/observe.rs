@@ -52,6 +52,19 @@ pub async fn observe(cfg: &AgentConfig, local: &mut LocalPg, timeout: Duration) 
         obs.pg.running = true;
         return obs;
     }
+    if local.background.as_ref().is_some_and(|b| b.stopping())
+        && let Some(last) = &local.last_running
+    {
+        // A clean stop is under way: the server counts as running (as last
+        // seen) until it has stopped, so the machine never reads a
+        // half-written end of WAL from a shutting-down server's files.
+        let mut pg = last.clone();
+        pg.streaming = false;
+        return Observed {
+            pg,
+            connections: None,
+        };
+    }
     if local.background.as_ref().is_some_and(|b| b.serves()) {
         // A promotion or start owns the postmaster: its server answers on
         // the socket like ours (a just-promoted primary must be seen as one

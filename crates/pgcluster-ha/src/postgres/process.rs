@@ -103,7 +103,7 @@ impl Instance {
             }
             Some(fence) => self.spawn_fenced(fence, stderr).await?,
         };
-        tracing::info!(pid, data_dir = %self.layout.data_dir.display(), port = self.port, fenced = self.fence.is_some(), %command, "postmaster started");
+        tracing::info!(pid, data_dir = %self.layout.data_dir.display(), port = self.port, fencer = self.fence.is_some(), %command, "postmaster started");
         Ok(Postmaster {
             child,
             pid,
