@@ -42,8 +42,10 @@
 //!   two primaries ever write the same timeline.
 //! * **Self-fencing** — a primary whose last confirmed renewal is older than
 //!   `renewDeadline` stops writes at once (immediate stop, never a graceful
-//!   one); a watchdog armed with the same deadline does it even if the agent
-//!   hangs or dies.
+//!   one). The same deadline is fed to a separate fencer process, the
+//!   postmaster's parent ([`fence`]), which stops the server when the
+//!   deadline passes unfed (agent paused or wedged) and at once when the
+//!   agent dies; a thread in the agent is the fast path while it lives.
 //! * **Failsafe** — when the primary cannot reach the coordinator it asks
 //!   every other member directly. A confirmation is a promise: the member
 //!   will not take the lease until a full lease duration after answering. A

@@ -191,8 +191,68 @@ fn named_switchover_completes_without_loss() {
             let r = sim::run(&c);
             assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
             assert_eq!(r.lost, 0);
-            assert!(r.leadership_changes >= 1 || r.switchover_ms.is_empty());
+            assert!(
+                r.leadership_changes >= 1,
+                "seed {seed}: the switchover changed no leader"
+            );
+            assert!(
+                !r.switchover_ms.is_empty(),
+                "seed {seed}: no switchover was measured"
+            );
         }
+    }
+}
+
+/// The primary's agent killed or paused alone, or the whole primary paused
+/// (agent, fencer and server), in both modes: the fencer keeps every
+/// invariant, and a replica takes over.
+#[test]
+fn agent_and_member_faults_fail_over_behind_the_fencer() {
+    for kind in ["crash-agent", "pause-agent", "pause-member"] {
+        for sync in [false, true] {
+            for seed in 0..20 {
+                let mut c = SimConfig::new(seed, 3);
+                c.lost_answers = Some(0);
+                if sync {
+                    c = c.sync(NoStandbyPolicy::Block);
+                }
+                c.faults = Some(vec![
+                    format!("{kind}:primary@3000-6500")
+                        .parse()
+                        .expect("valid fault spec"),
+                ]);
+                let r = sim::run(&c);
+                assert!(
+                    r.violations.is_empty(),
+                    "{kind} sync={sync} seed {seed}: {:?}",
+                    r.violations
+                );
+                assert!(
+                    r.leadership_changes >= 1,
+                    "{kind} sync={sync} seed {seed}: nobody took over"
+                );
+            }
+        }
+    }
+}
+
+/// The checker's own test: with the fence broken (no watchdog, no fencer)
+/// the same faults end in a violation it reports.
+#[test]
+fn a_broken_fence_is_reported() {
+    for kind in ["crash-agent", "pause-agent", "pause-member"] {
+        let caught = (0..20).any(|seed| {
+            let mut c = SimConfig::new(seed, 3);
+            c.lost_answers = Some(0);
+            c.broken_fence = true;
+            c.faults = Some(vec![
+                format!("{kind}:primary@3000-6500")
+                    .parse()
+                    .expect("valid fault spec"),
+            ]);
+            !sim::run(&c).violations.is_empty()
+        });
+        assert!(caught, "{kind}: a broken fence went unnoticed");
     }
 }
 

@@ -154,12 +154,12 @@ impl Checker {
     }
 
     pub(super) fn after_event(w: &mut World) {
-        let count = w.members.iter().filter(|mb| mb.pg.writable()).count();
+        // A frozen server takes no write; on resume its fencer runs first.
+        let serving = |m: usize| w.members[m].pg.writable() && !w.frozen(m);
+        let count = (0..w.members.len()).filter(|&m| serving(m)).count();
         let any_writable = count > 0;
         if count > 1 {
-            let writable: Vec<usize> = (0..w.members.len())
-                .filter(|&m| w.members[m].pg.writable())
-                .collect();
+            let writable: Vec<usize> = (0..w.members.len()).filter(|&m| serving(m)).collect();
             let names: Vec<String> = writable.iter().map(|&m| w.names[m].to_string()).collect();
             Self::violate(
                 w,

@@ -5,7 +5,10 @@
 //! machine ([`crate::machine::step`]) driven like the agent drives it, the
 //! [`crate::coordinator::memory::MemoryCoordinator`] with per-member
 //! unavailability, message delay, crashes and restarts of agent and/or
-//! PostgreSQL, coordinator writes that take effect but whose answer is lost,
+//! PostgreSQL (an agent's crash takes its in-agent watchdog with it; its
+//! fencer stops the server), pauses of the agent alone (the fencer keeps
+//! its last deadline) or of the whole member (server and fencer frozen too;
+//! on resume the fencer acts first), coordinator writes that take effect but whose answer is lost,
 //! partitions between members, bounded clock drift, a watchdog,
 //! and a client that writes every 20 ms and records which writes were
 //! acknowledged. The six invariants are checked as the run goes
@@ -61,6 +64,9 @@ pub struct SimConfig {
     pub lost_answers: Option<u64>,
     /// Record a human-readable timeline.
     pub trace: bool,
+    /// The checker's own test: the fence does nothing (no watchdog, no
+    /// fencer), which must produce violations.
+    pub broken_fence: bool,
 }
 
 impl SimConfig {
@@ -82,6 +88,7 @@ impl SimConfig {
             max_delay: None,
             lost_answers: None,
             trace: false,
+            broken_fence: false,
         }
     }
 

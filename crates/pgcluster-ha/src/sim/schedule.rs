@@ -20,11 +20,17 @@ pub enum Target {
 pub enum FaultKind {
     /// The whole node dies (agent and PostgreSQL); it restarts at `until`.
     CrashNode,
-    /// Only the agent dies (PostgreSQL keeps running; the watchdog stays armed).
+    /// Only the agent dies: its in-agent watchdog with it; the fencer (a
+    /// separate process) sees the agent's pipe close and stops PostgreSQL.
     CrashAgent,
-    /// The agent freezes (a long GC or VM pause) until `until`, then carries
-    /// on with what it was doing, on stale decisions.
+    /// The agent freezes (a long GC or VM pause, SIGSTOP) until `until`,
+    /// then carries on with what it was doing, on stale decisions. Its
+    /// fencer runs on and stops PostgreSQL at the last deadline it was fed.
     PauseAgent,
+    /// The whole member freezes until `until`: agent, fencer and PostgreSQL
+    /// (no writes, no streaming). On resume the fencer, finding its
+    /// deadline past, stops PostgreSQL before it takes a write.
+    PauseMember,
     /// Only PostgreSQL dies (the agent restarts it).
     CrashPostgres,
     /// The coordinator is unreachable for the target until `until`.
@@ -72,6 +78,7 @@ impl fmt::Display for Fault {
             FaultKind::CrashNode => "crash-node".to_owned(),
             FaultKind::CrashAgent => "crash-agent".to_owned(),
             FaultKind::PauseAgent => "pause-agent".to_owned(),
+            FaultKind::PauseMember => "pause-member".to_owned(),
             FaultKind::CrashPostgres => "crash-pg".to_owned(),
             FaultKind::CoordinatorDown => "coord-down".to_owned(),
             FaultKind::Partition { peer } => format!("partition/{peer}"),
@@ -87,7 +94,7 @@ impl fmt::Display for Fault {
 /// A fault specification that could not be parsed.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "failed to parse fault {spec:?}: expected KIND:WHO@START[-END] with KIND one of crash-node, crash-agent, pause-agent, crash-pg, coord-down, partition/N, switchover/N|best, failover/N, foreign-data and WHO a member index, all or primary"
+    "failed to parse fault {spec:?}: expected KIND:WHO@START[-END] with KIND one of crash-node, crash-agent, pause-agent, pause-member, crash-pg, coord-down, partition/N, switchover/N|best, failover/N, foreign-data and WHO a member index, all or primary"
 )]
 pub struct FaultParseError {
     /// The offending text.
@@ -119,6 +126,7 @@ impl std::str::FromStr for Fault {
                 "crash-node" => FaultKind::CrashNode,
                 "crash-agent" => FaultKind::CrashAgent,
                 "pause-agent" => FaultKind::PauseAgent,
+                "pause-member" => FaultKind::PauseMember,
                 "crash-pg" => FaultKind::CrashPostgres,
                 "coord-down" => FaultKind::CoordinatorDown,
                 "foreign-data" => FaultKind::ForeignData,
@@ -250,7 +258,8 @@ pub fn random_faults(rng: &mut Rng, members: usize, start: u64, heal: u64) -> (S
                 let kind = match rng.range(0, 11) {
                     0 | 1 => FaultKind::CrashNode,
                     2 => FaultKind::CrashAgent,
-                    10 => FaultKind::PauseAgent,
+                    10 if rng.chance(1, 2) => FaultKind::PauseAgent,
+                    10 => FaultKind::PauseMember,
                     3 => FaultKind::CrashPostgres,
                     4..=6 => FaultKind::CoordinatorDown,
                     7 | 8 => FaultKind::Partition {
@@ -266,7 +275,10 @@ pub fn random_faults(rng: &mut Rng, members: usize, start: u64, heal: u64) -> (S
                 let target = match (kind, target) {
                     (FaultKind::Partition { .. }, Target::All) => Target::Primary,
                     (
-                        FaultKind::CrashNode | FaultKind::CrashAgent | FaultKind::PauseAgent,
+                        FaultKind::CrashNode
+                        | FaultKind::CrashAgent
+                        | FaultKind::PauseAgent
+                        | FaultKind::PauseMember,
                         Target::All,
                     ) => Target::Primary,
                     (_, t) => t,

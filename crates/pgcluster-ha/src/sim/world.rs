@@ -116,6 +116,8 @@ pub(super) struct Member {
     pub foreign: bool,
     /// The agent is frozen until this time.
     paused_until: u64,
+    /// The whole member (PostgreSQL and the fencer too) is frozen through this time.
+    frozen_until: u64,
 }
 
 pub(super) struct World {
@@ -177,6 +179,7 @@ impl World {
                 coord_down: 0,
                 foreign: false,
                 paused_until: 0,
+                frozen_until: 0,
             })
             .collect();
         let (shape, faults) = match &cfg.faults {
@@ -301,6 +304,12 @@ impl World {
         self.members[m].inc += 1;
     }
 
+    /// The whole member is frozen (a `PauseMember` fault): its server takes
+    /// no write and streams nothing.
+    pub fn frozen(&self, m: usize) -> bool {
+        self.members[m].frozen_until >= self.now
+    }
+
     fn alive(&self, m: usize, inc: u64) -> bool {
         self.members[m].agent.is_some() && self.members[m].inc == inc
     }
@@ -361,11 +370,21 @@ impl World {
                 self.client_write();
                 self.push(self.now + CLIENT_EVERY, Event::Client);
             }
+            Event::Watchdog { m, deadline } if self.members[m].frozen_until >= self.now => {
+                // A frozen fencer acts when it thaws (the fault's end runs it first).
+                let at = self.members[m].frozen_until + 1;
+                self.push(at, Event::Watchdog { m, deadline });
+            }
             Event::Watchdog { m, deadline }
-                if self.members[m].watchdog == Some(deadline) && self.members[m].pg.writable() =>
+                if !self.cfg.broken_fence
+                    && self.members[m].watchdog == Some(deadline)
+                    && self.members[m].pg.writable() =>
             {
                 self.members[m].pg.stop();
-                trace!(self, "{} watchdog fenced PostgreSQL", self.names[m]);
+                trace!(
+                    self,
+                    "{} fencer stopped PostgreSQL at its deadline", self.names[m]
+                );
             }
             Event::Probe { to, from, probe } => {
                 let inc = self.members[to].inc;
@@ -746,7 +765,7 @@ impl World {
         let Some(u) = self.members[m].pg.upstream else {
             return;
         };
-        if !self.members[m].pg.standby() {
+        if !self.members[m].pg.standby() || self.frozen(m) || self.frozen(u) {
             return;
         }
         let up = &self.members[u].pg;
@@ -809,7 +828,7 @@ impl World {
 
     fn client_write(&mut self) {
         let writable: Vec<usize> = (0..self.members.len())
-            .filter(|&i| self.members[i].pg.writable())
+            .filter(|&i| self.members[i].pg.writable() && !self.frozen(i))
             .collect();
         let [p] = writable[..] else {
             return;
@@ -832,7 +851,8 @@ impl World {
 
     /// Acknowledges the commits every synchronous standby of `p` has flushed.
     fn try_acks(&mut self, p: usize) {
-        if self.members[p].pg.pending.is_empty() || !self.members[p].pg.writable() {
+        if self.members[p].pg.pending.is_empty() || !self.members[p].pg.writable() || self.frozen(p)
+        {
             return;
         }
         let names = self.members[p].pg.sync.names();
@@ -898,9 +918,24 @@ impl World {
                     self.members[m].pg.stop();
                     self.members[m].watchdog = None;
                 }
-                FaultKind::CrashAgent => self.kill_agent(m),
+                FaultKind::CrashAgent => {
+                    self.kill_agent(m);
+                    if !self.cfg.broken_fence {
+                        // The fencer reads end-of-file and stops the server.
+                        self.members[m].pg.stop();
+                        self.members[m].watchdog = None;
+                        trace!(
+                            self,
+                            "{} fencer stopped PostgreSQL: its agent died", self.names[m]
+                        );
+                    }
+                }
                 FaultKind::PauseAgent => {
                     self.members[m].paused_until = self.members[m].paused_until.max(f.until)
+                }
+                FaultKind::PauseMember => {
+                    self.members[m].paused_until = self.members[m].paused_until.max(f.until + 1);
+                    self.members[m].frozen_until = self.members[m].frozen_until.max(f.until);
                 }
                 FaultKind::CrashPostgres => self.members[m].pg.stop(),
                 FaultKind::CoordinatorDown => self.members[m].coord_down += 1,
@@ -955,6 +990,17 @@ impl World {
                 }
                 FaultKind::CoordinatorDown => {
                     self.members[m].coord_down = self.members[m].coord_down.saturating_sub(1)
+                }
+                FaultKind::PauseMember if self.members[m].frozen_until <= self.now => {
+                    // Thawed: the fencer runs first and finds its deadline past.
+                    let passed = self.members[m].watchdog.is_some_and(|d| self.local(m) >= d);
+                    if passed && !self.cfg.broken_fence && self.members[m].pg.writable() {
+                        self.members[m].pg.stop();
+                        trace!(
+                            self,
+                            "{} fencer stopped PostgreSQL on resume", self.names[m]
+                        );
+                    }
                 }
                 FaultKind::Partition { peer } if peer < self.members.len() && peer != m => {
                     self.partitions[m][peer] -= 1;
