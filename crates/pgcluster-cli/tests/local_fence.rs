@@ -186,10 +186,21 @@ async fn run(name: &str, mode: &str, fault: Fault) {
     .await;
     assert!(new.acks().is_empty(), "a replica acknowledged a write");
 
+    // The detached router supervises the agents and would restart a killed
+    // one within a second, before any failover (it then takes its lease
+    // back): hold it until the replica has taken over.
+    let router = cluster.record()["router_pid"].as_u64().expect("router pid") as u32;
     let faulted = Instant::now();
     let mut paused: Vec<u32> = Vec::new();
     match fault {
-        Fault::KillAgent => assert!(kill(agent, "KILL")),
+        Fault::KillAgent => {
+            assert!(kill(router, "STOP"));
+            assert!(kill(agent, "KILL"));
+            let fenced = gone_within(postmaster, Duration::from_secs(2))
+                .await
+                .expect("the server outlived its killed agent");
+            eprintln!("{name}: the server stopped {fenced:?} after its agent was killed");
+        }
         Fault::PauseAgent => {
             assert!(kill(agent, "STOP"));
             paused.push(agent);
@@ -238,8 +249,14 @@ async fn run(name: &str, mode: &str, fault: Fault) {
             );
         }
     }
-    if fault == Fault::PauseAgent {
-        kill(agent, "CONT");
+    match fault {
+        Fault::PauseAgent => {
+            kill(agent, "CONT");
+        }
+        Fault::KillAgent => {
+            kill(router, "CONT");
+        }
+        Fault::PauseMember => {}
     }
 
     // Let the new primary take a few more writes, then compare.
@@ -290,15 +307,25 @@ async fn run(name: &str, mode: &str, fault: Fault) {
             "sync mode lost acknowledged writes: {lost:?}"
         );
     }
-    // The old member comes back as a replica once its agent runs again.
-    if fault != Fault::KillAgent {
-        cluster.wait_ready(1, Duration::from_secs(60));
-    }
+    // The old member comes back as a replica once its agent runs again: a
+    // paused one by itself, a killed one restarted by the supervisor.
+    let status = cluster.wait_ready(1, Duration::from_secs(60));
+    let old_row = status["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .find(|i| i["instance"] == primary["instance"])
+        .expect("the old primary is listed")
+        .clone();
+    assert_eq!(old_row["role"], "replica", "{old_row}");
+    let restarts = if fault == Fault::KillAgent { 1 } else { 0 };
+    assert_eq!(old_row["restarts"], restarts, "{old_row}");
     drop(new_acks);
 }
 
 /// kill -9 of the primary's agent alone (async): the server is fenced
-/// before the replica is promoted.
+/// before the replica is promoted; the supervisor restarts the agent and the
+/// old primary re-joins as a replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_agent_fences_its_server_async() {
     run("fencekilla", "async", Fault::KillAgent).await;
@@ -344,6 +371,10 @@ async fn status_and_down_see_a_server_without_its_agent() {
     let replica = instance(&status, "replica").clone();
     let agent = pid(&replica, "agent_pid");
     let postmaster = pid(&replica, "postgres_pid");
+    // The detached router supervises the agents: stop it, or it restarts
+    // the agent killed below (tested in the fault tests above).
+    let router = cluster.record()["router_pid"].as_u64().expect("router pid") as u32;
+    assert!(kill(router, "STOP"));
     assert!(kill(agent, "KILL"));
     assert!(
         gone_within(postmaster, Duration::from_secs(5))
@@ -405,6 +436,7 @@ async fn status_and_down_see_a_server_without_its_agent() {
             .is_some_and(|s| s.contains("server still running")),
         "{row}"
     );
+    assert!(kill(router, "KILL"));
     let out = cluster.run(&["down"]);
     assert!(out.status.success(), "{out:?}");
     assert!(

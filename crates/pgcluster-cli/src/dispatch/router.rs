@@ -49,9 +49,14 @@ pub fn exec(args: Args) -> Result<(), CliError> {
                 }
             }
         };
+        // The detached router lives as long as the cluster: it also keeps
+        // the agents running (restarts with back-off).
+        let exe = std::env::current_exe().map_err(|e| fail(&e))?;
+        let supervise = pgcluster_ha::local::supervisor::supervise(layout.clone(), exe);
         tokio::select! {
             () = shutdown_signal() => {}
             () = orphaned => {}
+            () = supervise => {}
         }
         router.shutdown();
         task.abort();

@@ -74,6 +74,8 @@ pub struct InstanceStatus {
     pub pod: Option<String>,
     /// Kubernetes: the node the pod runs on (local: `null`).
     pub node: Option<String>,
+    /// Local: how often the supervisor restarted this member's agent since `up`.
+    pub restarts: u32,
 }
 
 /// Where the cluster runs.
@@ -175,6 +177,7 @@ pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
                 following: a.following,
                 pod: None,
                 node: None,
+                restarts: m.restarts,
             },
             None => {
                 // The server may outlive an unanswering agent for a moment
@@ -203,6 +206,7 @@ pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
                 following: None,
                 pod: None,
                 node: None,
+                restarts: m.restarts,
             }
             }
         };
@@ -283,7 +287,7 @@ pub fn render(status: &ClusterStatus) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
         "instance", "role", "state", "ready", "timeline", "lsn", "lag", where_a, where_b,
-        "pg port", "api port",
+        "pg port", "api port", "restarts",
     ]);
     let pid = |p: Option<u32>| p.map_or("-".to_owned(), |p| p.to_string());
     for i in &status.instances {
@@ -303,6 +307,7 @@ pub fn render(status: &ClusterStatus) -> String {
             b,
             i.pg_port.to_string(),
             i.api_port.to_string(),
+            i.restarts.to_string(),
         ]);
     }
     out.push_str(&format!("{table}\n"));

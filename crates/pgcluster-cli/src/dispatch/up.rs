@@ -92,7 +92,14 @@ pub fn exec(args: Args) -> Result<(), CliError> {
             return Ok(());
         }
         println!("Running in the foreground; Ctrl-C (or `pgcluster down`) stops the cluster.");
+        // Keeps the agents running (restarts with back-off) until Ctrl-C.
+        let exe = std::env::current_exe().map_err(|e| fail(&e))?;
+        let supervise = tokio::spawn(pgcluster_ha::local::supervisor::supervise(
+            prepared.layout.clone(),
+            exe,
+        ));
         signalled.await;
+        supervise.abort();
         eprintln!("stopping cluster {} ...", prepared.record.name);
         if let Some(router) = router {
             router.shutdown();
@@ -123,12 +130,18 @@ async fn start(
     validated: &pgcluster_core::ValidatedCluster,
 ) -> Result<Option<Router>, CliError> {
     let exe = std::env::current_exe().map_err(|e| fail(&e))?;
-    if !args.detach {
-        prepared
-            .layout
-            .update_record(|r| r.up_pid = Some(std::process::id()))
-            .map_err(|e| fail(&e))?;
-    }
+    prepared
+        .layout
+        .update_record(|r| {
+            if !args.detach {
+                r.up_pid = Some(std::process::id());
+            }
+            r.stopping = false;
+            for m in &mut r.members {
+                m.restarts = 0;
+            }
+        })
+        .map_err(|e| fail(&e))?;
     cluster::spawn_agents(prepared, &exe).map_err(|e| fail(&e))?;
     let router = if args.detach {
         cluster::spawn_router(prepared, &exe).map_err(|e| fail(&e))?;

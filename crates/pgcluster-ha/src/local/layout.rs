@@ -35,6 +35,9 @@ pub struct MemberRecord {
     pub api_port: u16,
     /// The agent's PID while it runs.
     pub agent_pid: Option<u32>,
+    /// How often the supervisor restarted this member's agent since `up`.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// `cluster.json`.
@@ -60,6 +63,9 @@ pub struct ClusterRecord {
     pub pg_bin: PathBuf,
     /// The superuser role.
     pub superuser: String,
+    /// `down` is stopping the cluster: nothing restarts an agent.
+    #[serde(default)]
+    pub stopping: bool,
 }
 
 impl ClusterRecord {
@@ -91,6 +97,7 @@ impl ClusterRecord {
                     pg_port: 20000 + i,
                     api_port: 21000 + i,
                     agent_pid: None,
+                    restarts: 0,
                 })
                 .collect(),
             rw_port: 1,
@@ -100,6 +107,7 @@ impl ClusterRecord {
             os_user: "x".into(),
             pg_bin: PathBuf::new(),
             superuser: "postgres".into(),
+            stopping: false,
         }
     }
 }

@@ -17,6 +17,7 @@ mod ready;
 pub mod router;
 mod spawn;
 mod stop;
+pub mod supervisor;
 mod targets;
 
 pub use router::{Endpoint, RouteTargets, Router, RouterConfig, RouterError, RouterStats};

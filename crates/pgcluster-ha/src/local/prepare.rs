@@ -181,6 +181,7 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
                 pg_port: *pg,
                 api_port: *api,
                 agent_pid: None,
+                restarts: 0,
             })
             .collect(),
         rw_port: ports.rw,
@@ -190,6 +191,7 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
         os_user: os_user.name.clone(),
         pg_bin: bin.bindir().to_owned(),
         superuser: SUPERUSER_ROLE.to_owned(),
+        stopping: false,
     };
     layout.write_record(&record)?;
     Ok(Prepared {

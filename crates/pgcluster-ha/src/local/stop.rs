@@ -28,6 +28,8 @@ pub struct StopReport {
 /// data directories that still runs, agent or not. Clears the PIDs in
 /// `cluster.json`. Never signals anything else.
 pub async fn stop(layout: &Layout, timeout: Duration) -> Result<StopReport, LocalError> {
+    // Nothing may restart an agent while the cluster stops.
+    layout.update_record(|r| r.stopping = true)?;
     let record = layout.read_record()?;
     let pids = live_pids(layout, &record);
     for pid in &pids {
@@ -63,6 +65,7 @@ pub async fn stop(layout: &Layout, timeout: Duration) -> Result<StopReport, Loca
         }
         r.router_pid = None;
         r.up_pid = None;
+        r.stopping = false;
     })?;
     // Every agent is gone: the runtime copy of the lease would only be stale
     // by the next `up` (which starts from the durable copy).
