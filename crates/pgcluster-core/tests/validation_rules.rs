@@ -311,6 +311,42 @@ const CASES: &[Case] = &[
         Check::PublicAddress,
     ),
     (
+        "CIDR with leading zeros (octal elsewhere)",
+        |c| c.spec.access[2].from.cidrs = vec!["010.0.10.0/24".into()],
+        "spec.access[2].from.cidrs[0]",
+        Check::InvalidAddress,
+    ),
+    (
+        "pod CIDR with leading zeros",
+        |c| network(c).pod_cidr = Some("010.42.0.0/16".into()),
+        "spec.network.podCidr",
+        Check::InvalidAddress,
+    ),
+    (
+        "LB range with a zero-padded prefix length",
+        |c| lb(c).allowed_ranges[0] = "10.0.20.200/029".into(),
+        "spec.services.loadBalancer.allowedRanges[0]",
+        Check::InvalidAddress,
+    ),
+    (
+        "pod CIDR of every IPv4 address",
+        |c| network(c).pod_cidr = Some("0.0.0.0/0".into()),
+        "spec.network.podCidr",
+        Check::PublicAddress,
+    ),
+    (
+        "pod CIDR of every IPv6 address",
+        |c| network(c).pod_cidr = Some("::/0".into()),
+        "spec.network.podCidr",
+        Check::PublicAddress,
+    ),
+    (
+        "public pod CIDR",
+        |c| network(c).pod_cidr = Some("8.8.0.0/16".into()),
+        "spec.network.podCidr",
+        Check::PublicAddress,
+    ),
+    (
         "public CIDR through a LoadBalancer without its opt-in",
         |c| {
             c.spec.access[2].from.cidrs = vec!["8.8.8.0/24".into()];
