@@ -57,6 +57,9 @@ pub struct Problem {
     pub hint: String,
     /// The rule broken (e.g. `public-address`, `unknown-field`, `syntax`).
     pub check: String,
+    /// 1-based line in the file, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
 }
 
 impl Problem {
@@ -67,38 +70,52 @@ impl Problem {
             message: e.message.clone(),
             hint: e.hint.clone(),
             check: e.check.to_string(),
+            line: e.line,
         }
     }
 
-    /// A load failure as a problem.
-    pub fn from_load(e: &LoadError) -> Self {
+    /// A load failure as problems (several when the fields could not be read into a cluster).
+    pub fn from_load(e: &LoadError) -> Vec<Self> {
         match e {
-            LoadError::Type {
-                document,
-                path,
-                message,
-                hint,
-            } => Self {
-                document: *document,
-                path: path.clone(),
-                message: message.clone(),
-                hint: hint.clone(),
-                check: e.category().to_owned(),
-            },
-            LoadError::WrongKind { document, .. } | LoadError::NotAnObject { document } => Self {
-                document: *document,
-                path: ".".to_owned(),
+            LoadError::Fields { document, errors } => errors
+                .errors
+                .iter()
+                .map(|p| Self::from_validation(*document, p))
+                .collect(),
+            LoadError::WrongKind { document, .. } | LoadError::NotAnObject { document } => {
+                vec![Self {
+                    document: *document,
+                    path: ".".to_owned(),
+                    message: e.to_string(),
+                    hint: "give a PostgresCluster (`pgcluster init` prints one)".to_owned(),
+                    check: e.category().to_owned(),
+                    line: None,
+                }]
+            }
+            LoadError::Syntax { line, .. } => vec![Self {
+                document: 0,
+                path: String::new(),
                 message: e.to_string(),
-                hint: "give a PostgresCluster (`pgcluster init` prints one)".to_owned(),
+                hint: String::new(),
                 check: e.category().to_owned(),
-            },
-            other => Self {
+                line: Some(*line),
+            }],
+            LoadError::Limit { line, .. } => vec![Self {
+                document: 0,
+                path: String::new(),
+                message: e.to_string(),
+                hint: "check where the file came from; a spec needs no aliases, deep nesting or megabytes".to_owned(),
+                check: e.category().to_owned(),
+                line: (*line > 0).then_some(*line),
+            }],
+            other => vec![Self {
                 document: 0,
                 path: String::new(),
                 message: other.to_string(),
                 hint: String::new(),
                 check: other.category().to_owned(),
-            },
+                line: None,
+            }],
         }
     }
 }
@@ -107,10 +124,7 @@ impl Problem {
 pub fn load_file(file: &Path, output: OutputFormat) -> Result<Vec<LoadedCluster>, CliError> {
     let text = read_input(file)?;
     load(&text).map_err(|e| {
-        if let Some(out) = to_machine(&vec![Problem::from_load(&e)], output)
-            .ok()
-            .flatten()
-        {
+        if let Some(out) = to_machine(&Problem::from_load(&e), output).ok().flatten() {
             print!("{out}");
         }
         CliError::Invalid(format!("{}: {e}", display_name(file)))
@@ -171,7 +185,8 @@ pub fn exec(args: Args) -> Result<(), CliError> {
             } else {
                 String::new()
             };
-            text.push_str(&format!("\n  {doc}{}: {}", p.path, p.message));
+            let line = p.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            text.push_str(&format!("\n  {doc}{}{line}: {}", p.path, p.message));
             if !p.hint.is_empty() {
                 text.push_str(&format!("\n      hint: {}", p.hint));
             }
