@@ -249,6 +249,22 @@ fn every_example_validates() {
     assert!(seen >= 1);
 }
 
+/// A file that cannot be read says why (the OS reason) and what to do, exit 2.
+#[test]
+fn missing_file_says_why_and_what_to_do() {
+    let out = pgcluster(&["validate", "-f", "nope.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("failed to read nope.yaml: No such file or directory"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: check the path; `pgcluster init --name main > cluster.yaml`"),
+        "{err}"
+    );
+}
+
 /// Wrong types and bad enum values come in the same run as unknown fields
 /// and rule violations, each with its path and line (not one per run).
 #[test]

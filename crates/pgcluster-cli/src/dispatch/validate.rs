@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use pgcluster_core::api::v1alpha1::{AccessEndpoint, PostgresCluster};
 use pgcluster_core::load::{LoadError, LoadedCluster, load};
 use pgcluster_core::validate::endpoint_name;
@@ -33,15 +32,48 @@ pub struct Args {
     pub output: OutputFormat,
 }
 
-/// Reads FILE, or stdin for `-`.
+/// Reads FILE, or stdin for `-`: at most one byte past the loader's size
+/// limit, so an oversized input is refused by the loader without being read whole.
 pub fn read_input(file: &Path) -> Result<String, CliError> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("failed to read the spec from stdin")?
+    use std::io::Read as _;
+    let limit = u64::try_from(pgcluster_core::load::MAX_INPUT_BYTES)
+        .expect("the input limit fits in u64 because it is 1 MiB")
+        + 1;
+    let mut text = String::new();
+    let result = if file.as_os_str() == "-" {
+        std::io::stdin().take(limit).read_to_string(&mut text)
     } else {
-        std::fs::read_to_string(file)
-            .with_context(|| format!("failed to read {}", file.display()))?
+        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_string(&mut text))
     };
+    result.map_err(|source| read_error(file, source))?;
     Ok(text)
+}
+
+/// A read failure with what to do about it.
+fn read_error(file: &Path, source: std::io::Error) -> CliError {
+    use std::io::ErrorKind;
+    let stdin = file.as_os_str() == "-";
+    let hint = match source.kind() {
+        _ if stdin => "pipe a spec in, e.g. `pgcluster init --name main | pgcluster validate -f -`",
+        ErrorKind::NotFound => {
+            "check the path; `pgcluster init --name main > cluster.yaml` writes a spec to start from"
+        }
+        ErrorKind::PermissionDenied => {
+            "make the file readable for this user, or pass it on stdin with `-f -`"
+        }
+        ErrorKind::IsADirectory => "name a file, not a directory",
+        ErrorKind::InvalidData => "save the spec as UTF-8 text",
+        _ => "check that FILE names a readable YAML or JSON file",
+    };
+    CliError::Read {
+        what: if stdin {
+            "the spec from stdin".to_owned()
+        } else {
+            file.display().to_string()
+        },
+        hint: hint.to_owned(),
+        source,
+    }
 }
 
 /// One problem as printed with `-o json|yaml`.
