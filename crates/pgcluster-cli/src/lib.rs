@@ -32,7 +32,7 @@ pub enum Command {
     Validate(dispatch::validate::Args),
     /// Validate a spec, then server-side apply it to Kubernetes (current kubeconfig context); --wait shows progress until Ready.
     Apply(dispatch::apply::Args),
-    /// Answer access questions from a spec's access rules (explain, pg_hba).
+    /// Answer access questions from a spec's access rules (explain, hba).
     Access(dispatch::access::Args),
     /// Print the PostgresCluster CustomResourceDefinition as YAML.
     Crd(dispatch::crd::Args),

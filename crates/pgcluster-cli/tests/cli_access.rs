@@ -15,30 +15,33 @@ fn text(bytes: &[u8]) -> String {
 
 const HOMELAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/homelab.yaml");
 
-/// An admin on the management VLAN reaches the LoadBalancer by the `admins` rule (exit 0).
+/// An admin on the management VLAN reaches the LoadBalancer by the `admins`
+/// rule (exit 0), whether the endpoint is spelled as in the spec or as `lb`.
 #[test]
 fn admin_via_lb_is_allowed() {
-    let out = pgcluster(&[
-        "access",
-        "explain",
-        "-f",
-        HOMELAB,
-        "--from",
-        "10.0.10.7",
-        "--database",
-        "gitea",
-        "--role",
-        "admin",
-        "--endpoint",
-        "lb",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(text(&out.stdout).contains("by rule `admins`"));
+    for endpoint in ["loadBalancer", "lb"] {
+        let out = pgcluster(&[
+            "access",
+            "explain",
+            "-f",
+            HOMELAB,
+            "--from",
+            "10.0.10.7",
+            "--database",
+            "gitea",
+            "--role",
+            "admin",
+            "--endpoint",
+            endpoint,
+        ]);
+        assert!(
+            out.status.success(),
+            "{endpoint}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(text(&out.stdout).contains("by rule `admins`"));
+    }
 }
 
 /// A denied connection exits 1 and says per rule why, and what to add.

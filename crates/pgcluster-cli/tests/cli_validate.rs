@@ -132,18 +132,18 @@ spec:
       roles: [app]
 ";
 
-/// A public CIDR, an unknown field, a managed parameter and a bad quantity are all reported with paths; exit 1.
+/// A public CIDR, an unknown field, a managed parameter and a bad quantity are all reported with paths and lines; exit 1.
 #[test]
 fn four_problems_reported_together() {
     let out = pgcluster(&["validate", "-f", "-"], Some(FOUR_PROBLEMS));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     let stderr = text(&out.stderr);
     for expected in [
-        "spec.access[0].from.cidrs[0]: 8.8.8.0/24 is a public",
-        "spec.storage.storageClas: unknown field",
+        "spec.access[0].from.cidrs[0] (line 21): 8.8.8.0/24 is a public",
+        "spec.storage.storageClas (line 12): unknown field",
         "did you mean `storageClass`?",
-        "spec.postgres.parameters.port: `port` is managed by pgcluster",
-        "spec.storage.size: `10GB` is not a quantity",
+        "spec.postgres.parameters.port (line 9): `port` is managed by pgcluster",
+        "spec.storage.size (line 11): `10GB` is not a quantity",
     ] {
         assert!(
             stderr.contains(expected),
@@ -247,4 +247,56 @@ fn every_example_validates() {
         }
     }
     assert!(seen >= 1);
+}
+
+/// A file that cannot be read says why (the OS reason) and what to do, exit 2.
+#[test]
+fn missing_file_says_why_and_what_to_do() {
+    let out = pgcluster(&["validate", "-f", "nope.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("failed to read nope.yaml: No such file or directory"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: check the path; `pgcluster init --name main > cluster.yaml`"),
+        "{err}"
+    );
+}
+
+/// Wrong types and bad enum values come in the same run as unknown fields
+/// and rule violations, each with its path and line (not one per run).
+#[test]
+fn type_and_enum_errors_reported_together() {
+    let spec = "apiVersion: pgcluster.dev/v1alpha1
+kind: PostgresCluster
+metadata: {name: main}
+spec:
+  instances: three
+  replication:
+    mode: synchronous
+  storage:
+    retention: retain
+  instance: 2
+  network:
+    podCidr: 010.42.0.0/16
+";
+    let out = pgcluster(&["validate", "-f", "-"], Some(spec));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    for expected in [
+        "5 problems",
+        "spec.instances (line 5): invalid type: string \"three\", expected u32",
+        "spec.replication.mode (line 7): unknown variant `synchronous`",
+        "spec.storage.retention (line 9): unknown variant `retain`",
+        "did you mean `Retain`?",
+        "spec.instance (line 10): unknown field `instance`",
+        "spec.network.podCidr (line 12): `010.42.0.0/16` has a number with a leading zero",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
 }

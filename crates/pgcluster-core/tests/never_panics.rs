@@ -104,6 +104,12 @@ proptest! {
         exercise(&s);
     }
 
+    /// Raw bytes (read as lossy UTF-8, as a file would be) never panic anything.
+    #[test]
+    fn random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        exercise(&String::from_utf8_lossy(&bytes));
+    }
+
     /// YAML-ish noise never panics either.
     #[test]
     fn random_yaml_tokens(tokens in prop::collection::vec(prop::sample::select(vec!["apiVersion: pgcluster.dev/v1alpha1\n", "kind: PostgresCluster\n", "spec:\n", "  instances: ", "-1\n", "  access:\n", "  - ", "from: {cidrs: [", "]}\n", "null\n", "---\n", "  ", "metadata: {name: a}\n", "[", "{", "\"", "&x ", "*x\n", "postgres: {parameters: {port: 1}}\n"]), 0..40)) {

@@ -311,6 +311,42 @@ const CASES: &[Case] = &[
         Check::PublicAddress,
     ),
     (
+        "CIDR with leading zeros (octal elsewhere)",
+        |c| c.spec.access[2].from.cidrs = vec!["010.0.10.0/24".into()],
+        "spec.access[2].from.cidrs[0]",
+        Check::InvalidAddress,
+    ),
+    (
+        "pod CIDR with leading zeros",
+        |c| network(c).pod_cidr = Some("010.42.0.0/16".into()),
+        "spec.network.podCidr",
+        Check::InvalidAddress,
+    ),
+    (
+        "LB range with a zero-padded prefix length",
+        |c| lb(c).allowed_ranges[0] = "10.0.20.200/029".into(),
+        "spec.services.loadBalancer.allowedRanges[0]",
+        Check::InvalidAddress,
+    ),
+    (
+        "pod CIDR of every IPv4 address",
+        |c| network(c).pod_cidr = Some("0.0.0.0/0".into()),
+        "spec.network.podCidr",
+        Check::PublicAddress,
+    ),
+    (
+        "pod CIDR of every IPv6 address",
+        |c| network(c).pod_cidr = Some("::/0".into()),
+        "spec.network.podCidr",
+        Check::PublicAddress,
+    ),
+    (
+        "public pod CIDR",
+        |c| network(c).pod_cidr = Some("8.8.0.0/16".into()),
+        "spec.network.podCidr",
+        Check::PublicAddress,
+    ),
+    (
         "public CIDR through a LoadBalancer without its opt-in",
         |c| {
             c.spec.access[2].from.cidrs = vec!["8.8.8.0/24".into()];
@@ -667,4 +703,230 @@ fn empty_namespaces_resolve_to_cluster_namespace() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A hostile or mistyped spec as text: (what, text, expected path, check, line).
+/// These are found by the loader, so they are checked on the text.
+type TextCase = (&'static str, String, &'static str, Check, usize);
+
+fn homelab_with(find: &str, replace: &str) -> String {
+    assert!(common::HOMELAB_YAML.contains(find), "{find}");
+    common::HOMELAB_YAML.replacen(find, replace, 1)
+}
+
+fn text_cases() -> Vec<TextCase> {
+    vec![
+        (
+            "duplicate key",
+            homelab_with("  instances: 2\n", "  instances: 2\n  instances: 3\n"),
+            "spec.instances",
+            Check::DuplicateKey,
+            19,
+        ),
+        (
+            "duplicate key in a list item",
+            homelab_with(
+                "    - name: gitea\n      owner: gitea\n",
+                "    - name: gitea\n      owner: gitea\n      owner: admin\n",
+            ),
+            "spec.databases[0].owner",
+            Check::DuplicateKey,
+            58,
+        ),
+        (
+            "duplicate key in JSON",
+            r#"{"apiVersion": "pgcluster.dev/v1alpha1", "kind": "PostgresCluster",
+"metadata": {"name": "main"},
+"spec": {"instances": 2, "instances": 3}}"#
+                .to_owned(),
+            "spec.instances",
+            Check::DuplicateKey,
+            3,
+        ),
+        (
+            "wrong type",
+            homelab_with("  instances: 2\n", "  instances: two\n"),
+            "spec.instances",
+            Check::InvalidType,
+            18,
+        ),
+        (
+            "bad enum value",
+            homelab_with("    retention: Retain\n", "    retention: retain\n"),
+            "spec.storage.retention",
+            Check::UnknownValue,
+            27,
+        ),
+        (
+            "bad enum value in a list",
+            homelab_with("      endpoints: [rw, ro]\n", "      endpoints: [rw, lb]\n"),
+            "spec.access[0].endpoints[1]",
+            Check::UnknownValue,
+            77,
+        ),
+        (
+            "missing required field",
+            homelab_with(
+                "    - name: gitea\n      owner: gitea\n",
+                "    - name: gitea\n",
+            ),
+            "spec.databases[0].owner",
+            Check::MissingField,
+            56,
+        ),
+    ]
+}
+
+/// Duplicate keys, wrong types and bad values found by the loader are
+/// reported at their field path and line, with a hint.
+#[test]
+fn loader_problems_name_path_and_line() {
+    let mut failures = Vec::new();
+    for (what, text, path, check, line) in text_cases() {
+        let errors = match pgcluster_core::load::load_one(&text) {
+            Err(e) => {
+                failures.push(format!("{what}: refused whole: {e}"));
+                continue;
+            }
+            Ok(loaded) => match loaded.validate() {
+                Ok(_) => {
+                    failures.push(format!("{what}: accepted"));
+                    continue;
+                }
+                Err(errors) => errors,
+            },
+        };
+        if !errors
+            .errors
+            .iter()
+            .any(|e| e.path == path && e.check == check && e.line == Some(line))
+        {
+            failures.push(format!(
+                "{what}: expected {check} at {path} line {line}, got {errors:?}"
+            ));
+        }
+        assert!(
+            errors.errors.iter().all(|e| !e.hint.is_empty()),
+            "{what}: {errors}"
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Four mistakes of different kinds (a wrong type, two bad enum values, an
+/// unknown field) and a rule violation are all reported in one run, each with
+/// its path and line, instead of one per run.
+#[test]
+fn type_and_enum_errors_come_all_at_once() {
+    let text = "apiVersion: pgcluster.dev/v1alpha1
+kind: PostgresCluster
+metadata: {name: main}
+spec:
+  instances: three
+  replication:
+    mode: synchronous
+  storage:
+    retention: retain
+  services:
+    loadBalancer:
+      enabled: yes
+  instance: 2
+  network:
+    podCidr: 0.0.0.0/0
+";
+    let loaded =
+        pgcluster_core::load::load_one(text).expect("the mistakes are in fields, not syntax");
+    let errors = loaded.validate().expect_err("five problems");
+    let found: Vec<(&str, Check, Option<usize>)> = errors
+        .errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.check, e.line))
+        .collect();
+    for expected in [
+        ("spec.instances", Check::InvalidType, Some(5)),
+        ("spec.replication.mode", Check::UnknownValue, Some(7)),
+        ("spec.storage.retention", Check::UnknownValue, Some(9)),
+        (
+            "spec.services.loadBalancer.enabled",
+            Check::InvalidType,
+            Some(12),
+        ),
+        ("spec.instance", Check::UnknownField, Some(13)),
+        ("spec.network.podCidr", Check::PublicAddress, Some(15)),
+    ] {
+        assert!(found.contains(&expected), "{expected:?} not in {found:?}");
+    }
+    let retention = errors
+        .errors
+        .iter()
+        .find(|e| e.path == "spec.storage.retention")
+        .expect("reported");
+    assert_eq!(
+        retention.hint,
+        "did you mean `Retain`? (values are case-sensitive)"
+    );
+}
+
+/// An item dropped for a type error does not shift the paths of later
+/// problems: they keep the index written in the file.
+#[test]
+fn later_items_keep_their_written_index() {
+    let text = homelab_with(
+        "  access:\n",
+        "  access:\n    - name: broken\n      from: {cidrs: 5}\n      databases: [gitea]\n      roles: [gitea]\n",
+    )
+    .replace("[10.0.10.0/24]", "[10.0.10.1/24]");
+    let loaded = pgcluster_core::load::load_one(&text).expect("loads");
+    let errors = loaded.validate().expect_err("two problems");
+    assert_eq!(
+        errors.len(),
+        2,
+        "no follow-on problem from the dropped value: {errors}"
+    );
+    assert!(errors.has_path("spec.access[0].from.cidrs"), "{errors}");
+    assert!(
+        errors
+            .errors
+            .iter()
+            .any(|e| e.path == "spec.access[3].from.cidrs[0]" && e.check == Check::InvalidAddress),
+        "{errors}"
+    );
+}
+
+/// A YAML alias bomb of a few kilobytes is refused at the alias limit, naming it.
+#[test]
+fn alias_bomb_is_refused_at_the_limit() {
+    let err = pgcluster_core::load::load(&alias_bomb()).expect_err("refused");
+    assert!(
+        matches!(err, pgcluster_core::load::LoadError::Limit { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("10000 copied nodes"), "{err}");
+}
+
+/// An input past 1 MiB is refused before it is parsed.
+#[test]
+fn oversized_input_is_refused() {
+    let text = format!("{}# {}\n", common::HOMELAB_YAML, "x".repeat(1024 * 1024));
+    let err = pgcluster_core::load::load(&text).expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("the input is past the loader's limit of 1024 KiB"),
+        "{err}"
+    );
+}
+
+/// About 3 KB that expand to ten million nodes through nested aliases.
+pub fn alias_bomb() -> String {
+    let leaf = vec!["x"; 1000].join(", ");
+    let mut text = format!("a: &a [{leaf}]\n");
+    let mut prev = "a".to_owned();
+    for i in 1..5 {
+        text.push_str(&format!(
+            "x{i}: &l{i} [{}]\n",
+            vec![format!("*{prev}"); 10].join(", ")
+        ));
+        prev = format!("l{i}");
+    }
+    text + "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {name: bomb}\n"
 }

@@ -5,7 +5,7 @@ fn main() -> ExitCode {
     match pgcluster_cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", err.render());
             err.exit_code()
         }
     }

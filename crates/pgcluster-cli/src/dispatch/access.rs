@@ -37,9 +37,9 @@ pub enum EndpointArg {
     Rw,
     /// The read-only Service.
     Ro,
-    /// The MetalLB LoadBalancer.
-    #[value(alias = "loadBalancer", alias = "loadbalancer")]
-    Lb,
+    /// The MetalLB LoadBalancer (spelled as in the spec; `lb` also works).
+    #[value(name = "loadBalancer", alias = "lb", alias = "loadbalancer")]
+    LoadBalancer,
 }
 
 impl From<EndpointArg> for AccessEndpoint {
@@ -47,7 +47,7 @@ impl From<EndpointArg> for AccessEndpoint {
         match e {
             EndpointArg::Rw => AccessEndpoint::Rw,
             EndpointArg::Ro => AccessEndpoint::Ro,
-            EndpointArg::Lb => AccessEndpoint::LoadBalancer,
+            EndpointArg::LoadBalancer => AccessEndpoint::LoadBalancer,
         }
     }
 }
@@ -78,8 +78,8 @@ pub struct ExplainArgs {
     /// The role to connect as.
     #[arg(long, value_name = "ROLE")]
     pub role: String,
-    /// The endpoint used (default: rw for pods, lb for addresses).
-    #[arg(long, value_enum, value_name = "rw|ro|lb")]
+    /// The endpoint used, spelled as in the spec's `endpoints` (default: rw for pods, loadBalancer for addresses).
+    #[arg(long, value_enum, value_name = "rw|ro|loadBalancer")]
     pub endpoint: Option<EndpointArg>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]

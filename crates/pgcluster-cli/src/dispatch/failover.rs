@@ -18,7 +18,7 @@ use crate::CliError;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "The request goes through the coordinator; once the old primary's lease \
-has expired, I takes it over and promotes (it must be a replica of the cluster's lineage).
+has expired, the instance named by --to takes over and promotes (it must be a replica of the cluster's lineage).
 
 Examples:
   pgcluster failover --to local-1                      # local cluster

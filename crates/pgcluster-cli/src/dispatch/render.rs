@@ -7,6 +7,8 @@ use anyhow::Context as _;
 use pgcluster_k8s::build::DEFAULT_CONTROLLER_NAMESPACE;
 use pgcluster_k8s::{BuildOptions, build, render};
 
+use super::validate::read_input;
+
 use crate::CliError;
 
 /// Arguments of `pgcluster render`.
@@ -24,14 +26,6 @@ pub struct Args {
     /// Namespace the controller runs in (allowed through the NetworkPolicies).
     #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_CONTROLLER_NAMESPACE)]
     pub controller_namespace: String,
-}
-
-fn read_input(file: &PathBuf) -> anyhow::Result<String> {
-    if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("failed to read the spec from stdin")
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("failed to read {}", file.display()))
-    }
 }
 
 /// Loads and validates the spec, builds every object and prints or writes it.

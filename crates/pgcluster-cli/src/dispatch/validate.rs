@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use pgcluster_core::api::v1alpha1::{AccessEndpoint, PostgresCluster};
 use pgcluster_core::load::{LoadError, LoadedCluster, load};
 use pgcluster_core::validate::endpoint_name;
@@ -33,15 +32,48 @@ pub struct Args {
     pub output: OutputFormat,
 }
 
-/// Reads FILE, or stdin for `-`.
+/// Reads FILE, or stdin for `-`: at most one byte past the loader's size
+/// limit, so an oversized input is refused by the loader without being read whole.
 pub fn read_input(file: &Path) -> Result<String, CliError> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("failed to read the spec from stdin")?
+    use std::io::Read as _;
+    let limit = u64::try_from(pgcluster_core::load::MAX_INPUT_BYTES)
+        .expect("the input limit fits in u64 because it is 1 MiB")
+        + 1;
+    let mut text = String::new();
+    let result = if file.as_os_str() == "-" {
+        std::io::stdin().take(limit).read_to_string(&mut text)
     } else {
-        std::fs::read_to_string(file)
-            .with_context(|| format!("failed to read {}", file.display()))?
+        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_string(&mut text))
     };
+    result.map_err(|source| read_error(file, source))?;
     Ok(text)
+}
+
+/// A read failure with what to do about it.
+fn read_error(file: &Path, source: std::io::Error) -> CliError {
+    use std::io::ErrorKind;
+    let stdin = file.as_os_str() == "-";
+    let hint = match source.kind() {
+        _ if stdin => "pipe a spec in, e.g. `pgcluster init --name main | pgcluster validate -f -`",
+        ErrorKind::NotFound => {
+            "check the path; `pgcluster init --name main > cluster.yaml` writes a spec to start from"
+        }
+        ErrorKind::PermissionDenied => {
+            "make the file readable for this user, or pass it on stdin with `-f -`"
+        }
+        ErrorKind::IsADirectory => "name a file, not a directory",
+        ErrorKind::InvalidData => "save the spec as UTF-8 text",
+        _ => "check that FILE names a readable YAML or JSON file",
+    };
+    CliError::Read {
+        what: if stdin {
+            "the spec from stdin".to_owned()
+        } else {
+            file.display().to_string()
+        },
+        hint: hint.to_owned(),
+        source,
+    }
 }
 
 /// One problem as printed with `-o json|yaml`.
@@ -57,6 +89,9 @@ pub struct Problem {
     pub hint: String,
     /// The rule broken (e.g. `public-address`, `unknown-field`, `syntax`).
     pub check: String,
+    /// 1-based line in the file, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
 }
 
 impl Problem {
@@ -67,38 +102,52 @@ impl Problem {
             message: e.message.clone(),
             hint: e.hint.clone(),
             check: e.check.to_string(),
+            line: e.line,
         }
     }
 
-    /// A load failure as a problem.
-    pub fn from_load(e: &LoadError) -> Self {
+    /// A load failure as problems (several when the fields could not be read into a cluster).
+    pub fn from_load(e: &LoadError) -> Vec<Self> {
         match e {
-            LoadError::Type {
-                document,
-                path,
-                message,
-                hint,
-            } => Self {
-                document: *document,
-                path: path.clone(),
-                message: message.clone(),
-                hint: hint.clone(),
-                check: e.category().to_owned(),
-            },
-            LoadError::WrongKind { document, .. } | LoadError::NotAnObject { document } => Self {
-                document: *document,
-                path: ".".to_owned(),
+            LoadError::Fields { document, errors } => errors
+                .errors
+                .iter()
+                .map(|p| Self::from_validation(*document, p))
+                .collect(),
+            LoadError::WrongKind { document, .. } | LoadError::NotAnObject { document } => {
+                vec![Self {
+                    document: *document,
+                    path: ".".to_owned(),
+                    message: e.to_string(),
+                    hint: "give a PostgresCluster (`pgcluster init` prints one)".to_owned(),
+                    check: e.category().to_owned(),
+                    line: None,
+                }]
+            }
+            LoadError::Syntax { line, .. } => vec![Self {
+                document: 0,
+                path: String::new(),
                 message: e.to_string(),
-                hint: "give a PostgresCluster (`pgcluster init` prints one)".to_owned(),
+                hint: String::new(),
                 check: e.category().to_owned(),
-            },
-            other => Self {
+                line: Some(*line),
+            }],
+            LoadError::Limit { line, .. } => vec![Self {
+                document: 0,
+                path: String::new(),
+                message: e.to_string(),
+                hint: "check where the file came from; a spec needs no aliases, deep nesting or megabytes".to_owned(),
+                check: e.category().to_owned(),
+                line: (*line > 0).then_some(*line),
+            }],
+            other => vec![Self {
                 document: 0,
                 path: String::new(),
                 message: other.to_string(),
                 hint: String::new(),
                 check: other.category().to_owned(),
-            },
+                line: None,
+            }],
         }
     }
 }
@@ -107,10 +156,7 @@ impl Problem {
 pub fn load_file(file: &Path, output: OutputFormat) -> Result<Vec<LoadedCluster>, CliError> {
     let text = read_input(file)?;
     load(&text).map_err(|e| {
-        if let Some(out) = to_machine(&vec![Problem::from_load(&e)], output)
-            .ok()
-            .flatten()
-        {
+        if let Some(out) = to_machine(&Problem::from_load(&e), output).ok().flatten() {
             print!("{out}");
         }
         CliError::Invalid(format!("{}: {e}", display_name(file)))
@@ -171,7 +217,8 @@ pub fn exec(args: Args) -> Result<(), CliError> {
             } else {
                 String::new()
             };
-            text.push_str(&format!("\n  {doc}{}: {}", p.path, p.message));
+            let line = p.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            text.push_str(&format!("\n  {doc}{}{line}: {}", p.path, p.message));
             if !p.hint.is_empty() {
                 text.push_str(&format!("\n      hint: {}", p.hint));
             }

@@ -2,51 +2,114 @@
 //! the caller reads the text).
 //!
 //! ```text
-//! text --documents--> JSON values --kind check--> typed PostgresCluster + unknown fields as problems
+//! text --tree (limits, positions, duplicate keys)--> one Node tree per document
+//!      --kind check--> serde, repeated: each wrong type or value is reported and dropped
+//!      --> typed PostgresCluster + problems (duplicate keys, wrong types and values,
+//!          unknown fields), each with its field path and line
 //! ```
 //!
-//! Syntax errors carry the line and column; type errors carry the field path.
-//! Unknown fields do not stop loading: they become [`ValidationError`]s with a
-//! "did you mean" hint, reported together with validation's own problems by
-//! [`LoadedCluster::validate`]. Loading never panics on any input.
+//! Problems in the fields do not stop loading: they are reported together
+//! with validation's own problems by [`LoadedCluster::validate`], so one run
+//! lists every mistake. Syntax errors and hostile input (past the size,
+//! nesting or alias limits of [`tree`]) stop loading with a [`LoadError`].
+//! Loading never panics on any input.
 
+mod tree;
 mod unknown;
 
 use kube::Resource;
-use serde::Deserialize;
 use serde_json::Value;
 
+pub use tree::{MAX_ALIAS_NODES, MAX_DEPTH, MAX_NODES};
+
 use crate::api::v1alpha1::PostgresCluster;
-use crate::validate::{ValidationError, ValidationErrors, validate};
+use crate::validate::{Check, ValidationError, ValidationErrors, validate};
 use crate::validated::ValidatedCluster;
+use tree::{Node, NodeValue};
+use unknown::Segment;
+
+/// The largest input read, in bytes (1 MiB: a spec is a few kilobytes; the
+/// Kubernetes API server refuses objects past about 1.5 MiB anyway).
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+
+/// Most problems reported for one document before loading gives up on it.
+const MAX_PROBLEMS: usize = 100;
 
 /// One cluster object read from the input.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadedCluster {
     /// Position of the document in the input (1-based).
     pub document: usize,
-    /// The object, with unknown fields dropped.
+    /// The object, without unknown fields and without the values reported in `problems`.
     pub cluster: PostgresCluster,
-    /// One problem per unknown field, each with a "did you mean" hint when a known field is close.
-    pub unknown_fields: Vec<ValidationError>,
+    /// Duplicate keys, wrong types and values, and unknown fields (each with a
+    /// "did you mean" hint when a known field is close), in that order; each
+    /// with its field path and line.
+    pub problems: Vec<ValidationError>,
+    /// The document as read, to give validation problems their lines.
+    source: Node,
 }
 
 impl LoadedCluster {
-    /// Validates the object; the unknown fields are reported first, together
-    /// with every validation problem.
+    /// Validates the object; the loader's problems are reported first,
+    /// together with every validation problem, each with its line when the
+    /// field is written in the input.
     pub fn validate(&self) -> Result<ValidatedCluster, ValidationErrors> {
+        let mut errors = self.problems.clone();
         match validate(&self.cluster) {
-            Ok(v) if self.unknown_fields.is_empty() => Ok(v),
-            Ok(_) => Err(ValidationErrors {
-                errors: self.unknown_fields.clone(),
-            }),
+            Ok(v) if errors.is_empty() => return Ok(v),
+            Ok(_) => {}
             Err(e) => {
-                let mut errors = self.unknown_fields.clone();
-                errors.extend(e.errors);
-                Err(ValidationErrors { errors })
+                let dropped: Vec<Vec<Segment>> = self
+                    .problems
+                    .iter()
+                    .filter(|p| {
+                        matches!(
+                            p.check,
+                            Check::InvalidType | Check::UnknownValue | Check::MissingField
+                        )
+                    })
+                    .filter_map(|p| unknown::parse(&p.path))
+                    .collect();
+                errors.extend(
+                    e.errors
+                        .into_iter()
+                        .map(|p| self.locate(p))
+                        .filter(|p| !follows_from(&dropped, &p.path)),
+                );
             }
         }
+        Err(ValidationErrors { errors })
     }
+
+    /// Gives a validation problem the path and line as written in the input
+    /// (list indices may differ when the loader dropped an item).
+    fn locate(&self, mut problem: ValidationError) -> ValidationError {
+        let Some(path) = unknown::parse(&problem.path) else {
+            return problem;
+        };
+        let (node, mut written, followed) = self.source.resolve(&path);
+        // A default (not written in the input) has no line of its own.
+        if followed == path.len() && followed > 0 {
+            problem.line = Some(node.line);
+        }
+        written.extend(path[followed..].iter().cloned());
+        problem.path = unknown::render(&written);
+        problem
+    }
+}
+
+/// Whether a validation problem at `path` only follows from a value the loader
+/// dropped (already reported): at or inside it, or at the object holding it
+/// (an access rule's `from` left empty by a dropped `cidrs`). The spec's
+/// sections themselves (`spec.services`) are not such objects.
+fn follows_from(dropped: &[Vec<Segment>], path: &str) -> bool {
+    let Some(path) = unknown::parse(path) else {
+        return false;
+    };
+    dropped
+        .iter()
+        .any(|d| path.starts_with(d) || (path.len() >= 3 && d.starts_with(&path)))
 }
 
 /// Why the input could not be read as `PostgresCluster` objects.
@@ -64,17 +127,26 @@ pub enum LoadError {
         /// the parser's message
         message: String,
     },
-    /// A field has the wrong type or value.
-    #[error("document {document}: {path}: {message}\n    hint: {hint}")]
-    Type {
+    /// The input is past a limit that keeps hostile input from exhausting memory.
+    #[error(
+        "{what} is past the loader's limit of {limit}{}; a PostgresCluster spec is far smaller, so this input is refused",
+        if *line > 0 { format!(" at line {line}") } else { String::new() }
+    )]
+    Limit {
+        /// what is too large: the input, nesting, aliases
+        what: &'static str,
+        /// the limit, with its unit
+        limit: String,
+        /// 1-based line where it was reached (0: the input as a whole)
+        line: usize,
+    },
+    /// The fields could not be read into a cluster at all (every problem found is listed).
+    #[error("document {document}: {errors}")]
+    Fields {
         /// 1-based document position
         document: usize,
-        /// field path, e.g. `spec.instances`
-        path: String,
-        /// what is wrong
-        message: String,
-        /// what to do
-        hint: String,
+        /// the problems, each with its path and line
+        errors: ValidationErrors,
     },
     /// The document is some other kind of object.
     #[error(
@@ -110,7 +182,8 @@ impl LoadError {
     pub fn category(&self) -> &'static str {
         match self {
             LoadError::Syntax { .. } => "syntax",
-            LoadError::Type { .. } => "type",
+            LoadError::Limit { .. } => "limit",
+            LoadError::Fields { .. } => "fields",
             LoadError::WrongKind { .. } => "wrong-kind",
             LoadError::NotAnObject { .. } => "not-an-object",
             LoadError::Empty => "empty",
@@ -130,7 +203,7 @@ pub fn load(input: &str) -> Result<Vec<LoadedCluster>, LoadError> {
     documents
         .into_iter()
         .enumerate()
-        .map(|(i, value)| load_value(i + 1, value))
+        .map(|(i, node)| load_node(i + 1, node))
         .collect()
 }
 
@@ -143,8 +216,8 @@ pub fn load_one(input: &str) -> Result<LoadedCluster, LoadError> {
     all.pop().ok_or(LoadError::Empty)
 }
 
-/// Splits the input into JSON values, one per document, expanding arrays and Lists.
-fn documents(input: &str) -> Result<Vec<Value>, LoadError> {
+/// Splits the input into trees, one per document, expanding arrays and Lists.
+fn documents(input: &str) -> Result<Vec<Node>, LoadError> {
     let trimmed = input.trim_start();
     // JSON starts with `{"` or `[` followed by a JSON value; `{name: x}` is YAML flow style.
     let after_open = trimmed.get(1..).unwrap_or_default().trim_start();
@@ -152,63 +225,35 @@ fn documents(input: &str) -> Result<Vec<Value>, LoadError> {
         && (after_open.starts_with('"') || after_open.starts_with('}')))
         || (trimmed.starts_with('[') && after_open.starts_with(['{', '[', '"', ']']));
     let raw = if looks_like_json {
-        json_documents(input)?
+        tree::parse_json(input)?
     } else {
-        yaml_documents(input)?
+        tree::parse_yaml(input)?
     };
     let mut out = Vec::new();
-    for value in raw {
-        match value {
-            Value::Null => {}
-            Value::Array(items) => out.extend(items),
-            Value::Object(ref map)
-                if map.get("kind").and_then(Value::as_str) == Some("List")
-                    && map.get("items").is_some_and(Value::is_array) =>
-            {
-                if let Some(Value::Array(items)) = map.get("items") {
-                    out.extend(items.iter().cloned());
+    for node in raw {
+        let is_list = node.get("kind").and_then(Node::scalar_text).as_deref() == Some("List")
+            && node
+                .get("items")
+                .is_some_and(|i| matches!(i.value, NodeValue::Seq(_)));
+        match node.value {
+            NodeValue::Null => {}
+            NodeValue::Seq(items) => out.extend(items.into_iter().filter(Node::is_live)),
+            NodeValue::Map(entries) if is_list => {
+                if let Some(items) = entries
+                    .into_iter()
+                    .find(|e| e.key == "items" && e.node.is_live())
+                    .and_then(|e| match e.node.value {
+                        NodeValue::Seq(items) => Some(items),
+                        _ => None,
+                    })
+                {
+                    out.extend(items.into_iter().filter(Node::is_live));
                 }
             }
-            other => out.push(other),
+            value => out.push(Node { value, ..node }),
         }
     }
     Ok(out)
-}
-
-fn json_documents(input: &str) -> Result<Vec<Value>, LoadError> {
-    serde_json::Deserializer::from_str(input)
-        .into_iter::<Value>()
-        .map(|value| {
-            value.map_err(|e| LoadError::Syntax {
-                format: "JSON",
-                line: e.line(),
-                column: e.column(),
-                message: strip_position(&e.to_string()),
-            })
-        })
-        .collect()
-}
-
-fn yaml_documents(input: &str) -> Result<Vec<Value>, LoadError> {
-    let mut raw = Vec::new();
-    {
-        for doc in serde_norway::Deserializer::from_str(input) {
-            let value = Value::deserialize(doc).map_err(|e| {
-                let (line, column) = e
-                    .location()
-                    .map(|l| (l.line(), l.column()))
-                    .unwrap_or((0, 0));
-                LoadError::Syntax {
-                    format: "YAML",
-                    line,
-                    column,
-                    message: strip_position(&e.to_string()),
-                }
-            })?;
-            raw.push(value);
-        }
-    }
-    Ok(raw)
 }
 
 /// `... at line 3 column 5` -> `...` (the position is reported separately).
@@ -219,13 +264,14 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-fn load_value(document: usize, mut value: Value) -> Result<LoadedCluster, LoadError> {
-    let Some(map) = value.as_object() else {
+fn load_node(document: usize, mut source: Node) -> Result<LoadedCluster, LoadError> {
+    if !matches!(source.value, NodeValue::Map(_)) {
         return Err(LoadError::NotAnObject { document });
-    };
+    }
     let text = |key: &str| {
-        map.get(key)
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+        source
+            .get(key)
+            .and_then(Node::scalar_text)
             .unwrap_or_else(|| "<none>".to_owned())
     };
     let (kind, api_version) = (text("kind"), text("apiVersion"));
@@ -236,39 +282,148 @@ fn load_value(document: usize, mut value: Value) -> Result<LoadedCluster, LoadEr
             api_version,
         });
     }
-    if let Some(map) = value.as_object_mut() {
-        // Every spec field is optional, so a missing or empty `spec` means "all defaults".
-        if map.get("spec").is_none_or(Value::is_null) {
-            map.insert("spec".to_owned(), Value::Object(serde_json::Map::new()));
-        }
+    let mut problems = Vec::new();
+    let mut duplicates = Vec::new();
+    source.duplicates(&mut duplicates);
+    for (path, line) in duplicates {
+        let last = match path.last() {
+            Some(Segment::Key(k)) => k.clone(),
+            _ => String::new(),
+        };
+        problems.push(
+            ValidationError::new(
+                Check::DuplicateKey,
+                unknown::render(&path),
+                format!("the key `{last}` appears twice in the same mapping"),
+                "keep one; the first value is the one checked below, and other tools may pick either",
+            )
+            .at_line(line),
+        );
     }
-    stringify_parameters(&mut value);
-    let mut unknown = Vec::new();
-    let result: Result<PostgresCluster, _> = {
-        let mut record = |path: serde_ignored::Path<'_>| unknown.push(unknown::segments(&path));
-        let de = serde_ignored::Deserializer::new(value, &mut record);
-        serde_path_to_error::deserialize(de)
-    };
-    let cluster = result.map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        LoadError::Type {
-            document,
-            hint: type_hint(&message),
-            path,
-            message,
+    let (cluster, unknown) = deserialize(document, &mut source, &mut problems)?;
+    for current in unknown {
+        if unknown::is_type_meta(&current) {
+            continue;
         }
-    })?;
-    let unknown_fields = unknown
-        .into_iter()
-        .filter(|segments| !unknown::is_type_meta(segments))
-        .map(|segments| unknown::problem(&segments))
-        .collect();
+        let (node, written, _) = source.resolve(&current);
+        problems.push(unknown::problem(&written).at_line(node.line));
+    }
+    // In the order they are written, whatever found them.
+    problems.sort_by_key(|p| p.line);
     Ok(LoadedCluster {
         document,
         cluster,
-        unknown_fields,
+        problems,
+        source,
     })
+}
+
+/// Deserializes the live part of the tree; each wrong type or value is
+/// reported with its path and line, dropped from the tree, and serde runs
+/// again, so every such mistake is found in one load. Returns the cluster and
+/// the unknown fields (as serde saw their paths).
+fn deserialize(
+    document: usize,
+    source: &mut Node,
+    problems: &mut Vec<ValidationError>,
+) -> Result<(PostgresCluster, Vec<Vec<Segment>>), LoadError> {
+    let fail = |problems: &mut Vec<ValidationError>| LoadError::Fields {
+        document,
+        errors: ValidationErrors {
+            errors: std::mem::take(problems),
+        },
+    };
+    loop {
+        let mut value = source.to_json();
+        if let Value::Object(map) = &mut value
+            && map.get("spec").is_none_or(Value::is_null)
+        {
+            // Every spec field is optional, so a missing or empty `spec` means "all defaults".
+            map.insert("spec".to_owned(), Value::Object(serde_json::Map::new()));
+        }
+        stringify_parameters(&mut value);
+        let mut unknown = Vec::new();
+        let result: Result<PostgresCluster, _> = {
+            let mut record = |path: serde_ignored::Path<'_>| unknown.push(unknown::segments(&path));
+            let de = serde_ignored::Deserializer::new(value, &mut record);
+            serde_path_to_error::deserialize(de)
+        };
+        let err = match result {
+            Ok(cluster) => return Ok((cluster, unknown)),
+            Err(err) => err,
+        };
+        let Some(path) = unknown::from_serde(err.path()) else {
+            problems.push(ValidationError::new(
+                Check::InvalidType,
+                err.path().to_string(),
+                err.inner().to_string(),
+                type_hint(&err.inner().to_string()),
+            ));
+            return Err(fail(problems));
+        };
+        let message = err.into_inner().to_string();
+        let (node, mut written, followed) = source.resolve(&path);
+        let line = node.line;
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+            .map(str::to_owned);
+        let prune: Vec<Segment> = path[..followed].to_vec();
+        match missing {
+            // A required field this loop dropped: drop its object too, quietly.
+            Some(field) if followed == path.len() && node.pruned_entry(&field) => {}
+            Some(field) => {
+                written.push(Segment::Key(field.clone()));
+                problems.push(
+                    ValidationError::new(
+                        Check::MissingField,
+                        unknown::render(&written),
+                        format!("the required field `{field}` is missing"),
+                        type_hint(&message),
+                    )
+                    .at_line(line),
+                );
+            }
+            None => {
+                let (check, hint) = classify(&message);
+                problems.push(
+                    ValidationError::new(check, unknown::render(&written), message, hint)
+                        .at_line(line),
+                );
+            }
+        }
+        if prune.is_empty() || problems.len() >= MAX_PROBLEMS {
+            return Err(fail(problems));
+        }
+        match source.resolve_mut(&prune) {
+            Some(node) => node.state = tree::State::Pruned,
+            None => return Err(fail(problems)),
+        }
+    }
+}
+
+/// The check and hint for a serde message.
+fn classify(message: &str) -> (Check, String) {
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let given = rest.split('`').next().unwrap_or_default();
+        let expected: Vec<String> = rest
+            .split_once("expected ")
+            .map(|(_, e)| {
+                e.trim_start_matches("one of ")
+                    .split(", ")
+                    .flat_map(|v| v.split(" or "))
+                    .map(|v| v.trim_matches('`').to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let hint = match unknown::suggest(given, &expected) {
+            Some(best) => format!("did you mean `{best}`? (values are case-sensitive)"),
+            None => "use one of the values listed (they are case-sensitive)".to_owned(),
+        };
+        (Check::UnknownValue, hint)
+    } else {
+        (Check::InvalidType, type_hint(message))
+    }
 }
 
 /// `max_connections: 200` is what people write; parameters are strings in the API.
@@ -287,10 +442,14 @@ fn stringify_parameters(value: &mut Value) {
 fn type_hint(message: &str) -> String {
     if message.contains("expected a string") {
         "quote the value, e.g. `\"10Gi\"` or `\"2s\"`".to_owned()
-    } else if message.contains("unknown variant") {
-        "use one of the values listed above (they are case-sensitive)".to_owned()
     } else if message.contains("missing field") {
         "add the field; `pgcluster init` prints a complete example".to_owned()
+    } else if message.contains("expected u32") || message.contains("expected i32") {
+        "write a whole number without quotes, e.g. `3`".to_owned()
+    } else if message.contains("expected a boolean") {
+        "write `true` or `false`".to_owned()
+    } else if message.contains("expected a sequence") {
+        "write a list, e.g. `[a, b]` or one `- item` per line".to_owned()
     } else {
         "see `pgcluster init` for an annotated example of every field".to_owned()
     }

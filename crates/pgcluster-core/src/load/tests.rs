@@ -1,4 +1,5 @@
 use super::*;
+use crate::validate::Check;
 
 const HOMELAB: &str = include_str!("../../../../examples/homelab.yaml");
 
@@ -6,11 +7,7 @@ const HOMELAB: &str = include_str!("../../../../examples/homelab.yaml");
 #[test]
 fn homelab_loads_and_validates() {
     let loaded = load_one(HOMELAB).expect("homelab.yaml loads");
-    assert!(
-        loaded.unknown_fields.is_empty(),
-        "{:?}",
-        loaded.unknown_fields
-    );
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let v = loaded.validate().expect("homelab.yaml is valid");
     assert_eq!(v.instances, 2);
     assert_eq!(v.access.rules.len(), 3);
@@ -47,13 +44,34 @@ fn yaml_syntax_error_has_position() {
     );
 }
 
-/// Type errors carry the field path.
+/// Type errors carry the field path and line, and do not stop loading.
 #[test]
-fn type_error_has_path() {
-    let err = load("apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {name: a}\nspec:\n  access:\n    - name: x\n      from: {cidrs: 5}\n      databases: []\n      roles: []\n")
-        .expect_err("cidrs is a list");
+fn type_error_has_path_and_line() {
+    let loaded = load_one("apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {name: a}\nspec:\n  access:\n    - name: x\n      from: {cidrs: 5}\n      databases: []\n      roles: []\n")
+        .expect("a wrong type is a problem, not a load failure");
+    let p = &loaded.problems[0];
+    assert_eq!(
+        (p.path.as_str(), p.check, p.line),
+        ("spec.access[0].from.cidrs", Check::InvalidType, Some(7))
+    );
+    assert_eq!(
+        p.hint,
+        "write a list, e.g. `[a, b]` or one `- item` per line"
+    );
+}
+
+/// An object that cannot be built at all lists what was found.
+#[test]
+fn unbuildable_object_lists_its_problems() {
+    let err = load("apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: 5\n")
+        .expect_err("metadata must be a mapping");
     match err {
-        LoadError::Type { path, .. } => assert_eq!(path, "spec.access[0].from.cidrs"),
+        LoadError::Fields {
+            document: 1,
+            errors,
+        } => {
+            assert!(errors.has_path("metadata"), "{errors}");
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -96,10 +114,12 @@ fn several_documents() {
 fn unknown_fields_are_reported_with_validation_problems() {
     let input = "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {name: a}\nspec:\n  instance: 3\n  instances: 12\n";
     let loaded = load_one(input).expect("loads despite the unknown field");
-    assert_eq!(loaded.unknown_fields.len(), 1);
+    assert_eq!(loaded.problems.len(), 1);
     let errors = loaded.validate().expect_err("two problems");
     assert_eq!(errors.errors[0].path, "spec.instance");
     assert_eq!(errors.errors[0].hint, "did you mean `instances`?");
+    assert_eq!(errors.errors[0].line, Some(5));
+    assert_eq!(errors.errors[1].line, Some(6));
     assert!(errors.has_path("spec.instances"));
 }
 

@@ -68,21 +68,83 @@ pub(super) fn is_type_meta(segments: &[Segment]) -> bool {
     matches!(segments, [Segment::Key(k)] if k == "apiVersion" || k == "kind")
 }
 
-/// Renders segments as `spec.access[1].from.cidr`.
+/// Renders segments as `spec.access[1].from.cidr` (keys that are not plain
+/// names as `labels["app.kubernetes.io/name"]`, as validation writes them).
 pub(super) fn render(segments: &[Segment]) -> String {
     let mut out = String::new();
     for s in segments {
         match s {
-            Segment::Key(k) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(k);
-            }
+            Segment::Key(k) if out.is_empty() && !k.is_empty() => out.push_str(k),
+            Segment::Key(k) => out = crate::validate::key_path(&out, k),
             Segment::Index(i) => out.push_str(&format!("[{i}]")),
         }
     }
     out
+}
+
+/// Parses a path as [`render`] and validation write it; `None` when it is not one.
+pub(super) fn parse(path: &str) -> Option<Vec<Segment>> {
+    let mut out = Vec::new();
+    let mut chars = path.chars().peekable();
+    let mut name = String::new();
+    let flush = |name: &mut String, out: &mut Vec<Segment>| {
+        if !name.is_empty() {
+            out.push(Segment::Key(std::mem::take(name)));
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => flush(&mut name, &mut out),
+            '[' => {
+                flush(&mut name, &mut out);
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    let mut key = String::new();
+                    loop {
+                        match chars.next()? {
+                            '"' => break,
+                            '\\' => match chars.next()? {
+                                'n' => key.push('\n'),
+                                't' => key.push('\t'),
+                                'r' => key.push('\r'),
+                                '0' => key.push('\0'),
+                                other => key.push(other),
+                            },
+                            other => key.push(other),
+                        }
+                    }
+                    out.push(Segment::Key(key));
+                    if chars.next()? != ']' {
+                        return None;
+                    }
+                } else {
+                    let mut digits = String::new();
+                    for d in chars.by_ref() {
+                        if d == ']' {
+                            break;
+                        }
+                        digits.push(d);
+                    }
+                    out.push(Segment::Index(digits.parse().ok()?));
+                }
+            }
+            other => name.push(other),
+        }
+    }
+    flush(&mut name, &mut out);
+    Some(out)
+}
+
+/// Converts serde_path_to_error's path into segments; `None` for a step that is
+/// neither a key nor an index.
+pub(super) fn from_serde(path: &serde_path_to_error::Path) -> Option<Vec<Segment>> {
+    path.iter()
+        .map(|s| match s {
+            serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The problem reported for an unknown field at `segments`.
@@ -199,6 +261,21 @@ mod tests {
         assert_eq!(p.hint, "did you mean `instances`?");
         let p = problem(&[key("metadata"), key("namepsace")]);
         assert_eq!(p.hint, "did you mean `namespace`?");
+    }
+
+    /// Paths as validation writes them parse back into the same segments.
+    #[test]
+    fn paths_round_trip() {
+        for path in [
+            "spec.access[1].from.cidrs[0]",
+            "spec.monitoring.labels[\"app.kubernetes.io/name\"]",
+            "spec.postgres.parameters.max_connections",
+            "metadata.name",
+        ] {
+            let segments = parse(path).expect("a path");
+            assert_eq!(render(&segments), path);
+        }
+        assert_eq!(parse("a[x]"), None);
     }
 
     /// Far-off names list the fields instead of guessing.

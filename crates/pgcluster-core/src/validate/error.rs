@@ -11,6 +11,14 @@ use serde::Serialize;
 pub enum Check {
     /// A field the API does not have (reported by the loader).
     UnknownField,
+    /// A key written twice in one mapping (reported by the loader).
+    DuplicateKey,
+    /// A value of the wrong type, e.g. text where a number belongs (reported by the loader).
+    InvalidType,
+    /// A value that is not one of the allowed ones (reported by the loader).
+    UnknownValue,
+    /// A required field that is not there (reported by the loader).
+    MissingField,
     /// The object is not a well-formed `PostgresCluster` (missing name, wrong kind, ...).
     Object,
     /// A name that is not a valid DNS-1123 label or PostgreSQL identifier.
@@ -68,6 +76,10 @@ impl Check {
     pub fn as_str(&self) -> &'static str {
         match self {
             Check::UnknownField => "unknown-field",
+            Check::DuplicateKey => "duplicate-key",
+            Check::InvalidType => "invalid-type",
+            Check::UnknownValue => "unknown-value",
+            Check::MissingField => "missing-field",
             Check::Object => "object",
             Check::InvalidName => "invalid-name",
             Check::DuplicateName => "duplicate-name",
@@ -114,6 +126,9 @@ pub struct ValidationError {
     pub hint: String,
     /// The rule it breaks.
     pub check: Check,
+    /// 1-based line in the input where the field is written, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
 }
 
 impl ValidationError {
@@ -129,13 +144,24 @@ impl ValidationError {
             message: message.into(),
             hint: hint.into(),
             check,
+            line: None,
         }
+    }
+
+    /// The same problem, located at `line` of the input.
+    pub fn at_line(mut self, line: usize) -> Self {
+        self.line = Some(line);
+        self
     }
 }
 
 impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)?;
+        write!(f, "{}", self.path)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        write!(f, ": {}", self.message)?;
         if !self.hint.is_empty() {
             write!(f, "\n    hint: {}", self.hint)?;
         }

@@ -19,6 +19,7 @@ pub use error::{Check, ValidationError, ValidationErrors};
 pub use server::MAX_INSTANCES;
 
 use error::Problems;
+pub(crate) use error::key_path;
 
 use crate::api::v1alpha1::{MonitoringSpec, PostgresCluster};
 use crate::defaults::{DEFAULT_NAMESPACE, resolve};

@@ -20,6 +20,9 @@ pub(crate) fn cidr(problems: &mut Problems, path: &str, value: &str) -> Option<I
         Err(e) => {
             let hint = match &e {
                 CidrError::HostBits { network, .. } => format!("did you mean `{network}`?"),
+                CidrError::LeadingZero { decimal, .. } => format!(
+                    "write the numbers without leading zeros: `{decimal}` if you mean decimal"
+                ),
                 CidrError::MissingPrefix { input } => {
                     let bits = if input.contains(':') { 128 } else { 32 };
                     format!("add a prefix length, e.g. `{input}/{bits}` for one address")
@@ -64,6 +67,16 @@ pub(crate) fn check_network(problems: &mut Problems, n: &NetworkSpec) -> Resolve
         "spec.network.podCidr",
         n.pod_cidr.as_deref().expect(RESOLVED),
     );
+    if let Some(net) = &pod
+        && !is_private_net(net)
+    {
+        problems.push(
+            Check::PublicAddress,
+            "spec.network.podCidr",
+            format!("{net} is a public (internet-routable) range, and pg_hba.conf admits the pod CIDR for every pod rule and for the superuser"),
+            "copy the cluster's pod range (K3s: --cluster-cidr, default 10.42.0.0/16); it must lie in a private range (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)",
+        );
+    }
     let svc = cidr(
         problems,
         "spec.network.serviceCidr",
