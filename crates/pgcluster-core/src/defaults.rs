@@ -19,8 +19,17 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_INSTANCES: u32 = 2;
 /// PostgreSQL major version.
 pub const DEFAULT_POSTGRES_VERSION: u32 = 17;
-/// Image repository; the tag is the major version (see [`default_image`]).
+/// Image repository of the instance image (PostgreSQL + `pgcluster agent`);
+/// the tag is the major version (see [`default_image`]). The same reference is
+/// in `images.env`, which `scripts/build-images` tags its images with (a test
+/// in pgcluster-k8s checks they agree).
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "ghcr.io/pgcluster/postgres";
+/// The controller image (`kubernetes/controller/deployment.yaml`); the tag is
+/// the workspace version. Also in `images.env` (checked by the same test).
+pub const DEFAULT_CONTROLLER_IMAGE: &str = concat!(
+    "ghcr.io/pgcluster/pgcluster-controller:",
+    env!("CARGO_PKG_VERSION")
+);
 /// Volume size of each instance.
 pub const DEFAULT_STORAGE_SIZE: &str = "10Gi";
 /// StorageClass (K3s's built-in node-local provisioner).

@@ -18,7 +18,7 @@ locals {
 
   spec = merge({
     instances   = var.instances
-    postgres    = { version = var.postgres_version }
+    postgres    = merge({ version = var.postgres_version }, var.postgres_image == null ? {} : { image = var.postgres_image })
     storage     = { size = var.storage_size, storageClass = var.storage_class }
     replication = { mode = var.replication_mode }
     services    = local.load_balancer
@@ -45,7 +45,8 @@ resource "kubectl_manifest" "controller" {
   for_each = merge([
     for f, docs in data.kubectl_file_documents.controller : docs.manifests
   ]...)
-  yaml_body         = each.value
+  # The Deployment's only `image:` line takes var.controller_image.
+  yaml_body         = replace(each.value, "/(?m)^(\\s+image:) .*$/", "$1 ${var.controller_image}")
   server_side_apply = true
   depends_on        = [kubectl_manifest.crd]
 }

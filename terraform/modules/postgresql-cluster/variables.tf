@@ -39,6 +39,18 @@ variable "postgres_version" {
   default     = 17
 }
 
+variable "postgres_image" {
+  description = "Instance image (PostgreSQL + pgcluster agent); null: the default for postgres_version, ghcr.io/pgcluster/postgres:<major> (images.env). Set it when the images are in your own registry."
+  type        = string
+  default     = null
+}
+
+variable "controller_image" {
+  description = "Controller image (install_controller); as in images.env unless your images are in your own registry."
+  type        = string
+  default     = "ghcr.io/pgcluster/pgcluster-controller:0.1.0"
+}
+
 variable "storage_size" {
   description = "Volume size per instance, as a Kubernetes quantity."
   type        = string

@@ -29,8 +29,10 @@ pub const METRICS_PORT: i32 = 8080;
 pub const METRICS_PORT_NAME: &str = "metrics";
 /// uid/gid of the controller (distroless `nonroot`).
 pub const CONTROLLER_UID: i64 = 65532;
-/// The controller image.
-pub const CONTROLLER_IMAGE: &str = "ghcr.io/pgcluster/pgcluster-controller:0.1.0";
+/// The controller image (defined once, in pgcluster-core's defaults; users
+/// override it with kustomize `images:` or the OpenTofu module's
+/// `controller_image`).
+pub const CONTROLLER_IMAGE: &str = pgcluster_core::defaults::DEFAULT_CONTROLLER_IMAGE;
 
 fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([
