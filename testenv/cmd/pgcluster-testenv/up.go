@@ -124,6 +124,12 @@ func run(o options) error {
 	if _, err := p.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}, false, nil, nil); err != nil {
 		return err
 	}
+	// The aggregation layer's front proxy (kubeadm's front-proxy-client);
+	// with it, the components' requestheader authenticators are configured
+	// as on a real cluster instead of logging a missing CA every second.
+	if _, err := p.issue("front-proxy-client", "front-proxy-client", nil, false, nil, nil); err != nil {
+		return err
+	}
 	clients := []struct{ file, cn, org string }{
 		{"admin", "pgcluster-testenv-admin", "system:masters"},
 		{"controller-manager", "system:kube-controller-manager", ""},
@@ -218,6 +224,13 @@ func run(o options) error {
 		// OwnerReferencesPermissionEnforcement, stricter than K3s, so that an
 		// owner reference the controller may not set fails here first.
 		"--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
+		"--requestheader-client-ca-file="+pki("ca.crt"),
+		"--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file="+pki("front-proxy-client.crt"),
+		"--proxy-client-key-file="+pki("front-proxy-client.key"),
 		"--allow-privileged=true",
 		"--profiling=false",
 	)
