@@ -236,11 +236,19 @@ fn load_value(document: usize, mut value: Value) -> Result<LoadedCluster, LoadEr
             api_version,
         });
     }
-    if let Some(map) = value.as_object_mut() {
-        // Every spec field is optional, so a missing or empty `spec` means "all defaults".
-        if map.get("spec").is_none_or(Value::is_null) {
-            map.insert("spec".to_owned(), Value::Object(serde_json::Map::new()));
-        }
+    // The CRD requires `spec` (the API server refuses an object without one,
+    // and drops a null one before refusing it), so the loader does too:
+    // `pgcluster validate` must not pass what `kubectl apply` then fails.
+    // Every field inside it is optional: `spec: {}` means "all defaults".
+    if map.get("spec").is_none_or(Value::is_null) {
+        return Err(LoadError::Type {
+            document,
+            path: "spec".to_owned(),
+            message:
+                "missing field `spec` (required by the CRD; the API server refuses the object)"
+                    .to_owned(),
+            hint: "write `spec: {}` to take every default".to_owned(),
+        });
     }
     stringify_parameters(&mut value);
     let mut unknown = Vec::new();
