@@ -89,7 +89,9 @@ fn homelab_validates_with_summary() {
 fn yaml_output_is_the_resolved_spec() {
     let out = pgcluster(
         &["validate", "-f", "-", "-o", "yaml"],
-        Some("apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {name: db}\n"),
+        Some(
+            "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {name: db}\nspec: {}\n",
+        ),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let yaml = text(&out.stdout);

@@ -659,11 +659,12 @@ fn all_problems_are_reported_at_once() {
     }
 }
 
-/// A spec of just a name and a namespace is a valid 1 primary + 1 replica cluster on local-path.
+/// A spec of just a name, a namespace and an empty `spec` (the CRD requires
+/// the field) is a valid 1 primary + 1 replica cluster on local-path.
 #[test]
 fn two_line_spec_is_a_working_cluster() {
     let loaded = pgcluster_core::load::load_one(
-        "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {name: db, namespace: apps}\n",
+        "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {name: db, namespace: apps}\nspec: {}\n",
     )
     .expect("loads");
     let v = loaded.validate().expect("valid");

@@ -31,9 +31,12 @@
 //! times. Creation (no Lease yet, expected version 0) uses `create`; a 409
 //! AlreadyExists means another member created it first: `Lost`.
 //!
-//! Tested only through tower-test mocks of the API server (no API server runs
-//! on our CI machines): the request sequences and the 409 handling are
-//! checked, not a real API server's conflict detection.
+//! The request sequences and the 409 handling are checked against tower-test
+//! mocks; `tests/e2e.rs` (`scripts/test-k8s`) runs the coordinator against a
+//! real kube-apiserver under the agents' Role: create races (409
+//! AlreadyExists), stale resourceVersions (409 Conflict), concurrent
+//! compare-and-swaps with exactly one winner, member states on pods, and a
+//! hand-over.
 
 use std::collections::BTreeMap;
 use std::future::Future;

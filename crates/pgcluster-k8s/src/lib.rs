@@ -9,8 +9,10 @@
 //! the table of API calls the RBAC is checked against ([`api_calls`]), and
 //! the agent's Kubernetes mode ([`agent_mode`]: environment -> agent).
 //!
-//! Everything that talks to the API server is tested only against
-//! tower-test mocks (no API server runs on our CI machines).
+//! Everything that talks to the API server is tested against tower-test
+//! mocks, and the Lease coordinator, the CRD and controller manifests and a
+//! reconcile under the shipped ClusterRole also against a real kube-apiserver
+//! (`tests/e2e.rs`, run by `scripts/test-k8s`; see `docs/testenv.md`).
 //!
 //! What it must not do: the builders never perform I/O, never read a clock
 //! and never generate secrets; passwords arrive as inputs

@@ -300,6 +300,21 @@ fn load_node(document: usize, mut source: Node) -> Result<LoadedCluster, LoadErr
             .at_line(line),
         );
     }
+    // The CRD requires `spec` (the API server refuses an object without one,
+    // and drops a null one before refusing it), so the loader does too:
+    // `pgcluster validate` must not pass what `kubectl apply` then fails.
+    // Every field inside it is optional: `spec: {}` means "all defaults".
+    if source.get("spec").is_none_or(|n| matches!(n.value, NodeValue::Null)) {
+        problems.push(
+            ValidationError::new(
+                Check::MissingField,
+                "spec".to_owned(),
+                "missing field `spec` (required by the CRD; the API server refuses the object)",
+                "write `spec: {}` to take every default",
+            )
+            .at_line(source.line),
+        );
+    }
     let (cluster, unknown) = deserialize(document, &mut source, &mut problems)?;
     for current in unknown {
         if unknown::is_type_meta(&current) {

@@ -91,11 +91,11 @@ fn other_kinds_are_refused() {
 /// Multi-document YAML, JSON streams and arrays all load.
 #[test]
 fn several_documents() {
-    let one = "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {name: a, namespace: b}\n";
+    let one = "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {name: a, namespace: b}\nspec: {}\n";
     let all = load(&format!("---\n{one}---\n{one}---\n")).expect("two docs");
     assert_eq!(all.len(), 2);
     assert_eq!(all[1].document, 2);
-    let json = r#"{"apiVersion":"pgcluster.dev/v1alpha1","kind":"PostgresCluster","metadata":{"name":"a"}}"#;
+    let json = r#"{"apiVersion":"pgcluster.dev/v1alpha1","kind":"PostgresCluster","metadata":{"name":"a"},"spec":{}}"#;
     assert_eq!(load(&format!("{json}\n{json}")).expect("stream").len(), 2);
     assert_eq!(
         load(&format!("[{json},{json},{json}]"))
@@ -137,7 +137,30 @@ fn parameter_values_may_be_numbers() {
 #[test]
 fn yaml_flow_style_is_not_mistaken_for_json() {
     let all =
-        load("{apiVersion: pgcluster.dev/v1alpha1, kind: PostgresCluster, metadata: {name: a}}")
+        load("{apiVersion: pgcluster.dev/v1alpha1, kind: PostgresCluster, metadata: {name: a}, spec: {}}")
             .expect("flow-style YAML");
     assert_eq!(all.len(), 1);
+}
+
+/// `spec` is required, as in the CRD (the API server refuses an object
+/// without it; checked on a real one by the pgcluster-k8s e2e tests); an
+/// empty `spec` takes every default.
+#[test]
+fn spec_is_required_and_may_be_empty() {
+    let head = "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {name: a}\n";
+    for input in [
+        head.to_owned(),
+        format!("{head}spec:\n"),
+        format!("{head}spec: null\n"),
+    ] {
+        let loaded = load_one(&input).expect("loads, with a problem");
+        let problem = loaded
+            .problems
+            .iter()
+            .find(|p| p.path == "spec")
+            .unwrap_or_else(|| panic!("no problem at spec: {:?}", loaded.problems));
+        assert!(problem.hint.contains("spec: {}"), "{problem:?}");
+    }
+    let loaded = load_one(&format!("{head}spec: {{}}\n")).expect("an empty spec loads");
+    assert_eq!(loaded.validate().expect("and validates").instances, 2);
 }

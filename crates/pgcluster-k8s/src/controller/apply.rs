@@ -159,6 +159,17 @@ pub async fn apply(
     Ok(Applied { applied, deleted })
 }
 
+/// Whether a list answered `s` because the API server does not serve the
+/// kind. A real API server answers a path it does not serve (a CRD that is
+/// not installed) with a plain-text `404 page not found`, not a `Status`;
+/// kube-rs reports that as code 404 with the reason "Failed to parse error
+/// data", which `Status::is_not_found()` does not recognise. A list of a
+/// served kind never answers 404 (an empty namespace lists nothing), so the
+/// code alone decides.
+pub fn not_served(s: &kube::core::Status) -> bool {
+    s.code == 404
+}
+
 /// Deletes, kind by kind, objects labelled with the cluster, owned by
 /// `owner_uid` and not in `wanted`. A kind whose API is not served (the
 /// Prometheus operator's CRDs are optional) is skipped.
@@ -176,7 +187,7 @@ pub async fn delete_orphans(
             Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
         let list = match api.list(&ListParams::default().labels(&selector)).await {
             Ok(list) => list,
-            Err(kube::Error::Api(s)) if s.is_not_found() => continue,
+            Err(kube::Error::Api(s)) if not_served(&s) => continue,
             Err(source) => {
                 return Err(Error::DeleteOrphan {
                     kind,

@@ -13,9 +13,11 @@
 //! Lease in the controller's namespace. Metrics ([`metrics::Metrics`]) and
 //! health are served by [`http::serve`].
 //!
-//! Tested only through tower-test mocks of the API server (scenarios in
-//! `tests.rs`) and with a fake [`sql::DatabaseAdmin`]; `run()` itself (the
-//! watches) has no test here.
+//! Tested through tower-test mocks of the API server (scenarios in
+//! `tests.rs`) and with a fake [`sql::DatabaseAdmin`]; `tests/e2e.rs` runs
+//! [`reconcile()`] against a real kube-apiserver as the controller's
+//! ServiceAccount under the shipped ClusterRole (`scripts/test-k8s`).
+//! `run()` itself (the watches) has no test yet.
 
 pub mod apply;
 pub mod dereference;

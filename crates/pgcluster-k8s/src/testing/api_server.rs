@@ -58,16 +58,20 @@ pub enum Reply {
     Echo,
     /// An API `Status` error with this code and reason (e.g. 409 `Conflict`).
     Status(u16, &'static str),
+    /// A plain-text error body, not a `Status`: what a real API server
+    /// answers for a path it does not serve (`404 page not found`).
+    Text(u16, &'static str),
 }
 
 /// What an empty API server answers: lists are empty (the optional
-/// `monitoring.coreos.com` API is not served: 404), single objects do not
+/// `monitoring.coreos.com` API is not served: a plain-text 404, as a real
+/// kube-apiserver answers an unserved path), single objects do not
 /// exist, writes succeed echoing their body.
 pub fn default_reply(seen: &Seen) -> Reply {
     // Every list pgcluster makes is filtered by a label selector.
     let is_list = seen.query.contains("labelSelector");
     match seen.method {
-        Method::GET if seen.path.starts_with("/apis/monitoring.coreos.com/") => not_found(),
+        Method::GET if seen.path.starts_with("/apis/monitoring.coreos.com/") => not_served(),
         Method::GET if is_list => empty_list("List"),
         Method::GET => not_found(),
         Method::POST => Reply::Created(seen.body.clone()),
@@ -85,6 +89,12 @@ pub fn default_reply(seen: &Seen) -> Reply {
 /// A 404 NotFound reply.
 pub fn not_found() -> Reply {
     Reply::Status(404, "NotFound")
+}
+
+/// The reply to a path the API server does not serve (a CRD not installed):
+/// plain text, checked against kube-apiserver 1.35 by the e2e tests.
+pub fn not_served() -> Reply {
+    Reply::Text(404, "404 page not found")
 }
 
 /// A 409 Conflict reply (resourceVersion mismatch).
@@ -231,10 +241,18 @@ impl ApiServerVerifier {
     }
 
     fn response(reply: &Reply, seen: &Seen) -> Response<Body> {
+        if let Reply::Text(code, text) = reply {
+            return Response::builder()
+                .status(StatusCode::from_u16(*code).expect("mock status codes are valid"))
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(Body::from(format!("{text}\n").into_bytes()))
+                .expect("mock responses are well-formed");
+        }
         let (code, json) = match reply {
             Reply::Ok(v) => (200, v.clone()),
             Reply::Created(v) => (201, v.clone()),
             Reply::Echo => (200, seen.body.clone()),
+            Reply::Text(..) => unreachable!("answered above"),
             Reply::Status(code, reason) => (
                 *code,
                 serde_json::json!({

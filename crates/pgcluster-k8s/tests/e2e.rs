@@ -1,0 +1,595 @@
+//! End-to-end tests on a real Kubernetes control plane (kube-apiserver with
+//! RBAC and the usual admission plugins, etcd, kube-controller-manager,
+//! kube-scheduler; no kubelet yet), started by `scripts/test-k8s`:
+//!
+//! ```text
+//! scripts/test-k8s                      # builds, starts, runs these, tears down
+//! ```
+//!
+//! Each test works in a namespace of its own on the one shared cluster. The
+//! tests are `#[ignore]`d so that a plain `cargo test --workspace` does not
+//! run them; `scripts/test-k8s` runs them with `--include-ignored`. Without
+//! the cluster (`PGCLUSTER_E2E_KUBECONFIG` unset) they print "skipped" and
+//! pass, except under `CI=true`, where they fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
+mod e2e_support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e_support::{TestCluster, cluster, repo_root, wait_for};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease as KubeLease;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use pgcluster_core::api::v1alpha1::PostgresCluster;
+use pgcluster_ha::coordinator::{CasOutcome, Coordinator};
+use pgcluster_ha::machine::{
+    Lease, LeaseRecord, LeaseVersion, Lsn, MemberName, MemberRole, MemberState, Millis,
+    SwitchoverRequest, Timeline,
+};
+use pgcluster_k8s::build::{BuildOptions, Object, build};
+use pgcluster_k8s::controller::apply::{api_resource, object_json};
+use pgcluster_k8s::controller::{Context, FINALIZER, Metrics, reconcile};
+use pgcluster_k8s::lease::{KubeLeaseCoordinator, instance_pod_selector};
+
+const CRD_NAME: &str = "postgresclusters.pgcluster.dev";
+const CONTROLLER_NAMESPACE: &str = "pgcluster-system";
+const CONTROLLER_ACCOUNT: &str = "pgcluster-controller";
+
+async fn wait_crd_established(admin: &Client) -> CustomResourceDefinition {
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    wait_for(
+        "the CRD to be Established",
+        Duration::from_secs(30),
+        || async {
+            let crd = crds.get_opt(CRD_NAME).await.unwrap()?;
+            let established = crd
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(crd)
+        },
+    )
+    .await
+}
+
+/// Installs `kubernetes/controller` (CRD, namespace, RBAC, Deployment) as a
+/// user would with `kubectl apply --server-side -k`; idempotent.
+async fn install_controller(c: &TestCluster) -> Vec<(String, String)> {
+    let applied = c
+        .apply_kustomization(&repo_root().join("kubernetes/controller"))
+        .await;
+    wait_crd_established(&c.admin).await;
+    applied
+}
+
+/// (a) The CRD file is accepted by server-side apply (a structural schema
+/// the API server takes as is) and becomes Established and served.
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/test-k8s"]
+async fn crd_server_side_apply_becomes_established() {
+    let Some(c) = cluster().await else { return };
+    let yaml = std::fs::read_to_string(repo_root().join("kubernetes/crd.yaml")).unwrap();
+    let applied = c.apply_yaml(&yaml, None).await;
+    assert_eq!(
+        applied,
+        vec![("CustomResourceDefinition".to_owned(), CRD_NAME.to_owned())]
+    );
+    let crd = wait_crd_established(&c.admin).await;
+    let conditions = crd.status.unwrap().conditions.unwrap_or_default();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "NamesAccepted" && c.status == "True"),
+        "{conditions:?}"
+    );
+    // Served: a list in every namespace answers.
+    let all: Api<PostgresCluster> = Api::all(c.admin.clone());
+    wait_for(
+        "PostgresCluster to be served",
+        Duration::from_secs(30),
+        || async { all.list(&ListParams::default()).await.ok().map(drop) },
+    )
+    .await;
+    // Applying the same file again changes nothing and conflicts with nobody.
+    c.apply_yaml(&yaml, None).await;
+}
+
+/// (a) `kubernetes/controller` applies server-side as the docs tell users;
+/// the Deployment's pods are created under the shipped ServiceAccount
+/// (admission accepts them; they stay Pending without a kubelet).
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/test-k8s"]
+async fn controller_base_applies_server_side() {
+    let Some(c) = cluster().await else { return };
+    let applied = install_controller(&c).await;
+    let kinds: BTreeSet<&str> = applied.iter().map(|(k, _)| k.as_str()).collect();
+    for kind in [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(kinds.contains(kind), "{kind} not applied: {applied:?}");
+    }
+    // Twice: server-side apply of the same base is idempotent.
+    install_controller(&c).await;
+
+    let deployments: Api<Deployment> = Api::namespaced(c.admin.clone(), CONTROLLER_NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(c.admin.clone(), CONTROLLER_NAMESPACE);
+    let want = deployments
+        .get(CONTROLLER_ACCOUNT)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .replicas
+        .unwrap_or(1);
+    let pods = wait_for(
+        "the controller Deployment's pods",
+        Duration::from_secs(60),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/component=controller"))
+                .await
+                .unwrap();
+            (list.items.len() == usize::try_from(want).unwrap()).then_some(list.items)
+        },
+    )
+    .await;
+    for pod in pods {
+        let spec = pod.spec.unwrap();
+        assert_eq!(
+            spec.service_account_name.as_deref(),
+            Some(CONTROLLER_ACCOUNT)
+        );
+    }
+
+    // The real kubectl (built with the control plane) agrees.
+    if let Some(out) = c.kubectl(&[
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-k",
+        repo_root().join("kubernetes/controller").to_str().unwrap(),
+    ]) {
+        assert!(
+            out.status.success(),
+            "kubectl apply --server-side -k kubernetes/controller: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn record(holder: &str, term: u64, renewed_at: u64) -> LeaseRecord {
+    LeaseRecord {
+        holder: Some(MemberName::from(holder)),
+        term,
+        renewed_at: Millis(renewed_at),
+        duration_ms: 2_000,
+        system_identifier: None,
+        timeline: Timeline(1),
+        history: vec![],
+        max_timeline: Timeline(1),
+        primary_lsn: Lsn(0),
+        sync_standbys: BTreeSet::new(),
+    }
+}
+
+fn member(name: &str, role: MemberRole, heartbeat: u64) -> MemberState {
+    MemberState {
+        name: MemberName::from(name),
+        role,
+        healthy: true,
+        timeline: Timeline(1),
+        received_lsn: Lsn(100),
+        replayed_lsn: Lsn(100),
+        flushed_lsn: Lsn(100),
+        system_identifier: None,
+        following: None,
+        sync_eligible: role == MemberRole::Replica,
+        last_seen: Millis(5),
+        heartbeat,
+    }
+}
+
+fn won(outcome: CasOutcome) -> Lease {
+    match outcome {
+        CasOutcome::Won(lease) => lease,
+        CasOutcome::Lost(current) => panic!("expected Won, got Lost({current:?})"),
+    }
+}
+
+fn lost(outcome: CasOutcome) -> Option<Lease> {
+    match outcome {
+        CasOutcome::Lost(current) => current,
+        CasOutcome::Won(lease) => panic!("expected Lost, got Won({lease:?})"),
+    }
+}
+
+/// Applies the objects of `bundle` whose kind is in `kinds`, as the admin.
+async fn apply_objects(c: &TestCluster, namespace: &str, objects: &[Object<'_>], kinds: &[&str]) {
+    for object in objects.iter().filter(|o| kinds.contains(&o.kind())) {
+        let (json, _) = object_json(object).unwrap();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(c.admin.clone(), namespace, &api_resource(object.kind()));
+        api.patch(
+            object.name(),
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&json),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {} {}: {e}", object.kind(), object.name()));
+    }
+}
+
+/// (b) The Lease coordinator on the real API server, authorized as the
+/// agents' ServiceAccount under the Role the builders render: acquire (create),
+/// a second acquirer losing on AlreadyExists, renew, a stale expected version,
+/// a stale resourceVersion answered with 409, concurrent compare-and-swaps
+/// with exactly one winner, member states on pods, and a hand-over.
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/test-k8s"]
+async fn lease_coordinator_on_the_real_api_server() {
+    let Some(c) = cluster().await else { return };
+    let ns = c.namespace("lease").await;
+    let mut fixture = pgcluster_k8s::testing::cluster("pg", 2);
+    fixture.namespace = ns.clone();
+    let name = fixture.name.clone();
+    let bundle = build(&fixture, &BuildOptions::default()).unwrap();
+    let objects = bundle.objects();
+    apply_objects(
+        &c,
+        &ns,
+        &objects,
+        &["ServiceAccount", "Role", "RoleBinding"],
+    )
+    .await;
+
+    // Two instance pods (Pending: no kubelet), as the StatefulSet names them.
+    let pods: Api<Pod> = Api::namespaced(c.admin.clone(), &ns);
+    let selector = instance_pod_selector(&name);
+    let labels: serde_json::Map<String, serde_json::Value> = selector
+        .split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_owned(), v.into())
+        })
+        .collect();
+    for pod in ["pg-0", "pg-1"] {
+        let object: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": pod, "labels": labels },
+            "spec": {
+                "serviceAccountName": name.service_account(),
+                "containers": [{ "name": "postgres", "image": "pgcluster.invalid/none:0" }]
+            }
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &object).await.unwrap();
+    }
+
+    let agent = c.service_account_client(&ns, &name.service_account()).await;
+    let a = KubeLeaseCoordinator::new(agent.clone(), &ns, &name);
+    let b = KubeLeaseCoordinator::new(agent.clone(), &ns, &name);
+
+    // Acquire: the Lease does not exist yet, pg-0 creates it.
+    let v1 = won(a
+        .compare_and_swap_lease(LeaseVersion(0), record("pg-0", 1, 1_000))
+        .await
+        .unwrap());
+    assert_eq!(v1.version, LeaseVersion(1));
+    // pg-1 tried to create it too: 409 AlreadyExists -> Lost, with the winner's lease.
+    let seen = lost(
+        b.compare_and_swap_lease(LeaseVersion(0), record("pg-1", 1, 1_000))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(seen.as_ref(), Some(&v1));
+    let leases: Api<KubeLease> = Api::namespaced(c.admin.clone(), &ns);
+    let object = leases.get(&name.leader_lease()).await.unwrap();
+    let spec = object.spec.clone().unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("pg-0"));
+    assert_eq!(spec.lease_duration_seconds, Some(2));
+
+    // Renew.
+    let v2 = won(a
+        .compare_and_swap_lease(v1.version, record("pg-0", 1, 2_000))
+        .await
+        .unwrap());
+    assert_eq!(v2.version, LeaseVersion(2));
+    // A stale expected version loses without writing.
+    assert_eq!(
+        lost(
+            b.compare_and_swap_lease(v1.version, record("pg-1", 2, 2_000))
+                .await
+                .unwrap()
+        ),
+        Some(v2.clone())
+    );
+
+    // The API server's own conflict detection: a replace carrying the
+    // resourceVersion of an older read is refused with 409 Conflict.
+    let stale = leases.get(&name.leader_lease()).await.unwrap();
+    let v3 = won(a
+        .compare_and_swap_lease(v2.version, record("pg-0", 1, 3_000))
+        .await
+        .unwrap());
+    match leases
+        .replace(&name.leader_lease(), &PostParams::default(), &stale)
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
+        other => panic!("a stale resourceVersion was not refused: {other:?}"),
+    }
+
+    // Concurrent compare-and-swaps from the same expected version: exactly
+    // one wins each round, the other loses (a 409 on its replace, or the
+    // moved version on its read) and sees the winner's record.
+    let mut current = v3;
+    for round in 0..10u64 {
+        let at = 10_000 + round;
+        let (ra, rb) = tokio::join!(
+            a.compare_and_swap_lease(current.version, record("pg-0", 1, at)),
+            b.compare_and_swap_lease(current.version, record("pg-1", 2, at)),
+        );
+        current = match (ra.unwrap(), rb.unwrap()) {
+            (CasOutcome::Won(w), CasOutcome::Lost(l))
+            | (CasOutcome::Lost(l), CasOutcome::Won(w)) => {
+                assert_eq!(
+                    l.as_ref(),
+                    Some(&w),
+                    "round {round}: the loser saw another lease"
+                );
+                w
+            }
+            (x, y) => panic!("round {round}: not exactly one winner: {x:?} / {y:?}"),
+        };
+        assert_eq!(current.version, LeaseVersion(4 + round));
+    }
+
+    // Member states on the pods (patch by the agent's Role), read back by list.
+    a.publish_member(member("pg-0", MemberRole::Primary, 1))
+        .await
+        .unwrap();
+    b.publish_member(member("pg-1", MemberRole::Replica, 1))
+        .await
+        .unwrap();
+    let view = b.read_view().await.unwrap();
+    assert_eq!(view.lease.as_ref(), Some(&current));
+    assert_eq!(
+        view.members
+            .keys()
+            .map(MemberName::as_str)
+            .collect::<Vec<_>>(),
+        ["pg-0", "pg-1"]
+    );
+
+    // Hand-over: a switchover request on the Lease, the holder writes the
+    // successor's record, clears the request, the successor renews.
+    let request = SwitchoverRequest {
+        id: 7,
+        target: Some(MemberName::from("pg-1")),
+        forced: false,
+    };
+    b.request_switchover(request.clone()).await.unwrap();
+    let view = a.read_view().await.unwrap();
+    assert_eq!(view.switchover.as_ref(), Some(&request));
+    let holder = current.record.holder.clone().unwrap();
+    let handed = won(a
+        .compare_and_swap_lease(current.version, record("pg-1", 3, 20_000))
+        .await
+        .unwrap());
+    a.clear_switchover(7).await.unwrap();
+    let renewed = won(b
+        .compare_and_swap_lease(handed.version, record("pg-1", 3, 21_000))
+        .await
+        .unwrap());
+    let view = a.read_view().await.unwrap();
+    assert_eq!(view.switchover, None);
+    assert_eq!(view.lease.as_ref(), Some(&renewed));
+    let spec = leases
+        .get(&name.leader_lease())
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("pg-1"));
+    assert!(
+        spec.lease_transitions.unwrap_or(0) >= 1,
+        "holder went {holder} -> pg-1: {spec:?}"
+    );
+
+    // Least privilege is real: the agents may not read Secrets.
+    let secrets: Api<Secret> = Api::namespaced(agent, &ns);
+    match secrets.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("the agent listed Secrets: {other:?}"),
+    }
+}
+
+/// Loads `examples/homelab.yaml` into `namespace`, adapted to the test
+/// cluster: no Prometheus operator is installed, so monitoring is off.
+fn homelab(namespace: &str) -> PostgresCluster {
+    let text = std::fs::read_to_string(repo_root().join("examples/homelab.yaml")).unwrap();
+    let mut cluster = pgcluster_core::load::load_one(&text).unwrap().cluster;
+    cluster.metadata.namespace = Some(namespace.to_owned());
+    if let Some(m) = cluster.spec.monitoring.as_mut() {
+        m.enabled = Some(false);
+    }
+    cluster
+}
+
+/// (c) The controller's reconcile on the real API server, authorized as the
+/// controller's ServiceAccount under the shipped ClusterRole (a missing verb
+/// is a 403 and fails the test): `pgcluster apply` of a homelab spec, every
+/// built object created, the StatefulSet's pods created by the StatefulSet
+/// controller, status written; on delete the finalizer is released and
+/// garbage collection removes the owned objects.
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/test-k8s"]
+async fn controller_reconciles_under_the_shipped_cluster_role() {
+    let Some(c) = cluster().await else { return };
+    install_controller(&c).await;
+    let ns = c.namespace("reconcile").await;
+    let controller = c
+        .service_account_client(CONTROLLER_NAMESPACE, CONTROLLER_ACCOUNT)
+        .await;
+    let ctx = Arc::new(Context::new(
+        controller,
+        Metrics::default(),
+        Arc::new(pgcluster_k8s::controller::sql::PostgresAdmin),
+        CONTROLLER_NAMESPACE.to_owned(),
+        Some("e2e".to_owned()),
+    ));
+
+    // `pgcluster apply -f homelab.yaml`, as the user (admin).
+    let spec = homelab(&ns);
+    let validated = pgcluster_core::validate(&spec).expect("the homelab example is valid");
+    let stored = pgcluster_k8s::client_ops::apply(&c.admin, &spec)
+        .await
+        .unwrap();
+    let clusters: Api<PostgresCluster> = Api::namespaced(c.admin.clone(), &ns);
+
+    // Reconcile until the controller has added its finalizer and applied
+    // everything (the first pass may only add the finalizer).
+    let mut obj = stored;
+    for _ in 0..2 {
+        reconcile(Arc::new(obj.clone()), ctx.clone())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "reconcile: {}",
+                    pgcluster_k8s::controller::reconcile::chain(&e)
+                )
+            });
+        obj = clusters.get(&spec.name_any()).await.unwrap();
+    }
+    assert!(obj.finalizers().iter().any(|f| f == FINALIZER));
+    let status = obj.status.clone().expect("status written");
+    assert!(status.phase.is_some(), "{status:?}");
+
+    // Every object of the bundle exists, owned by the PostgresCluster.
+    let owner = obj.uid().unwrap();
+    let bundle = build(
+        &validated,
+        &BuildOptions {
+            controller_namespace: CONTROLLER_NAMESPACE.to_owned(),
+            ..BuildOptions::default()
+        },
+    )
+    .unwrap();
+    let mut owned = Vec::new();
+    for object in bundle.objects() {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(c.admin.clone(), &ns, &api_resource(object.kind()));
+        let got = api
+            .get_opt(object.name())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} {} was not created", object.kind(), object.name()));
+        assert!(
+            got.owner_references().iter().any(|r| r.uid == owner),
+            "{} {} is not owned by the cluster",
+            object.kind(),
+            object.name()
+        );
+        owned.push((object.kind(), object.name().to_owned()));
+    }
+    let statefulsets: Api<StatefulSet> = Api::namespaced(c.admin.clone(), &ns);
+    let sts = statefulsets
+        .get(&validated.name.statefulset())
+        .await
+        .unwrap();
+    // The StatefulSet controller accepted it: pod 0 exists (Pending without a kubelet).
+    let pods: Api<Pod> = Api::namespaced(c.admin.clone(), &ns);
+    let first = validated.name.instance(0);
+    wait_for(
+        "the StatefulSet's first pod",
+        Duration::from_secs(60),
+        || async { pods.get_opt(&first).await.unwrap().map(drop) },
+    )
+    .await;
+    assert_eq!(sts.spec.unwrap().replicas, Some(2));
+
+    // Delete: the controller releases its finalizer, garbage collection
+    // removes what the cluster owned.
+    clusters
+        .delete(&spec.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleting = clusters.get(&spec.name_any()).await.unwrap();
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    reconcile(Arc::new(deleting), ctx.clone())
+        .await
+        .unwrap_or_else(|e| panic!("reconcile of a deletion: {e}"));
+    wait_for(
+        "the PostgresCluster to go",
+        Duration::from_secs(30),
+        || async {
+            clusters
+                .get_opt(&spec.name_any())
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    for (kind, name) in owned {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(c.admin.clone(), &ns, &api_resource(kind));
+        wait_for(
+            &format!("garbage collection of {kind} {name}"),
+            Duration::from_secs(60),
+            || async { api.get_opt(&name).await.unwrap().is_none().then_some(()) },
+        )
+        .await;
+    }
+}
+
+/// (d) A PostgresCluster without `spec`: the API server refuses it (the CRD
+/// requires `spec`), and `pgcluster validate` must refuse it too.
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/test-k8s"]
+async fn missing_spec_is_refused_by_the_api_server_and_by_validate() {
+    let Some(c) = cluster().await else { return };
+    let yaml = std::fs::read_to_string(repo_root().join("kubernetes/crd.yaml")).unwrap();
+    c.apply_yaml(&yaml, None).await;
+    wait_crd_established(&c.admin).await;
+    let ns = c.namespace("nospec").await;
+    let text =
+        "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: nospec\n";
+
+    let value: serde_json::Value = serde_norway::from_str(text).unwrap();
+    let object: DynamicObject = serde_json::from_value(value).unwrap();
+    let resource = kube::discovery::ApiResource::erase::<PostgresCluster>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(c.admin.clone(), &ns, &resource);
+    let server = match api.create(&PostParams::default(), &object).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            assert!(s.message.contains("spec"), "{s:?}");
+            s.message
+        }
+        other => panic!("the API server accepted a PostgresCluster without spec: {other:?}"),
+    };
+
+    let local = pgcluster_core::load::load_one(text)
+        .map_err(|e| e.to_string())
+        .and_then(|loaded| loaded.validate().map(drop).map_err(|e| e.to_string()));
+    let message = local.expect_err(&format!(
+        "pgcluster validate accepted what the API server refused ({server})"
+    ));
+    assert!(message.contains("spec"), "{message}");
+}
