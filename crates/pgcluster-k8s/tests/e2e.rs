@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Each test works in a namespace of its own on the one shared cluster. The
-//! tests are `#[ignore]`d so that a plain `cargo test --workspace` does not
-//! run them; `scripts/test-k8s` runs them with `--include-ignored`. Without
+//! test target needs the `e2e` feature, so a plain `cargo test --workspace`
+//! does not build it; `scripts/test-k8s` runs it with `--features e2e`. Without
 //! the cluster (`PGCLUSTER_E2E_KUBECONFIG` unset) they print "skipped" and
 //! pass, except under `CI=true`, where they fail.
 
@@ -75,7 +75,6 @@ async fn install_controller(c: &TestCluster) -> Vec<(String, String)> {
 /// (a) The CRD file is accepted by server-side apply (a structural schema
 /// the API server takes as is) and becomes Established and served.
 #[tokio::test]
-#[ignore = "needs the test cluster: scripts/test-k8s"]
 async fn crd_server_side_apply_becomes_established() {
     let Some(c) = cluster().await else { return };
     let yaml = std::fs::read_to_string(repo_root().join("kubernetes/crd.yaml")).unwrap();
@@ -108,7 +107,6 @@ async fn crd_server_side_apply_becomes_established() {
 /// the Deployment's pods are created under the shipped ServiceAccount
 /// (admission accepts them; they stay Pending without a kubelet).
 #[tokio::test]
-#[ignore = "needs the test cluster: scripts/test-k8s"]
 async fn controller_base_applies_server_side() {
     let Some(c) = cluster().await else { return };
     let applied = install_controller(&c).await;
@@ -241,7 +239,6 @@ async fn apply_objects(c: &TestCluster, namespace: &str, objects: &[Object<'_>],
 /// a stale resourceVersion answered with 409, concurrent compare-and-swaps
 /// with exactly one winner, member states on pods, and a hand-over.
 #[tokio::test]
-#[ignore = "needs the test cluster: scripts/test-k8s"]
 async fn lease_coordinator_on_the_real_api_server() {
     let Some(c) = cluster().await else { return };
     let ns = c.namespace("lease").await;
@@ -438,7 +435,6 @@ fn homelab(namespace: &str) -> PostgresCluster {
 /// controller, status written; on delete the finalizer is released and
 /// garbage collection removes the owned objects.
 #[tokio::test]
-#[ignore = "needs the test cluster: scripts/test-k8s"]
 async fn controller_reconciles_under_the_shipped_cluster_role() {
     let Some(c) = cluster().await else { return };
     install_controller(&c).await;
@@ -562,7 +558,6 @@ async fn controller_reconciles_under_the_shipped_cluster_role() {
 /// (d) A PostgresCluster without `spec`: the API server refuses it (the CRD
 /// requires `spec`), and `pgcluster validate` must refuse it too.
 #[tokio::test]
-#[ignore = "needs the test cluster: scripts/test-k8s"]
 async fn missing_spec_is_refused_by_the_api_server_and_by_validate() {
     let Some(c) = cluster().await else { return };
     let yaml = std::fs::read_to_string(repo_root().join("kubernetes/crd.yaml")).unwrap();

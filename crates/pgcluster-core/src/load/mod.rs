@@ -304,7 +304,10 @@ fn load_node(document: usize, mut source: Node) -> Result<LoadedCluster, LoadErr
     // and drops a null one before refusing it), so the loader does too:
     // `pgcluster validate` must not pass what `kubectl apply` then fails.
     // Every field inside it is optional: `spec: {}` means "all defaults".
-    if source.get("spec").is_none_or(|n| matches!(n.value, NodeValue::Null)) {
+    if source
+        .get("spec")
+        .is_none_or(|n| matches!(n.value, NodeValue::Null))
+    {
         problems.push(
             ValidationError::new(
                 Check::MissingField,
