@@ -11,7 +11,7 @@
 //! Problems in the fields do not stop loading: they are reported together
 //! with validation's own problems by [`LoadedCluster::validate`], so one run
 //! lists every mistake. Syntax errors and hostile input (past the size,
-//! nesting or alias limits of [`tree`]) stop loading with a [`LoadError`].
+//! nesting or alias limits of `tree`) stop loading with a [`LoadError`].
 //! Loading never panics on any input.
 
 mod tree;

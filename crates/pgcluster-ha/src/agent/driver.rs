@@ -161,8 +161,11 @@ pub async fn run<C: Coordinator>(
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            Some((probe, reply)) = probe_rx.recv() => agent.answer_probe(probe, reply).await,
-            _ = interval.tick() => match agent.tick().await {
+            Some((probe, reply)) = probe_rx.recv() => {
+                let now = agent.now();
+                answer(&mut agent.machine, now, probe, reply);
+            }
+            _ = interval.tick() => match agent.tick(&mut probe_rx).await {
                 Next::Now => interval.reset_immediately(),
                 Next::Soon => interval.reset_after(soon),
                 Next::Later => {}
@@ -200,7 +203,7 @@ pub async fn run<C: Coordinator>(
 
 impl<C: Coordinator> Agent<C> {
     fn now(&self) -> Millis {
-        Millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+        millis_since(self.epoch)
     }
 
     fn coord_timeout(&self) -> Duration {
@@ -228,13 +231,23 @@ impl<C: Coordinator> Agent<C> {
     /// One loop: observe, read, step, execute. Returns when the next tick
     /// should run.
     #[instrument(skip_all, fields(cluster = %self.cfg.cluster_name, member = %self.cfg.me()))]
-    async fn tick(&mut self) -> Next {
+    async fn tick(&mut self, probes: &mut mpsc::Receiver<ProbeRequest>) -> Next {
         let coord_timeout = self.coord_timeout();
         let finished = self.poll_background().await;
         let observe_timeout = coord_timeout.max(Duration::from_millis(250));
-        let observed = observe(&self.cfg, &mut self.local, observe_timeout).await;
+        // Peers' failsafe probes are answered while this tick waits on
+        // PostgreSQL, the coordinator or an action, not after it.
+        let epoch = self.epoch;
+        let observed = answering(
+            observe(&self.cfg, &mut self.local, observe_timeout),
+            &mut self.machine,
+            epoch,
+            probes,
+        )
+        .await;
         self.watchdog.set_pid(self.local.pid());
-        let view = match tokio::time::timeout(self.coord_timeout(), self.coord.read_view()).await {
+        let read = tokio::time::timeout(self.coord_timeout(), self.coord.read_view());
+        let view = match answering(read, &mut self.machine, epoch, probes).await {
             Ok(Ok(view)) => Some(view),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "could not read the coordinator");
@@ -274,7 +287,7 @@ impl<C: Coordinator> Agent<C> {
             tracing::info!(actions = ?kinds, "executing");
         }
         self.last_logged = kinds;
-        let outcome = Executor {
+        let batch = Executor {
             cfg: &self.cfg,
             coord: &self.coord,
             local: &mut self.local,
@@ -282,10 +295,9 @@ impl<C: Coordinator> Agent<C> {
             epoch: self.epoch,
             observed: &observed.pg,
             coord_timeout: write_timeout(&self.cfg),
-            reply_to: None,
         }
-        .run(actions)
-        .await;
+        .run(actions);
+        let outcome = answering(batch, &mut self.machine, epoch, probes).await;
         let writable = observed.pg.running && !observed.pg.in_recovery;
         if !outcome.armed && self.machine.held_lease().is_none() && !writable {
             // No lease and no writable server: nothing to guard. A writable
@@ -372,32 +384,6 @@ impl<C: Coordinator> Agent<C> {
         };
     }
 
-    async fn answer_probe(
-        &mut self,
-        probe: crate::machine::FailsafeProbe,
-        reply: tokio::sync::oneshot::Sender<FailsafeReply>,
-    ) {
-        let (next, actions) = step(
-            self.machine.clone(),
-            self.now(),
-            Observation::FailsafeProbe(probe),
-        );
-        self.machine = next;
-        let observed = crate::machine::PgObservation::empty();
-        let _ = Executor {
-            cfg: &self.cfg,
-            coord: &self.coord,
-            local: &mut self.local,
-            watchdog: &self.watchdog,
-            epoch: self.epoch,
-            observed: &observed,
-            coord_timeout: write_timeout(&self.cfg),
-            reply_to: Some(reply),
-        }
-        .run(actions)
-        .await;
-    }
-
     fn publish_status(&self, observed: &Observed, view: Option<&ClusterView>) {
         let pg = &observed.pg;
         let role = if !pg.running {
@@ -453,6 +439,48 @@ impl<C: Coordinator> Agent<C> {
         s.last_error = self.last_error.clone();
         s.note = self.machine.note().map(str::to_owned);
     }
+}
+
+/// Runs `fut` while answering failsafe probes from `probes` with `machine`,
+/// so that a slow observation, coordinator call or action never keeps a
+/// peer waiting for its answer.
+async fn answering<F: Future>(
+    fut: F,
+    machine: &mut MachineState,
+    epoch: Instant,
+    probes: &mut mpsc::Receiver<ProbeRequest>,
+) -> F::Output {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return out,
+            Some((probe, reply)) = probes.recv() => answer(machine, millis_since(epoch), probe, reply),
+        }
+    }
+}
+
+/// Steps the machine with a failsafe probe and sends its answer. The
+/// machine answers a probe with exactly one `AnswerProbe` and nothing else
+/// (see `machine::step`), so no executor is needed.
+fn answer(
+    machine: &mut MachineState,
+    now: Millis,
+    probe: crate::machine::FailsafeProbe,
+    reply: tokio::sync::oneshot::Sender<FailsafeReply>,
+) {
+    let (next, actions) = step(machine.clone(), now, Observation::FailsafeProbe(probe));
+    *machine = next;
+    if let Some(answer) = actions.into_iter().find_map(|a| match a {
+        Action::AnswerProbe(r) => Some(r),
+        _ => None,
+    }) {
+        let _ = reply.send(answer);
+    }
+}
+
+fn millis_since(epoch: Instant) -> Millis {
+    Millis(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Actions that happen every loop and are not worth an info log.

@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
 use super::AgentConfig;
 use super::background::{Background, Op};
 use super::client;
@@ -125,8 +123,6 @@ pub struct Executor<'a, C> {
     pub observed: &'a PgObservation,
     /// Timeout of each coordinator call.
     pub coord_timeout: Duration,
-    /// Where to send an `AnswerProbe` reply.
-    pub reply_to: Option<oneshot::Sender<FailsafeReply>>,
 }
 
 impl<C: Coordinator> Executor<'_, C> {
@@ -317,11 +313,9 @@ impl<C: Coordinator> Executor<'_, C> {
             Action::ProbePeers(probe) => {
                 out.failsafe_replies = self.probe_peers(&probe).await;
             }
-            Action::AnswerProbe(reply) => {
-                if let Some(tx) = self.reply_to.take() {
-                    let _ = tx.send(reply);
-                }
-            }
+            // Probes are answered by the driver as they arrive (`driver::answer`);
+            // a tick's batch never holds one.
+            Action::AnswerProbe(_) => {}
             Action::ClearSwitchover { id } => {
                 let call = self.coord.clear_switchover(id);
                 match tokio::time::timeout(self.coord_timeout, call).await {
