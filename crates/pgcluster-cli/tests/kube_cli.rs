@@ -284,11 +284,13 @@ fn kubernetes_status_json_fields() {
             "pod",
             "postgres_pid",
             "ready",
+            "restarts",
             "role",
             "state",
             "timeline",
         ]
     );
+    assert_eq!(json["instances"][0]["restarts"], serde_json::Value::Null);
     assert_eq!(json["instances"][0]["pod"], "pg-0");
     assert_eq!(json["instances"][0]["api_port"], 8008);
 }

@@ -193,7 +193,7 @@ pub fn status_of(report: &ClusterReport) -> ClusterStatus {
                         following: m.following.as_ref().map(MemberName::to_string),
                         pod: pod.map(|p| p.name.clone()),
                         node: pod.and_then(|p| p.node.clone()),
-                        restarts: 0,
+                        restarts: None,
                     }
                 }
                 // No state published: the agent has not started (or its pod is new).
@@ -212,7 +212,7 @@ pub fn status_of(report: &ClusterReport) -> ClusterStatus {
                     following: None,
                     pod: pod.map(|p| p.name.clone()),
                     node: pod.and_then(|p| p.node.clone()),
-                    restarts: 0,
+                    restarts: None,
                 },
             }
         })

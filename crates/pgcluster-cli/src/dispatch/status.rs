@@ -74,8 +74,9 @@ pub struct InstanceStatus {
     pub pod: Option<String>,
     /// Kubernetes: the node the pod runs on (local: `null`).
     pub node: Option<String>,
-    /// Local: how often the supervisor restarted this member's agent since `up`.
-    pub restarts: u32,
+    /// Local: how often the supervisor restarted this member's agent since
+    /// `up` (Kubernetes: `null`; the kubelet counts container restarts).
+    pub restarts: Option<u32>,
 }
 
 /// Where the cluster runs.
@@ -177,7 +178,7 @@ pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
                 following: a.following,
                 pod: None,
                 node: None,
-                restarts: m.restarts,
+                restarts: Some(m.restarts),
             },
             None => {
                 // The server may outlive an unanswering agent for a moment
@@ -206,7 +207,7 @@ pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
                 following: None,
                 pod: None,
                 node: None,
-                restarts: m.restarts,
+                restarts: Some(m.restarts),
             }
             }
         };
@@ -307,7 +308,7 @@ pub fn render(status: &ClusterStatus) -> String {
             b,
             i.pg_port.to_string(),
             i.api_port.to_string(),
-            i.restarts.to_string(),
+            i.restarts.map_or("-".to_owned(), |r| r.to_string()),
         ]);
     }
     out.push_str(&format!("{table}\n"));
