@@ -180,57 +180,21 @@ impl TestCluster {
     }
 
     /// Applies a kustomize base the way `kubectl apply --server-side -k DIR`
-    /// does for the features `kubernetes/controller` uses: its `resources`
-    /// in order, with `namespace` set on every namespaced object.
+    /// does: rendered by the real kustomize inside the test cluster's kubectl
+    /// (built from the same Kubernetes release), then applied object by
+    /// object with server-side apply.
     pub async fn apply_kustomization(&self, dir: &Path) -> Vec<(String, String)> {
-        let text = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
-        let kustomization: serde_json::Value = serde_norway::from_str(&text).unwrap();
-        let namespace = kustomization["namespace"].as_str();
-        let known = ["apiVersion", "kind", "namespace", "resources"];
-        for key in kustomization.as_object().unwrap().keys() {
-            assert!(
-                known.contains(&key.as_str()),
-                "kustomization field {key} is not supported by the tests' kustomize subset"
-            );
-        }
-        let mut applied = Vec::new();
-        for resource in kustomization["resources"].as_array().unwrap() {
-            let file = dir.join(resource.as_str().unwrap());
-            let yaml = std::fs::read_to_string(&file).unwrap();
-            // kustomize overrides the namespace of every namespaced object.
-            let mut docs = String::new();
-            for document in serde_norway::Deserializer::from_str(&yaml) {
-                let mut value: serde_json::Value =
-                    serde::Deserialize::deserialize(document).unwrap();
-                if value.is_null() {
-                    continue;
-                }
-                if let Some(ns) = namespace {
-                    let kind = value["kind"].as_str().unwrap_or_default().to_owned();
-                    let cluster_scoped = [
-                        "Namespace",
-                        "CustomResourceDefinition",
-                        "ClusterRole",
-                        "ClusterRoleBinding",
-                    ]
-                    .contains(&kind.as_str());
-                    if !cluster_scoped {
-                        value["metadata"]["namespace"] = ns.into();
-                    }
-                    if kind == "ClusterRoleBinding" || kind == "RoleBinding" {
-                        for subject in value["subjects"].as_array_mut().into_iter().flatten() {
-                            if subject["kind"] == "ServiceAccount" {
-                                subject["namespace"] = ns.into();
-                            }
-                        }
-                    }
-                }
-                docs.push_str("---\n");
-                docs.push_str(&serde_norway::to_string(&value).unwrap());
-            }
-            applied.extend(self.apply_yaml(&docs, namespace).await);
-        }
-        applied
+        let dir_arg = dir.to_str().expect("a UTF-8 path");
+        let out = self
+            .kubectl(&["kustomize", dir_arg])
+            .expect("scripts/test-k8s sets PGCLUSTER_E2E_KUBECTL (kubectl from testenv/)");
+        assert!(
+            out.status.success(),
+            "kubectl kustomize {dir_arg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = String::from_utf8(out.stdout).expect("kustomize prints UTF-8");
+        self.apply_yaml(&rendered, None).await
     }
 
     /// Runs the test cluster's kubectl (`PGCLUSTER_E2E_KUBECTL`), if set.
