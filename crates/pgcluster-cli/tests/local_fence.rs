@@ -112,23 +112,23 @@ fn pid(v: &Value, key: &str) -> u32 {
     v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}")) as u32
 }
 
-/// Parent PID of `pid` from `/proc`.
+/// Parent PID of `pid` (the fencer's own `/proc` reader).
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    let pid = i32::try_from(pid).ok()?;
+    u32::try_from(pgcluster_ha::fence::fencer::parent_of(pid)?).ok()
 }
 
-/// Children of `pid` from `/proc`.
+/// Children of `pid` (the fencer's own `/proc` reader).
 fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|p| parent_of(*p) == Some(pid))
+    i32::try_from(pid).map_or_else(
+        |_| Vec::new(),
+        |pid| {
+            pgcluster_ha::fence::fencer::children_of(pid)
+                .into_iter()
+                .filter_map(|p| u32::try_from(p).ok())
                 .collect()
-        })
-        .unwrap_or_default()
+        },
+    )
 }
 
 /// Waits (polling, bounded) until `pid` is gone; returns how long that took.

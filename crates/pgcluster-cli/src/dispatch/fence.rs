@@ -7,15 +7,29 @@ use std::path::PathBuf;
 
 use crate::CliError;
 
+/// The unprivileged user the server runs as (when started as root).
+#[derive(Debug, clap::Args)]
+pub struct RunAs {
+    /// Run the server as this uid (with --gid).
+    #[arg(long, requires = "gid")]
+    pub uid: Option<u32>,
+    /// Run the server as this gid (with --uid).
+    #[arg(long, requires = "uid")]
+    pub gid: Option<u32>,
+}
+
+impl RunAs {
+    fn ids(&self) -> Option<(u32, u32)> {
+        self.uid.zip(self.gid)
+    }
+}
+
 /// Arguments of `pgcluster fence`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run the server as this uid (with --gid; when started as root).
-    #[arg(long, requires = "gid")]
-    pub uid: Option<u32>,
-    /// Run the server as this gid.
-    #[arg(long, requires = "uid")]
-    pub gid: Option<u32>,
+    /// Who runs the server.
+    #[command(flatten)]
+    pub run_as: RunAs,
     /// The server program and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<OsString>,
@@ -27,12 +41,9 @@ pub struct ExecArgs {
     /// The fencer's PID: exit at once if it is no longer our parent.
     #[arg(long)]
     pub parent: u32,
-    /// Switch to this uid (with --gid) before starting the server.
-    #[arg(long, requires = "gid")]
-    pub uid: Option<u32>,
-    /// Switch to this gid.
-    #[arg(long, requires = "uid")]
-    pub gid: Option<u32>,
+    /// Who runs the server (switched to before the parent-death signal is set).
+    #[command(flatten)]
+    pub run_as: RunAs,
     /// The server program and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<OsString>,
@@ -51,7 +62,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         .expect("clap requires at least one value after --");
     let code = pgcluster_ha::fence::run_fencer(pgcluster_ha::fence::FencerArgs {
         exe,
-        user: args.uid.zip(args.gid),
+        user: args.run_as.ids(),
         program,
         args: command.collect(),
     });
@@ -67,7 +78,7 @@ pub fn exec_server(args: ExecArgs) -> Result<(), CliError> {
     let rest: Vec<OsString> = command.collect();
     let error = pgcluster_ha::fence::exec_with_parent_death_signal(
         args.parent,
-        args.uid.zip(args.gid),
+        args.run_as.ids(),
         &program,
         &rest,
     );

@@ -206,7 +206,7 @@ pub(crate) fn kill_children_of(ppid: i32, signal: Signal) -> usize {
 }
 
 /// The PIDs whose parent is `ppid`.
-pub(crate) fn children_of(ppid: i32) -> Vec<i32> {
+pub fn children_of(ppid: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -217,7 +217,7 @@ pub(crate) fn children_of(ppid: i32) -> Vec<i32> {
 }
 
 /// The parent PID of `pid` (field 4 of `/proc/<pid>/stat`, after the command name).
-pub(crate) fn parent_of(pid: i32) -> Option<i32> {
+pub fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(1)?.parse().ok()
