@@ -36,7 +36,10 @@ async fn crash_primary_and_check(spec: &str, sync: bool) {
         writer,
     } = written;
 
-    // A node crash: the agent and its postmaster die together.
+    // A node crash: the agent and its postmaster die together. The
+    // supervisor would restart the agent only after two leases (4.25 s),
+    // long after the failover; the test restarts it itself below (a second
+    // agent of a member then fails on its API port and touches nothing).
     let agent = primary["agent_pid"].as_u64().expect("agent pid") as u32;
     let postmaster = primary["postgres_pid"].as_u64().expect("pg pid") as u32;
     let crashed = Instant::now();
@@ -173,10 +176,15 @@ async fn forced_failover_promotes_the_named_replica() {
     );
     assert!(String::from_utf8_lossy(&refused.stderr).contains("switchover"));
 
+    // The primary's node is gone: nothing restarts its agent (the router,
+    // which supervises the agents, is held until the failover is done).
     let agent = primary["agent_pid"].as_u64().expect("agent pid") as u32;
     let postmaster = primary["postgres_pid"].as_u64().expect("pg pid") as u32;
+    let router = cluster.record()["router_pid"].as_u64().expect("router pid") as u32;
+    assert!(kill(router, "STOP"));
     assert!(kill(agent, "KILL") && kill(postmaster, "KILL"));
     let out = cluster.run(&["failover", "--to", &target, "--timeout", "60"]);
+    assert!(kill(router, "CONT"));
     assert!(
         out.status.success(),
         "failover --to {target} failed: {}",

@@ -52,7 +52,9 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         // The detached router lives as long as the cluster: it also keeps
         // the agents running (restarts with back-off).
         let exe = std::env::current_exe().map_err(|e| fail(&e))?;
-        let supervise = pgcluster_ha::local::supervisor::supervise(layout.clone(), exe);
+        let (_, validated) = super::local::load(&layout)?;
+        let first = pgcluster_ha::local::supervisor::first_restart(&validated.timings);
+        let supervise = pgcluster_ha::local::supervisor::supervise(layout.clone(), exe, first);
         tokio::select! {
             () = shutdown_signal() => {}
             () = orphaned => {}

@@ -94,9 +94,11 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         println!("Running in the foreground; Ctrl-C (or `pgcluster down`) stops the cluster.");
         // Keeps the agents running (restarts with back-off) until Ctrl-C.
         let exe = std::env::current_exe().map_err(|e| fail(&e))?;
+        let first = pgcluster_ha::local::supervisor::first_restart(&validated.timings);
         let supervise = tokio::spawn(pgcluster_ha::local::supervisor::supervise(
             prepared.layout.clone(),
             exe,
+            first,
         ));
         signalled.await;
         supervise.abort();

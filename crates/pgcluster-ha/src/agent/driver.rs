@@ -96,12 +96,6 @@ pub async fn run<C: Coordinator>(
             member: cfg.me().to_string(),
             source,
         })?;
-    if let Some(pid) = orphan_postmaster(&cfg) {
-        stop_orphan(pid).await;
-    }
-    let mut local = LocalPg::new();
-    restore_decisions(&cfg, &mut local);
-
     let status = Arc::new(RwLock::new(AgentStatus {
         cluster: cfg.cluster_name.clone(),
         member: cfg.me().to_string(),
@@ -126,6 +120,14 @@ pub async fn run<C: Coordinator>(
     )
     .await
     .map_err(|source| AgentError::Http { source })?;
+    // Only after the API port is ours: a second agent of the same member
+    // (started twice by mistake) fails on the port above and leaves the
+    // first one's server alone instead of stopping it as an orphan.
+    if let Some(pid) = orphan_postmaster(&cfg) {
+        stop_orphan(pid).await;
+    }
+    let mut local = LocalPg::new();
+    restore_decisions(&cfg, &mut local);
     tracing::info!(member = %cfg.me(), api = %cfg.api_listen, pg_port = cfg.instance.port, "agent started");
 
     let machine = MachineState::new(cfg.ha.clone(), Millis(0));

@@ -1,7 +1,10 @@
 //! Keeps a local cluster's agents running, the way systemd or a kubelet
 //! would: an agent that died (crash, `kill -9`, OOM) is started again with
-//! back-off (1 s, doubling to 30 s; reset after a minute up), its restart
-//! counted in `cluster.json` and logged. The restarted agent re-joins its
+//! back-off, its restart counted in `cluster.json` and logged. The first
+//! wait is two lease durations plus a loop ([`first_restart`]): a dead
+//! primary's lease expires and a replica takes over first, so a restart
+//! never races a failover (and a crash-looping primary cannot flap the
+//! lease); then the wait doubles, to at least 30 s, reset after a minute up. The restarted agent re-joins its
 //! server as a replica (rewind or re-clone) like any returning member.
 //! Runs inside whatever process lives as long as the cluster: the
 //! foreground `pgcluster up`, or the detached router.
@@ -19,10 +22,16 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// A restart that stays up this long resets the back-off.
 const RESET_AFTER: Duration = Duration::from_secs(60);
 
+/// The first wait before restarting an agent of a cluster with these
+/// timings: two lease durations and a loop.
+pub fn first_restart(timings: &pgcluster_core::timing::FailoverTimings) -> Duration {
+    timings.lease_duration * 2 + timings.loop_interval
+}
+
 /// The wait before the next restart after `in_a_row` restarts that did not
-/// stay up: 1 s, 2 s, 4 s, ... at most 30 s.
-pub fn backoff(in_a_row: u32) -> Duration {
-    Duration::from_secs(1u64 << in_a_row.min(5)).min(Duration::from_secs(30))
+/// stay up: `first`, doubling, at most 30 s (or `first` if that is longer).
+pub fn backoff(first: Duration, in_a_row: u32) -> Duration {
+    (first * (1u32 << in_a_row.min(6))).min(first.max(Duration::from_secs(30)))
 }
 
 #[derive(Default)]
@@ -35,7 +44,7 @@ struct Watch {
 /// Watches the agents of the cluster in `layout` until its record is gone;
 /// restarts a recorded agent that no longer runs (never while `down` is
 /// stopping the cluster). `exe` is the `pgcluster` binary.
-pub async fn supervise(layout: Layout, exe: PathBuf) {
+pub async fn supervise(layout: Layout, exe: PathBuf, first: Duration) {
     let mut watch: BTreeMap<String, Watch> = BTreeMap::new();
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
@@ -63,7 +72,7 @@ pub async fn supervise(layout: Layout, exe: PathBuf) {
                 continue;
             }
             let since = *w.down_since.get_or_insert_with(Instant::now);
-            let wait = backoff(w.in_a_row);
+            let wait = backoff(first, w.in_a_row);
             if since.elapsed() < wait {
                 continue;
             }
@@ -78,7 +87,7 @@ pub async fn supervise(layout: Layout, exe: PathBuf) {
                             rec.restarts = restarts;
                         }
                     });
-                    tracing::warn!(member = %m.name, old_pid = pid, new_pid = new, restarts, next_backoff_s = backoff(w.in_a_row).as_secs(), "the agent had stopped; restarted it");
+                    tracing::warn!(member = %m.name, old_pid = pid, new_pid = new, restarts, next_backoff_s = backoff(first, w.in_a_row).as_secs(), "the agent had stopped; restarted it");
                 }
                 Err(error) => {
                     tracing::warn!(member = %m.name, %error, "could not restart the agent")
@@ -92,10 +101,21 @@ pub async fn supervise(layout: Layout, exe: PathBuf) {
 mod tests {
     use super::*;
 
-    /// Back-off doubles from 1 s and stops at 30 s.
+    /// Back-off doubles from the first wait and stops at 30 s.
     #[test]
     fn backoff_doubles_to_a_cap() {
-        let secs: Vec<u64> = (0..8).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+        let first = Duration::from_millis(4250);
+        let ms: Vec<u128> = (0..5).map(|n| backoff(first, n).as_millis()).collect();
+        assert_eq!(ms, [4250, 8500, 17000, 30000, 30000]);
+        // A first wait past 30 s is the cap itself.
+        assert_eq!(backoff(Duration::from_secs(45), 3), Duration::from_secs(45));
+    }
+
+    /// The first restart waits out two leases and a loop (defaults: 4.25 s).
+    #[test]
+    fn first_restart_outlasts_a_failover() {
+        let t = pgcluster_core::timing::FailoverTimings::default();
+        assert_eq!(first_restart(&t), t.lease_duration * 2 + t.loop_interval);
+        assert!(first_restart(&t) > t.lease_duration + t.loop_interval);
     }
 }
