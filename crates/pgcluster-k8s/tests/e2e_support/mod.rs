@@ -181,12 +181,13 @@ impl TestCluster {
 
     /// Applies a kustomize base the way `kubectl apply --server-side -k DIR`
     /// does for the features `kubernetes/controller` uses: its `resources`
-    /// in order, with `namespace` set on every namespaced object.
+    /// in order, with `namespace` set on every namespaced object and its
+    /// `images` set on the containers.
     pub async fn apply_kustomization(&self, dir: &Path) -> Vec<(String, String)> {
         let text = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
         let kustomization: serde_json::Value = serde_norway::from_str(&text).unwrap();
         let namespace = kustomization["namespace"].as_str();
-        let known = ["apiVersion", "kind", "namespace", "resources"];
+        let known = ["apiVersion", "kind", "namespace", "resources", "images"];
         for key in kustomization.as_object().unwrap().keys() {
             assert!(
                 known.contains(&key.as_str()),
@@ -225,6 +226,9 @@ impl TestCluster {
                         }
                     }
                 }
+                for image in kustomization["images"].as_array().into_iter().flatten() {
+                    set_image(&mut value, image);
+                }
                 docs.push_str("---\n");
                 docs.push_str(&serde_norway::to_string(&value).unwrap());
             }
@@ -243,5 +247,46 @@ impl TestCluster {
                 .output()
                 .expect("kubectl runs"),
         )
+    }
+}
+
+/// kustomize's `images` transformer for one entry (`name`, optional
+/// `newName`, `newTag`, `digest`) on the containers of a workload.
+fn set_image(object: &mut serde_json::Value, image: &serde_json::Value) {
+    let name = image["name"].as_str().expect("images[].name");
+    let path = if object["kind"] == "Pod" {
+        "/spec"
+    } else {
+        "/spec/template/spec"
+    };
+    // pointer_mut, not indexing: indexing a Value mutably inserts what is missing.
+    let Some(pod_spec) = object.pointer_mut(path) else {
+        return;
+    };
+    for list in ["containers", "initContainers"] {
+        let Some(containers) = pod_spec.get_mut(list).and_then(|c| c.as_array_mut()) else {
+            continue;
+        };
+        for container in containers {
+            let Some(current) = container["image"].as_str() else {
+                continue;
+            };
+            let (repository, tag) = match current.rsplit_once(':') {
+                Some((r, t)) if !t.contains('/') => (r, Some(t)),
+                _ => (current, None),
+            };
+            if repository != name {
+                continue;
+            }
+            let repository = image["newName"].as_str().unwrap_or(repository);
+            let reference = if let Some(digest) = image["digest"].as_str() {
+                format!("{repository}@{digest}")
+            } else if let Some(tag) = image["newTag"].as_str().or(tag) {
+                format!("{repository}:{tag}")
+            } else {
+                repository.to_owned()
+            };
+            container["image"] = reference.into();
+        }
     }
 }
