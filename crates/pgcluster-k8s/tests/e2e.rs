@@ -1,6 +1,8 @@
 //! End-to-end tests on a real Kubernetes control plane (kube-apiserver with
 //! RBAC and the usual admission plugins, etcd, kube-controller-manager,
-//! kube-scheduler; no kubelet yet), started by `scripts/test-k8s`:
+//! kube-scheduler) and a node (kubelet, containerd, kube-proxy, CoreDNS,
+//! local-path PVs, the project's images imported), started by
+//! `scripts/test-k8s`:
 //!
 //! ```text
 //! scripts/test-k8s                      # builds, starts, runs these, tears down
@@ -105,7 +107,8 @@ async fn crd_server_side_apply_becomes_established() {
 
 /// (a) `kubernetes/controller` applies server-side as the docs tell users;
 /// the Deployment's pods are created under the shipped ServiceAccount
-/// (admission accepts them; they stay Pending without a kubelet).
+/// (admission accepts them; with the node they run, see
+/// `cluster_runs_on_a_real_node`).
 #[tokio::test]
 async fn controller_base_applies_server_side() {
     let Some(c) = cluster().await else { return };
@@ -525,11 +528,17 @@ async fn controller_reconciles_under_the_shipped_cluster_role() {
         .delete(&spec.name_any(), &DeleteParams::default())
         .await
         .unwrap();
-    let deleting = clusters.get(&spec.name_any()).await.unwrap();
-    assert!(deleting.metadata.deletion_timestamp.is_some());
-    reconcile(Arc::new(deleting), ctx.clone())
-        .await
-        .unwrap_or_else(|e| panic!("reconcile of a deletion: {e}"));
+    // With a node, the controller's Deployment runs too and may release the
+    // finalizer first: then the object is gone, and so is the work.
+    if let Some(deleting) = clusters.get_opt(&spec.name_any()).await.unwrap() {
+        assert!(deleting.metadata.deletion_timestamp.is_some());
+        if let Err(e) = reconcile(Arc::new(deleting), ctx.clone()).await {
+            assert!(
+                clusters.get_opt(&spec.name_any()).await.unwrap().is_none(),
+                "reconcile of a deletion: {e}"
+            );
+        }
+    }
     wait_for(
         "the PostgresCluster to go",
         Duration::from_secs(30),
@@ -587,4 +596,189 @@ async fn missing_spec_is_refused_by_the_api_server_and_by_validate() {
         "pgcluster validate accepted what the API server refused ({server})"
     ));
     assert!(message.contains("spec"), "{message}");
+}
+
+/// The homelab example adapted to the test node: no MetalLB (the
+/// loadBalancer Service and the admins' rule through it are left out),
+/// requests a shared 2-core machine can grant, monitoring off.
+fn homelab_on_the_node(namespace: &str) -> PostgresCluster {
+    let mut cluster = homelab(namespace);
+    let spec = &mut cluster.spec;
+    if let Some(services) = spec.services.as_mut() {
+        services.load_balancer = None;
+    }
+    spec.access.retain(|rule| rule.name != "admins");
+    if let Some(requests) = spec.resources.as_mut().and_then(|r| r.requests.as_mut()) {
+        requests.cpu = Some("100m".to_owned());
+        requests.memory = Some("256Mi".to_owned());
+    }
+    cluster
+}
+
+/// What a pod looks like, for a failure message: phase, conditions,
+/// container states and the last lines of its logs.
+async fn describe_pods(c: &TestCluster, namespace: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(c.admin.clone(), namespace);
+    let mut out = String::new();
+    for pod in pods.list(&ListParams::default()).await.unwrap() {
+        let name = pod.name_any();
+        let status = pod.status.clone().unwrap_or_default();
+        out.push_str(&format!(
+            "\n--- pod {name}: phase {:?}, labels {:?}\n",
+            status.phase,
+            pod.labels()
+        ));
+        for cs in status.container_statuses.iter().flatten() {
+            out.push_str(&format!(
+                "  container {}: ready {} restarts {} state {:?} last {:?}\n",
+                cs.name, cs.ready, cs.restart_count, cs.state, cs.last_state
+            ));
+        }
+        for cond in status.conditions.iter().flatten() {
+            out.push_str(&format!(
+                "  {} {} {}\n",
+                cond.type_,
+                cond.status,
+                cond.message.as_deref().unwrap_or_default()
+            ));
+        }
+        let params = kube::api::LogParams {
+            tail_lines: Some(25),
+            ..kube::api::LogParams::default()
+        };
+        match pods.logs(&name, &params).await {
+            Ok(logs) => out.push_str(&logs),
+            Err(e) => out.push_str(&format!("  (no logs: {e})\n")),
+        }
+    }
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(c.admin.clone(), namespace);
+    for event in events.list(&ListParams::default()).await.unwrap() {
+        if event.type_.as_deref() == Some("Warning") {
+            out.push_str(&format!(
+                "event {} {}: {}\n",
+                event.involved_object.name.unwrap_or_default(),
+                event.reason.unwrap_or_default(),
+                event.message.unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
+/// The node's name when `scripts/test-k8s` started a kubelet, or `None`
+/// (after saying so): the tests that need running pods are skipped then.
+fn node() -> Option<String> {
+    let node = std::env::var("PGCLUSTER_E2E_NODE_NAME").ok();
+    if node.is_none() {
+        eprintln!("skipped: no node (PGCLUSTER_E2E_NODE=0 or PGCLUSTER_E2E_NODE_NAME unset)");
+    }
+    node
+}
+
+/// (e) The whole path on a real node: the controller runs as its Deployment
+/// (image imported into containerd), a homelab-like 2-instance cluster is
+/// applied as `pgcluster apply` does, the kubelet runs its pods, and a
+/// primary and a streaming replica come up: pods Ready, `pgcluster.dev/role`
+/// labels, status Ready with one primary and one replica.
+#[tokio::test]
+async fn cluster_runs_on_a_real_node() {
+    let Some(c) = cluster().await else { return };
+    let Some(_node) = node() else { return };
+    install_controller(&c).await;
+    let started = std::time::Instant::now();
+    let deployments: Api<Deployment> = Api::namespaced(c.admin.clone(), CONTROLLER_NAMESPACE);
+    let waited = tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            let d = deployments.get(CONTROLLER_ACCOUNT).await.unwrap();
+            if d.status.and_then(|s| s.available_replicas).unwrap_or(0) >= 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        panic!(
+            "the controller Deployment has no available replica after 180 s:{}",
+            describe_pods(&c, CONTROLLER_NAMESPACE).await
+        );
+    }
+    eprintln!("controller available after {:?}", started.elapsed());
+
+    let ns = c.namespace("node").await;
+    let spec = homelab_on_the_node(&ns);
+    pgcluster_core::validate(&spec).expect("the adapted homelab spec is valid");
+    pgcluster_k8s::client_ops::apply(&c.admin, &spec)
+        .await
+        .unwrap();
+    let name = spec.name_any();
+    let clusters: Api<PostgresCluster> = Api::namespaced(c.admin.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(c.admin.clone(), &ns);
+    let applied = std::time::Instant::now();
+    let mut last = String::new();
+    let outcome = tokio::time::timeout(Duration::from_secs(420), async {
+        loop {
+            let cluster = clusters.get(&name).await.unwrap();
+            let line = pgcluster_k8s::client_ops::progress_line(cluster.status.as_ref());
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/component=postgres"))
+                .await
+                .unwrap();
+            let roles: BTreeSet<(String, String, bool)> = list
+                .items
+                .iter()
+                .map(|p| {
+                    let info = pgcluster_k8s::client_ops::PodInfo::of(p);
+                    let role = p
+                        .labels()
+                        .get("pgcluster.dev/role")
+                        .cloned()
+                        .unwrap_or_default();
+                    (role, info.name, info.ready)
+                })
+                .collect();
+            let summary = format!("{line}; pods {roles:?}");
+            if summary != last {
+                eprintln!("[{:>5.1}s] {summary}", applied.elapsed().as_secs_f64());
+                last = summary;
+            }
+            let ready_roles: Vec<&str> = roles
+                .iter()
+                .filter(|(_, _, ready)| *ready)
+                .map(|(role, _, _)| role.as_str())
+                .collect();
+            if pgcluster_k8s::client_ops::is_ready(&cluster)
+                && ready_roles == ["primary", "replica"]
+            {
+                return cluster;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let cluster = match outcome {
+        Ok(cluster) => cluster,
+        Err(_) => panic!(
+            "no Ready primary and replica after 420 s ({last}):{}",
+            describe_pods(&c, &ns).await
+        ),
+    };
+    eprintln!(
+        "benchmark: 2-instance cluster Ready {:.1}s after apply",
+        applied.elapsed().as_secs_f64()
+    );
+    let status = cluster.status.unwrap();
+    let primary = status.primary.clone().expect("status names the primary");
+    let replica = status
+        .instances
+        .iter()
+        .find(|i| i.role == "replica")
+        .unwrap_or_else(|| panic!("no replica in the status: {status:?}"));
+    assert!(replica.ready, "{status:?}");
+    assert_ne!(replica.name, primary);
+    assert!(
+        replica.lsn.is_some(),
+        "the replica reports no replay position: {status:?}"
+    );
 }

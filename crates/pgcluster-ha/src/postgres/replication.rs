@@ -28,8 +28,18 @@ impl Instance {
     /// not written: call [`Instance::write_config`] with standby settings next.
     pub async fn basebackup(&self, source: &Upstream, slot: &SlotMode) -> Result<(), PgError> {
         let data = &self.layout.data_dir;
+        // pg_basebackup creates the data directory; its parent is created
+        // only when missing. An existing parent is left as it is: in a pod
+        // it is the volume's mount point, owned by root (a local-path or
+        // hostPath volume, mode 0777) or by the fsGroup (mode 2775), and
+        // chmod by a non-owner fails with EPERM.
         if let Some(parent) = data.parent() {
-            self.os_user.create_dir(parent, 0o700)?;
+            let exists = parent
+                .try_exists()
+                .map_err(|e| PgError::io("inspect", parent, e))?;
+            if !exists {
+                self.os_user.create_dir(parent, 0o700)?;
+            }
         }
         let mut cmd = self.tool("pg_basebackup");
         cmd.arg("--pgdata")
