@@ -284,6 +284,7 @@ fn kubernetes_status_json_fields() {
             "pod",
             "postgres_pid",
             "ready",
+            "restarts",
             "role",
             "state",
             "timeline",
