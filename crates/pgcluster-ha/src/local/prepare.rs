@@ -77,6 +77,25 @@ pub fn live_pids(layout: &Layout, record: &ClusterRecord) -> Vec<u32> {
     out
 }
 
+/// The process that stands for a running cluster, with what it is: the
+/// foreground `pgcluster up`, else the detached router (what `up --detach`
+/// left running), else an agent (the supervisor restarts agents, so an
+/// agent's PID says little about what the user started).
+pub fn running_process(layout: &Layout, record: &ClusterRecord) -> Option<(u32, String)> {
+    let live = live_pids(layout, record);
+    let is_live = |pid: Option<u32>| pid.filter(|p| live.contains(p));
+    if let Some(pid) = is_live(record.up_pid) {
+        return Some((pid, "`pgcluster up`".to_owned()));
+    }
+    if let Some(pid) = is_live(record.router_pid) {
+        return Some((pid, "its router, from `pgcluster up --detach`".to_owned()));
+    }
+    record
+        .members
+        .iter()
+        .find_map(|m| is_live(m.agent_pid).map(|pid| (pid, format!("the agent of {}", m.name))))
+}
+
 /// Checks everything before anything starts and writes `cluster.json` and
 /// the secrets. Refuses when the cluster runs, when the directory holds
 /// another cluster and when a port is taken.
@@ -100,10 +119,11 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
                 wanted: name,
             });
         }
-        if let Some(pid) = live_pids(&layout, rec).first() {
+        if let Some((pid, process)) = running_process(&layout, rec) {
             return Err(LocalError::AlreadyRunning {
                 name,
-                pid: *pid,
+                process,
+                pid,
                 dir: root,
             });
         }
