@@ -24,8 +24,8 @@ fn json(out: &std::process::Output) -> Value {
 }
 
 /// Two clusters running: plain `status` refuses and lists both, `--name`
-/// picks one; after `down --name` of one, plain `status` and `switchover`
-/// act on the other, and the stopped one shows as stopped, also
+/// picks one; after `down --name` of one, plain `status`, `switchover` and
+/// `psql` act on the other, and the stopped one shows as stopped, also
 /// once a third cluster runs on its ports.
 #[test]
 fn commands_find_the_running_cluster_and_never_guess() {
@@ -106,6 +106,20 @@ fn commands_find_the_running_cluster_and_never_guess() {
     let switched = alpha.run_found(&["switchover"]);
     assert!(switched.status.success(), "{}", text(&switched));
     beta.wait_ready(1, Duration::from_secs(30));
+
+    let psql = alpha.run_found(&["psql", "-At", "-c", "select current_setting('port')"]);
+    assert!(psql.status.success(), "{}", text(&psql));
+    let port: u64 = String::from_utf8_lossy(&psql.stdout)
+        .trim()
+        .parse()
+        .expect("a port");
+    let primary = json(&beta.run(&["status", "-o", "json"]))["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .find(|i| i["role"] == "primary")
+        .and_then(|i| i["pg_port"].as_u64());
+    assert_eq!(Some(port), primary, "psql reached beta's primary");
 
     // The case: a stopped cluster whose ports another cluster now
     // uses. Its status must not show the other's agents as its own.

@@ -5,6 +5,7 @@
 //! <data-dir>/
 //!   cluster.json              spec, members, ports, PIDs, OS user, binaries
 //!   secrets/superuser.password, secrets/role-<name>.password   (0600)
+//!   pgpass                    every login for the clients (0600, the user who ran `up`; see `connect`)
 //!   coordinator/              the LocalCoordinator's files
 //!   members/<name>/           data/, run/, log/postgresql.log, pgpass, agent.log
 //!   router.log

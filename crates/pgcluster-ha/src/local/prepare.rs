@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use pgcluster_core::ValidatedCluster;
 use pgcluster_core::names::SUPERUSER_ROLE;
 
+use super::connect::{self, ClientOwner};
 use super::error::{LocalError, pg_err};
 use super::layout::{ClusterRecord, Layout, LayoutError, MemberRecord, Ports};
 use crate::postgres::{OsUser, PgBinaries, PgError, ensure_port_free};
@@ -26,6 +27,9 @@ pub struct UpOptions {
     pub os_user: Option<String>,
     /// `--port` base.
     pub base_port: Option<u16>,
+    /// Who gets the clients' password file when not the process's own user
+    /// (see [`super::connect`]).
+    pub client_owner: Option<ClientOwner>,
 }
 
 /// A cluster ready to start: checked, recorded, with its secrets.
@@ -37,6 +41,8 @@ pub struct Prepared {
     pub record: ClusterRecord,
     /// The superuser's password.
     pub superuser_password: String,
+    /// The clients' password file (every login, every port).
+    pub passfile: PathBuf,
 }
 
 /// Whether `pid` is alive and one of ours: a `pgcluster` process (optionally
@@ -171,8 +177,10 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
         });
     }
     let superuser_password = layout.ensure_password(&layout.superuser_password_file())?;
+    let mut logins = vec![(SUPERUSER_ROLE.to_owned(), superuser_password.clone())];
     for role in &opts.cluster.roles {
-        layout.ensure_password(&layout.role_password_file(&role.name))?;
+        let password = layout.ensure_password(&layout.role_password_file(&role.name))?;
+        logins.push((role.name.clone(), password));
     }
     for (i, _) in ports.members.iter().enumerate() {
         let member = opts.cluster.name.instance(i as u32);
@@ -214,10 +222,16 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
         stopping: false,
     };
     layout.write_record(&record)?;
+    let passfile = connect::write_passfile(
+        &layout,
+        &connect::passfile_text(&record, &logins),
+        opts.client_owner,
+    )?;
     Ok(Prepared {
         layout,
         record,
         superuser_password,
+        passfile,
     })
 }
 
