@@ -48,6 +48,8 @@ pub enum Command {
     Switchover(dispatch::switchover::Args),
     /// Force a replica to become primary when the primary is gone.
     Failover(dispatch::failover::Args),
+    /// Run psql against a local cluster (rw or ro, superuser or a role); the password never on a command line.
+    Psql(dispatch::psql::Args),
     /// Measure failover, switchover and router overhead on local clusters.
     Bench(dispatch::bench::Args),
     /// Run the per-instance agent (started by `pgcluster up`).
@@ -114,6 +116,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => dispatch::status::exec(args),
         Command::Switchover(args) => dispatch::switchover::exec(args),
         Command::Failover(args) => dispatch::failover::exec(args),
+        Command::Psql(args) => dispatch::psql::exec(args),
         Command::Bench(args) => dispatch::bench::exec(args),
         Command::Agent(args) => dispatch::agent::exec(args),
         Command::Router(args) => dispatch::router::exec(args),

@@ -75,7 +75,7 @@ fn no_name_routes_to_local() {
         &["failover", "--to", "local-1"],
     ] {
         match route(parse(args)) {
-            Route::Local(t) => assert_eq!(t.name, "local", "{args:?}"),
+            Route::Local(t) => assert_eq!(t.name, None, "{args:?}: the running cluster is found"),
             Route::Kube(t) => panic!("{args:?} went to Kubernetes: {t:?}"),
         }
     }
@@ -88,7 +88,7 @@ fn no_name_routes_to_local() {
     ])) {
         Route::Local(t) => {
             assert_eq!(t.data_dir.as_deref(), Some(std::path::Path::new("/tmp/x")));
-            assert_eq!(t.name, "other");
+            assert_eq!(t.name.as_deref(), Some("other"));
         }
         Route::Kube(t) => panic!("went to Kubernetes: {t:?}"),
     }
@@ -264,6 +264,7 @@ fn kubernetes_status_json_fields() {
             "ro_port",
             "rw_endpoint",
             "rw_port",
+            "state",
         ]
     );
     assert_eq!(json["mode"], "kubernetes");

@@ -64,6 +64,16 @@ async fn up_replicates_refuses_twice_and_keeps_data_across_down_up() {
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("already running"), "{err}");
+    // It names what the user started (`up --detach` left the router), not an agent.
+    let router = cluster.record()["router_pid"]
+        .as_u64()
+        .expect("a router PID");
+    assert!(
+        err.contains(&format!(
+            "router, from `pgcluster up --detach`, PID {router})"
+        )),
+        "{err}"
+    );
     let n: i64 = rw
         .query_one("SELECT count(*) FROM t", &[])
         .await
@@ -234,6 +244,16 @@ async fn foreground_up_stops_everything_on_ctrl_c_and_data_survives() {
         assert!(alive(*pid), "{what} ({pid}) runs before Ctrl-C");
     }
 
+    // A second `up` names the foreground `up`'s PID, the process to stop.
+    let base = cluster.base.to_string();
+    let spec = cluster.spec.display().to_string();
+    let second = cluster.run(&["up", "-f", &spec, "--port", &base, "--detach"]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && err.contains(&format!("(`pgcluster up`, PID {up_pid})")),
+        "{err}"
+    );
+
     assert!(kill(up_pid, "INT"), "SIGINT to up");
     let exit = wait_exit(&mut cluster.extra[0], Duration::from_secs(90));
     let output = cluster.up_output();
@@ -294,6 +314,16 @@ async fn ctrl_c_during_startup_leaves_nothing_running() {
         async move { (pids.len() == 2).then_some(pids) }
     })
     .await;
+    // A second `up` names the foreground `up`'s PID, the process to stop.
+    let base = cluster.base.to_string();
+    let spec = cluster.spec.display().to_string();
+    let second = cluster.run(&["up", "-f", &spec, "--port", &base, "--detach"]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && err.contains(&format!("(`pgcluster up`, PID {up_pid})")),
+        "{err}"
+    );
+
     assert!(kill(up_pid, "INT"), "SIGINT to up");
     let exit = wait_exit(&mut cluster.extra[0], Duration::from_secs(90));
     let output = cluster.up_output();

@@ -1,9 +1,12 @@
-//! `pgcluster down`: stops a local cluster (agents stop PostgreSQL with a
-//! fast shutdown; no data is removed; `pgcluster up` starts it again).
+//! `pgcluster down`: stops a local cluster (`--data-dir`, `--name`, or the
+//! one that is running): agents stop PostgreSQL with a fast shutdown; no
+//! data is removed; `pgcluster up` starts it again.
 
 use std::time::Duration;
 
 use pgcluster_ha::local::cluster;
+use pgcluster_ha::local::discover::{self, Pick};
+use pgcluster_ha::local::layout::Layout;
 
 use super::local::{Target, fail, runtime};
 use crate::CliError;
@@ -11,10 +14,13 @@ use crate::CliError;
 /// Arguments of `pgcluster down`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Only the processes recorded in the cluster's cluster.json are signalled.
+    after_help = "Only the processes recorded in the cluster's cluster.json are signalled. \
+Without --name or --data-dir, stops the one local cluster that is running (refused when \
+several are).
 
 Examples:
   pgcluster down
+  pgcluster down --name demo
   pgcluster down --data-dir /tmp/demo"
 )]
 pub struct Args {
@@ -25,7 +31,18 @@ pub struct Args {
 
 /// Stops the cluster.
 pub fn exec(args: Args) -> Result<(), CliError> {
-    let layout = args.target.layout();
+    if args.target.data_dir.is_none() && args.target.name.is_none() {
+        // Nothing to stop is not a failure: `down` twice in a row succeeds.
+        let parent = Layout::default_parent();
+        if let Pick::NoneRunning(_) = discover::pick(discover::clusters_in(&parent)) {
+            println!(
+                "no local cluster is running (looked in {})",
+                parent.display()
+            );
+            return Ok(());
+        }
+    }
+    let layout = args.target.layout()?;
     let record = layout.read_record().map_err(|e| fail(&e))?;
     let report = runtime()?
         .block_on(cluster::stop(&layout, Duration::from_secs(60)))

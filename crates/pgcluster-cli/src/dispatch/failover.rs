@@ -10,7 +10,7 @@ use pgcluster_ha::agent::client;
 use pgcluster_ha::local::cluster;
 
 use super::kube::{self, ClusterArgs, Route};
-use super::local::{fail, runtime};
+use super::local::{fail, require_running, runtime};
 use super::switchover::send_and_wait;
 use crate::CliError;
 
@@ -47,8 +47,9 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         }
         Route::Local(target) => target,
     };
-    let layout = target.layout();
+    let layout = target.layout()?;
     let record = layout.read_record().map_err(|e| fail(&e))?;
+    require_running(&layout, &record)?;
     runtime()?.block_on(async {
         let coord = cluster::coordinator(&layout, Duration::from_secs(2)).map_err(|e| fail(&e))?;
         let view = coord.read_now().map_err(|e| fail(&e))?;

@@ -29,10 +29,11 @@ pub struct ClusterArgs {
     /// kubeconfig context for NAME (default: the current one).
     #[arg(long, requires = "cluster")]
     pub context: Option<String>,
-    /// Local mode: the cluster's data directory (default: the default directory of --name).
+    /// Local mode: the cluster's data directory (default: the running cluster's, see --name).
     #[arg(long, value_name = "DIR", env = "PGCLUSTER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Local mode: the cluster's name, to find its default data directory.
+    /// Local mode: the cluster's name, to find its default data directory (default: the one
+    /// local cluster that is running; refused when several are).
     #[arg(long = "name", value_name = "LOCAL_NAME", conflicts_with = "cluster")]
     pub local_name: Option<String>,
 }
@@ -68,10 +69,7 @@ impl ClusterArgs {
             }),
             None => Route::Local(local::Target {
                 data_dir: self.data_dir.clone(),
-                name: self
-                    .local_name
-                    .clone()
-                    .unwrap_or_else(|| local::DEFAULT_NAME.to_owned()),
+                name: self.local_name.clone(),
             }),
         }
     }
@@ -225,6 +223,7 @@ pub fn status_of(report: &ClusterReport) -> ClusterStatus {
     ClusterStatus {
         mode: Mode::Kubernetes,
         name: name.clone(),
+        state: None,
         namespace: Some(namespace.clone()),
         phase: status.phase.map(|p| format!("{p:?}")),
         data_dir: None,

@@ -2,9 +2,10 @@
 //! directory, reading its record and spec, the async runtime, and turning
 //! library errors into [`CliError`]s that print their whole cause chain.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pgcluster_core::ValidatedCluster;
+use pgcluster_ha::local::discover::{self, Pick};
 use pgcluster_ha::local::layout::{ClusterRecord, Layout};
 
 use crate::CliError;
@@ -19,28 +20,60 @@ spec:
   instances: 2
 ";
 
-/// The default cluster name (the default spec's).
-pub const DEFAULT_NAME: &str = "local";
-
-/// `--data-dir`/`--name` shared by the commands that act on a running local cluster.
-#[derive(Debug, Clone, clap::Args)]
+/// `--data-dir`/`--name` shared by the commands that act on a local cluster.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Target {
-    /// The cluster's data directory (default: the default directory of --name).
+    /// The cluster's data directory (default: the running cluster's, see --name).
     #[arg(long, value_name = "DIR", env = "PGCLUSTER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The cluster's name, to find its default data directory.
-    #[arg(long, default_value = DEFAULT_NAME)]
-    pub name: String,
+    /// The cluster's name, to find its default data directory (default: the
+    /// one local cluster that is running; refused when several are).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 impl Target {
-    /// The cluster's layout.
-    pub fn layout(&self) -> Layout {
-        Layout::new(
-            self.data_dir
-                .clone()
-                .unwrap_or_else(|| Layout::default_root(&self.name)),
+    /// The cluster's layout: `--data-dir`, else the default directory of
+    /// `--name`, else the one running cluster among the default directories.
+    pub fn layout(&self) -> Result<Layout, CliError> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(Layout::new(dir));
+        }
+        if let Some(name) = &self.name {
+            return Ok(Layout::new(Layout::default_root(name)));
+        }
+        let parent = Layout::default_parent();
+        choose(&parent, discover::pick(discover::clusters_in(&parent)))
+    }
+}
+
+/// The layout of the one running cluster, or an error that lists what there is.
+fn choose(parent: &Path, pick: Pick) -> Result<Layout, CliError> {
+    let line = |f: &discover::Found| {
+        format!(
+            "\n  {:<16} {}  rw 127.0.0.1:{}",
+            f.record.name,
+            f.layout.root().display(),
+            f.record.rw_port
         )
+    };
+    match pick {
+        Pick::One(found) => Ok(found.layout),
+        Pick::Several(running) => Err(CliError::Invalid(format!(
+            "{} local clusters are running; say which with --name NAME (or --data-dir DIR):{}",
+            running.len(),
+            running.iter().map(line).collect::<String>()
+        ))),
+        Pick::NoneRunning(stopped) if stopped.is_empty() => Err(CliError::Other(anyhow::anyhow!(
+            "no local cluster is running (none in {}); start one with `pgcluster up`, \
+                 or pass --data-dir DIR for a cluster elsewhere",
+            parent.display()
+        ))),
+        Pick::NoneRunning(stopped) => Err(CliError::Other(anyhow::anyhow!(
+            "no local cluster is running; stopped:{}\nstart one with `pgcluster up` \
+             (-f FILE for a cluster with its own spec), or pass --name NAME to address a stopped one",
+            stopped.iter().map(line).collect::<String>()
+        ))),
     }
 }
 
@@ -76,6 +109,19 @@ pub fn load(layout: &Layout) -> Result<(ClusterRecord, ValidatedCluster), CliErr
     let record = layout.read_record().map_err(|e| fail(&e))?;
     let cluster = validate_spec(&record.spec, &layout.cluster_file().display().to_string())?;
     Ok((record, cluster))
+}
+
+/// Refuses at once, rather than waiting for agents that do not run, when
+/// nothing of the cluster in `layout` runs.
+pub fn require_running(layout: &Layout, record: &ClusterRecord) -> Result<(), CliError> {
+    if discover::is_running(layout, record) {
+        return Ok(());
+    }
+    Err(CliError::Other(anyhow::anyhow!(
+        "cluster {} is stopped (data in {}); start it with `pgcluster up` first",
+        record.name,
+        layout.root().display()
+    )))
 }
 
 /// Resolves when the process gets SIGTERM or SIGINT (Ctrl-C); the handlers

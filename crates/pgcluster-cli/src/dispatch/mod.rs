@@ -11,6 +11,7 @@ pub mod fence;
 pub mod init;
 pub mod kube;
 pub mod local;
+pub mod psql;
 pub mod render;
 pub mod router;
 pub mod status;

@@ -26,7 +26,7 @@ pub struct Args {
 /// Serves the rw/ro ports until SIGTERM/SIGINT.
 pub fn exec(args: Args) -> Result<(), CliError> {
     let _telemetry = crate::telemetry::init_from_env("info", "pgcluster-router")?;
-    let layout = args.target.layout();
+    let layout = args.target.layout()?;
     let record = layout.read_record().map_err(|e| fail(&e))?;
     runtime()?.block_on(async {
         let (targets, task) = cluster::route_targets(&layout, &record, Duration::from_millis(50))

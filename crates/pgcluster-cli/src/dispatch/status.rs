@@ -1,14 +1,16 @@
 //! `pgcluster status [NAME]`: one line per instance (role, state, timeline,
 //! LSN, lag, PIDs or pod and node, ports).
 //!
-//! - Local (no NAME): from each agent's `/status` and, for agents that do not
-//!   answer, the state they last published.
+//! - Local (no NAME): the cluster of `--data-dir`, of `--name`, or the one
+//!   running local cluster ([`super::local::Target`]); from each agent's
+//!   `/status` and, for agents that do not run or answer, the state they last
+//!   published. A cluster with no agent running is shown as `stopped`.
 //! - Kubernetes (NAME): from the PostgresCluster's status, the leader Lease
 //!   and the member states on the instance pods ([`super::kube::status_of`]).
 //!
 //! `-o json|yaml` prints [`ClusterStatus`] with the same fields in both
 //! modes; a field that does not apply is `null` (local: `namespace`, `phase`,
-//! `pod`, `node`; Kubernetes: `data_dir`, `agent_pid`, `postgres_pid`), and
+//! `pod`, `node`; Kubernetes: `state`, `data_dir`, `agent_pid`, `postgres_pid`), and
 //! `conditions` is empty locally.
 
 use std::net::SocketAddr;
@@ -17,8 +19,8 @@ use std::time::Duration;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use pgcluster_ha::agent::AgentStatus;
 use pgcluster_ha::agent::client;
-use pgcluster_ha::local::cluster;
 use pgcluster_ha::local::layout::{ClusterRecord, Layout};
+use pgcluster_ha::local::{cluster, discover};
 use pgcluster_ha::machine::{ClusterView, MemberName};
 use serde::Serialize;
 
@@ -30,7 +32,8 @@ use crate::output::{OutputFormat, to_machine};
 /// Arguments of `pgcluster status`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
-  pgcluster status                            # the local cluster (pgcluster up)
+  pgcluster status                            # the running local cluster (pgcluster up)
+  pgcluster status --name demo                # local cluster demo, running or not
   pgcluster status -o json | jq '.instances[] | select(.role == \"primary\") | .postgres_pid'
   pgcluster status main -n databases          # PostgresCluster main in Kubernetes
   kubectl pgcluster status main -n databases --context homelab")]
@@ -110,6 +113,9 @@ pub struct ClusterStatus {
     pub mode: Mode,
     /// Cluster name.
     pub name: String,
+    /// Local: `running` (every agent runs), `degraded` (some do, or only
+    /// servers without their agents) or `stopped` (nothing runs); Kubernetes: `null`.
+    pub state: Option<String>,
     /// Kubernetes: the namespace (local: `null`).
     pub namespace: Option<String>,
     /// Kubernetes: the controller's phase (local: `null`).
@@ -157,10 +163,17 @@ pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
         .collect();
     let mut instances = Vec::new();
     for (m, ask) in record.members.iter().zip(asks) {
-        let agent = ask.await.ok().flatten();
         let agent_alive = m
             .agent_pid
             .is_some_and(|p| cluster::pid_is_ours(p, Some(layout.root())));
+        // Only this member's own agent counts: when it is not running, its
+        // API port may be another cluster's (a stopped cluster once showed
+        // a running one's agents as its own, healthy).
+        let agent = ask
+            .await
+            .ok()
+            .flatten()
+            .filter(|a| agent_alive && a.cluster == record.name && a.member == m.name);
         let published = view.members.get(&MemberName::new(m.name.clone()));
         let row = match agent {
             Some(a) => InstanceStatus {
@@ -214,9 +227,18 @@ pub async fn collect(layout: &Layout, record: &ClusterRecord) -> ClusterStatus {
         instances.push(row);
     }
     let lease = view.lease.as_ref();
+    let agents = instances.iter().filter(|i| i.agent_pid.is_some()).count();
+    let state = if agents == instances.len() {
+        "running"
+    } else if discover::is_running(layout, record) {
+        "degraded"
+    } else {
+        "stopped"
+    };
     ClusterStatus {
         mode: Mode::Local,
         name: record.name.clone(),
+        state: Some(state.to_owned()),
         namespace: None,
         phase: None,
         data_dir: Some(layout.root().display().to_string()),
@@ -236,7 +258,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
     let status = match args.target.route() {
         Route::Kube(target) => kube::status(&target)?,
         Route::Local(target) => {
-            let layout = target.layout();
+            let layout = target.layout()?;
             let record = layout.read_record().map_err(|e| fail(&e))?;
             runtime()?.block_on(collect(&layout, &record))
         }
@@ -256,8 +278,9 @@ pub fn render(status: &ClusterStatus) -> String {
     let or_dash = |s: Option<&str>| s.unwrap_or("-").to_owned();
     let mut out = match status.mode {
         Mode::Local => format!(
-            "cluster {}  rw {}  ro {}  lease {} (term {})  data {}\n",
+            "cluster {} ({})  rw {}  ro {}  lease {} (term {})  data {}\n",
             status.name,
+            or_dash(status.state.as_deref()),
             or_dash(status.rw_endpoint.as_deref()),
             or_dash(status.ro_endpoint.as_deref()),
             or_dash(status.lease_holder.as_deref()),

@@ -12,7 +12,7 @@ use pgcluster_ha::local::layout::{ClusterRecord, Layout};
 use pgcluster_ha::machine::{MemberName, MemberRole, SwitchoverRequest};
 
 use super::kube::{self, ClusterArgs, Route};
-use super::local::{fail, runtime};
+use super::local::{fail, require_running, runtime};
 use crate::CliError;
 
 /// Arguments of `pgcluster switchover`.
@@ -202,8 +202,9 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         }
         Route::Local(target) => target,
     };
-    let layout = target.layout();
+    let layout = target.layout()?;
     let record = layout.read_record().map_err(|e| fail(&e))?;
+    require_running(&layout, &record)?;
     let done = runtime()?.block_on(request_and_wait(
         &layout,
         &record,

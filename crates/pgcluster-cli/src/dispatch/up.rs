@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use pgcluster_ha::local::cluster::{self, Prepared, UpOptions};
+use pgcluster_ha::local::connect::{self, ClientOwner};
+use pgcluster_ha::local::layout::Layout;
 use pgcluster_ha::local::{Router, RouterConfig};
 
 use super::local::{DEFAULT_SPEC, fail, runtime, shutdown_signal_now, validate_spec};
@@ -25,7 +27,11 @@ Examples:
   pgcluster up                                   # foreground; Ctrl-C stops it
   pgcluster up --detach && pgcluster status      # background; stop with pgcluster down
   pgcluster up -f examples/local.yaml --port 25432 --data-dir /tmp/demo
-  psql \"postgresql://postgres@127.0.0.1:15432/postgres\"   # password in the printed file"
+  pgcluster psql -c 'select 1'                   # psql on the rw port, password from the cluster
+
+When ready, `up` prints psql lines that connect as they are: they name the cluster's password \
+file <data-dir>/pgpass (mode 0600; run through sudo, it belongs to SUDO_USER), so no password \
+appears on a command line."
 )]
 pub struct Args {
     /// The PostgresCluster spec (YAML or JSON); default: two instances named local-0, local-1.
@@ -67,6 +73,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         pg_bin: args.pg_bin.clone(),
         os_user: args.os_user.clone(),
         base_port: args.port,
+        client_owner: sudo_user(),
     };
     let rt = runtime()?;
     rt.block_on(async {
@@ -178,43 +185,90 @@ async fn start(
     Ok(router)
 }
 
+/// Run as root through sudo: the user who ran sudo, who gets the clients'
+/// password file (see [`pgcluster_ha::local::connect`]).
+fn sudo_user() -> Option<ClientOwner> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let id = |var: &str| std::env::var(var).ok()?.parse::<u32>().ok();
+    let (uid, gid) = (id("SUDO_UID")?, id("SUDO_GID")?);
+    (uid != 0).then_some(ClientOwner { uid, gid })
+}
+
 fn print_ready(prepared: &Prepared, validated: &pgcluster_core::ValidatedCluster) {
     let r = &prepared.record;
     let l = &prepared.layout;
+    let psql = |port: u16, user: &str, db: &str| {
+        format!(
+            "psql {}",
+            shell_quote(&connect::conninfo(port, user, db, &prepared.passfile))
+        )
+    };
+    // The shortest way back to this cluster for the other commands.
+    let which = if l.root() == Layout::default_root(&r.name) {
+        format!("--name {}", r.name)
+    } else {
+        format!(
+            "--data-dir {}",
+            shell_quote(&l.root().display().to_string())
+        )
+    };
     println!(
         "cluster {} is ready ({} instances)",
         r.name,
         r.members.len()
     );
-    println!(
-        "  rw: postgresql://{}@127.0.0.1:{}/postgres",
-        r.superuser, r.rw_port
-    );
-    println!(
-        "  ro: postgresql://{}@127.0.0.1:{}/postgres",
-        r.superuser, r.ro_port
-    );
-    println!(
-        "  password of {}: {}",
-        r.superuser,
-        l.superuser_password_file().display()
-    );
-    for role in &validated.roles {
-        println!(
-            "  role {}: password in {}",
-            role.name,
-            l.role_password_file(&role.name).display()
-        );
-    }
+    println!("  rw: {}", psql(r.rw_port, &r.superuser, "postgres"));
+    println!("  ro: {}", psql(r.ro_port, &r.superuser, "postgres"));
     for db in &validated.databases {
         println!(
-            "  database {}: postgresql://{}@127.0.0.1:{}/{}",
-            db.name, db.owner, r.rw_port, db.name
+            "  database {} as {}: {}",
+            db.name,
+            db.owner,
+            psql(r.rw_port, &db.owner, &db.name)
         );
     }
+    println!("  or: pgcluster psql {which} [--ro] [--role ROLE] [--db DB] [-- PSQL_ARGS]");
+    let reader = std::env::var("SUDO_USER")
+        .ok()
+        .filter(|_| sudo_user().is_some())
+        .map_or_else(String::new, |u| format!(", readable by {u}"));
     println!(
-        "  data: {}   status: pgcluster status --data-dir {}",
-        l.root().display(),
+        "  passwords: {} (every login, mode 0600{reader}); {}/*.password",
+        prepared.passfile.display(),
+        l.secrets_dir().display()
+    );
+    println!(
+        "  data: {}   status: pgcluster status {which}",
         l.root().display()
     );
+}
+
+/// `s` as one shell word: as is when it holds only safe characters, else
+/// single-quoted.
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c));
+    if safe {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    /// A printed conninfo stays one shell word, whatever its path holds.
+    #[test]
+    fn shell_quote_keeps_one_word() {
+        assert_eq!(
+            shell_quote("/var/lib/pgcluster/demo"),
+            "/var/lib/pgcluster/demo"
+        );
+        assert_eq!(shell_quote("host=x port=1"), "'host=x port=1'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
 }

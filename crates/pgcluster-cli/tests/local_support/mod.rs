@@ -73,8 +73,21 @@ pub struct TestCluster {
     pub spec: PathBuf,
     /// Agents the test started itself (restarts).
     pub extra: Vec<Child>,
-    /// One cluster at a time per test binary (released after `Drop` stopped it).
-    _serial: std::sync::MutexGuard<'static, ()>,
+    /// `$XDG_DATA_HOME` of every command when the cluster lives in its
+    /// default data dir below it ([`TestCluster::in_default_dir`]).
+    pub xdg: Option<PathBuf>,
+    /// Its data dir.
+    data: PathBuf,
+    /// One cluster at a time per test binary (released after `Drop` stopped
+    /// it); `None` for a second cluster of the same test.
+    _serial: Option<std::sync::MutexGuard<'static, ()>>,
+}
+
+/// Takes [`SERIAL`]; a test that failed while holding it poisoned it (the data is `()`).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Serialises the clusters of one test binary. Several clusters cloning and
@@ -131,10 +144,26 @@ impl TestCluster {
     /// A cluster (not started) with `spec`; waits while another test of this
     /// binary has one.
     pub fn new(spec: &str) -> Self {
-        // A test that failed while holding it poisoned it; the data is `()`.
-        let serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Self::with_data(spec, None, Some(serial()))
+    }
+
+    /// A cluster (not started) named `name` (its spec's) in its default data
+    /// dir below `xdg` (`$XDG_DATA_HOME/pgcluster/<name>`), so that
+    /// [`TestCluster::run_found`] reaches it without --data-dir or --name.
+    /// The first cluster of a test takes the serial lock (`first`), further
+    /// ones do not; drop them before the first and `xdg` after all.
+    pub fn in_default_dir(spec: &str, name: &str, xdg: &Path, first: bool) -> Self {
+        let data = xdg.join("pgcluster").join(name);
+        let mut cluster = Self::with_data(spec, Some(data), first.then(serial));
+        cluster.xdg = Some(xdg.to_owned());
+        cluster
+    }
+
+    fn with_data(
+        spec: &str,
+        data: Option<PathBuf>,
+        serial: Option<std::sync::MutexGuard<'static, ()>>,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("pgcluster-local-")
             .tempdir_in("/tmp")
@@ -142,23 +171,41 @@ impl TestCluster {
         let spec_path = dir.path().join("spec.yaml");
         std::fs::write(&spec_path, spec).expect("write spec");
         Self {
+            data: data.unwrap_or_else(|| dir.path().join("data")),
             dir,
             base: free_base(),
             spec: spec_path,
             extra: Vec::new(),
+            xdg: None,
             _serial: serial,
         }
     }
 
     /// The data dir.
     pub fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     /// Runs `pgcluster <args> --data-dir <data>`.
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, true)
+    }
+
+    /// Runs `pgcluster <args>` without --data-dir (with this cluster's
+    /// `$XDG_DATA_HOME`): the command finds the cluster itself.
+    pub fn run_found(&self, args: &[&str]) -> Output {
+        self.run_with(args, false)
+    }
+
+    fn run_with(&self, args: &[&str], data_dir: bool) -> Output {
         let mut cmd = Command::new(bin());
-        cmd.args(args).arg("--data-dir").arg(self.data());
+        cmd.args(args);
+        if data_dir {
+            cmd.arg("--data-dir").arg(self.data());
+        }
+        if let Some(xdg) = &self.xdg {
+            cmd.env("XDG_DATA_HOME", xdg);
+        }
         // Agents inherit `up`'s environment: without RUST_LOG they log at
         // info, which a failed test prints.
         if args.first() == Some(&"up") {

@@ -15,7 +15,7 @@
 
 pub use super::app_objects::{connect, create_app_objects};
 pub use super::error::LocalError;
-pub use super::prepare::{Prepared, UpOptions, live_pids, pid_is_ours, prepare};
+pub use super::prepare::{Prepared, UpOptions, live_pids, pid_is_ours, prepare, running_process};
 pub use super::ready::{readiness, wait_ready};
 pub use super::spawn::{agent_config, spawn_agent, spawn_agents, spawn_router};
 pub use super::stop::{StopReport, stop};

@@ -15,13 +15,15 @@ pub enum LocalError {
     Layout(#[from] LayoutError),
     /// The cluster is already running.
     #[error(
-        "failed to start cluster {name}: it is already running (PID {pid}, data in {}); use `pgcluster status` to see it or `pgcluster down` to stop it",
-        .dir.display()
+        "failed to start cluster {name}: it is already running ({process}, PID {pid}); `pgcluster status --data-dir {}` shows it, `pgcluster down --data-dir {}` stops it",
+        .dir.display(), .dir.display()
     )]
     AlreadyRunning {
         /// Cluster name.
         name: String,
-        /// A live PID of it.
+        /// What the PID is (`pgcluster up`, its router, an agent).
+        process: String,
+        /// That process's PID.
         pid: u32,
         /// Its data directory.
         dir: PathBuf,

@@ -5,6 +5,7 @@
 //! <data-dir>/
 //!   cluster.json              spec, members, ports, PIDs, OS user, binaries
 //!   secrets/superuser.password, secrets/role-<name>.password   (0600)
+//!   pgpass                    every login for the clients (0600, the user who ran `up`; see `connect`)
 //!   coordinator/              the LocalCoordinator's files
 //!   members/<name>/           data/, run/, log/postgresql.log, pgpass, agent.log
 //!   router.log
@@ -217,14 +218,21 @@ impl Layout {
     /// else `~/.local/share/pgcluster/<name>`; as root (PostgreSQL's
     /// unprivileged user cannot enter `/root`) `/var/lib/pgcluster/<name>`.
     pub fn default_root(name: &str) -> PathBuf {
+        Self::default_parent().join(name)
+    }
+
+    /// Where the default data directories live, one per cluster name
+    /// (see [`Layout::default_root`]); the commands that find "the" running
+    /// cluster look here.
+    pub fn default_parent() -> PathBuf {
         if let Some(xdg) = std::env::var_os("XDG_DATA_HOME") {
-            return PathBuf::from(xdg).join("pgcluster").join(name);
+            return PathBuf::from(xdg).join("pgcluster");
         }
         if nix::unistd::geteuid().is_root() {
-            return PathBuf::from("/var/lib/pgcluster").join(name);
+            return PathBuf::from("/var/lib/pgcluster");
         }
         let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-        home.join(".local/share/pgcluster").join(name)
+        home.join(".local/share/pgcluster")
     }
 
     /// The data directory.

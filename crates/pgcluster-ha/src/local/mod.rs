@@ -10,6 +10,8 @@
 mod app_objects;
 pub mod bench;
 pub mod cluster;
+pub mod connect;
+pub mod discover;
 mod error;
 pub mod layout;
 mod prepare;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use pgcluster_core::ValidatedCluster;
 use pgcluster_core::names::SUPERUSER_ROLE;
 
+use super::connect::{self, ClientOwner};
 use super::error::{LocalError, pg_err};
 use super::layout::{ClusterRecord, Layout, LayoutError, MemberRecord, Ports};
 use crate::postgres::{OsUser, PgBinaries, PgError, ensure_port_free};
@@ -26,6 +27,9 @@ pub struct UpOptions {
     pub os_user: Option<String>,
     /// `--port` base.
     pub base_port: Option<u16>,
+    /// Who gets the clients' password file when not the process's own user
+    /// (see [`super::connect`]).
+    pub client_owner: Option<ClientOwner>,
 }
 
 /// A cluster ready to start: checked, recorded, with its secrets.
@@ -37,6 +41,8 @@ pub struct Prepared {
     pub record: ClusterRecord,
     /// The superuser's password.
     pub superuser_password: String,
+    /// The clients' password file (every login, every port).
+    pub passfile: PathBuf,
 }
 
 /// Whether `pid` is alive and one of ours: a `pgcluster` process (optionally
@@ -77,6 +83,25 @@ pub fn live_pids(layout: &Layout, record: &ClusterRecord) -> Vec<u32> {
     out
 }
 
+/// The process that stands for a running cluster, with what it is: the
+/// foreground `pgcluster up`, else the detached router (what `up --detach`
+/// left running), else an agent (the supervisor restarts agents, so an
+/// agent's PID says little about what the user started).
+pub fn running_process(layout: &Layout, record: &ClusterRecord) -> Option<(u32, String)> {
+    let live = live_pids(layout, record);
+    let is_live = |pid: Option<u32>| pid.filter(|p| live.contains(p));
+    if let Some(pid) = is_live(record.up_pid) {
+        return Some((pid, "`pgcluster up`".to_owned()));
+    }
+    if let Some(pid) = is_live(record.router_pid) {
+        return Some((pid, "its router, from `pgcluster up --detach`".to_owned()));
+    }
+    record
+        .members
+        .iter()
+        .find_map(|m| is_live(m.agent_pid).map(|pid| (pid, format!("the agent of {}", m.name))))
+}
+
 /// Checks everything before anything starts and writes `cluster.json` and
 /// the secrets. Refuses when the cluster runs, when the directory holds
 /// another cluster and when a port is taken.
@@ -100,10 +125,11 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
                 wanted: name,
             });
         }
-        if let Some(pid) = live_pids(&layout, rec).first() {
+        if let Some((pid, process)) = running_process(&layout, rec) {
             return Err(LocalError::AlreadyRunning {
                 name,
-                pid: *pid,
+                process,
+                pid,
                 dir: root,
             });
         }
@@ -151,8 +177,10 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
         });
     }
     let superuser_password = layout.ensure_password(&layout.superuser_password_file())?;
+    let mut logins = vec![(SUPERUSER_ROLE.to_owned(), superuser_password.clone())];
     for role in &opts.cluster.roles {
-        layout.ensure_password(&layout.role_password_file(&role.name))?;
+        let password = layout.ensure_password(&layout.role_password_file(&role.name))?;
+        logins.push((role.name.clone(), password));
     }
     for (i, _) in ports.members.iter().enumerate() {
         let member = opts.cluster.name.instance(i as u32);
@@ -194,10 +222,16 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
         stopping: false,
     };
     layout.write_record(&record)?;
+    let passfile = connect::write_passfile(
+        &layout,
+        &connect::passfile_text(&record, &logins),
+        opts.client_owner,
+    )?;
     Ok(Prepared {
         layout,
         record,
         superuser_password,
+        passfile,
     })
 }
 

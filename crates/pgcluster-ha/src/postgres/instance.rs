@@ -233,7 +233,7 @@ impl Instance {
 }
 
 /// Escapes `:` and `\` for a `.pgpass` line.
-fn escape_pgpass(value: &str) -> String {
+pub(crate) fn escape_pgpass(value: &str) -> String {
     value.replace('\\', "\\\\").replace(':', "\\:")
 }
 

@@ -38,6 +38,7 @@ pub use control::{
 };
 pub use datadir::{DataDirState, parse_system_identifier};
 pub use error::{PgError, StartLog};
+pub(crate) use instance::escape_pgpass;
 pub use instance::{Instance, Layout, ServerLog, Superuser, Upstream};
 pub use observe::{ConnectionUsage, ServerState, StandbyState, observe, timeline_of_walfile};
 pub use os_user::{DEFAULT_CREATED_USER, OsUser};
