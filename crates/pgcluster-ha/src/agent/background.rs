@@ -283,15 +283,9 @@ async fn run_inner(
                 checkpoint_before_stop(cfg).await;
             }
             if let Some(pm) = postmaster.take() {
-                let pid = pm.pid();
-                match pm.stop(StopMode::Fast, Duration::from_secs(60)).await {
-                    Ok(_) => {}
-                    Err(PgError::StopTimeout { .. }) => {
-                        tracing::warn!(pid, "fast stop timed out; stopping immediately");
-                        super::supervise::stop_orphan(pid).await;
-                    }
-                    Err(e) => return Err(pg("stop PostgreSQL cleanly (demote)")(e)),
-                }
+                super::supervise::stop_postmaster(pm, StopMode::Fast, Duration::from_secs(60))
+                    .await
+                    .map_err(pg("stop PostgreSQL cleanly (demote)"))?;
             }
         }
         Op::Rewind { from } => {

@@ -141,17 +141,7 @@ impl LocalPg {
         let Some(pm) = self.postmaster.take() else {
             return Ok(());
         };
-        let pid = pm.pid();
-        match pm.stop(mode, timeout).await {
-            Ok(_) => Ok(()),
-            Err(PgError::StopTimeout { .. }) if mode == StopMode::Fast => {
-                tracing::warn!(pid, "fast stop timed out; stopping immediately");
-                signal_pid(pid, Signal::SIGQUIT);
-                wait_gone(pid, Duration::from_secs(10)).await;
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        stop_postmaster(pm, mode, timeout).await
     }
 
     /// The observation connection, opened on demand.
@@ -210,12 +200,37 @@ pub fn postmaster_of(data_dir: &std::path::Path) -> Option<u32> {
     (cmdline.contains("postgres") && cmdline.contains(&data)).then_some(pid)
 }
 
+/// Stops `pm` with `mode`, waiting up to `timeout`; a fast stop that times
+/// out becomes an immediate one (for the agent's own stops and the
+/// background clean stop alike).
+pub async fn stop_postmaster(
+    pm: Postmaster,
+    mode: StopMode,
+    timeout: Duration,
+) -> Result<(), PgError> {
+    let pid = pm.pid();
+    match pm.stop(mode, timeout).await {
+        Ok(_) => Ok(()),
+        Err(PgError::StopTimeout { .. }) if mode == StopMode::Fast => {
+            tracing::warn!(pid, "fast stop timed out; stopping immediately");
+            quit_and_wait(pid).await;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Stops an orphan postmaster of our data directory (immediate), waiting for it to exit.
 pub async fn stop_orphan(pid: u32) {
     tracing::warn!(
         pid,
         "stopping a postmaster left by a previous agent of this member"
     );
+    quit_and_wait(pid).await;
+}
+
+/// SIGQUIT (immediate shutdown), SIGKILL if it is still there after 10 s.
+async fn quit_and_wait(pid: u32) {
     signal_pid(pid, Signal::SIGQUIT);
     if !wait_gone(pid, Duration::from_secs(10)).await {
         signal_pid(pid, Signal::SIGKILL);
