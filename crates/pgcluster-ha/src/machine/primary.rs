@@ -132,6 +132,9 @@ pub(crate) fn reclaim(
             s.phase = Phase::Bootstrapping;
         }
         Then::StartAsPrimary => {
+            // A new agent configures nothing yet: start with the term's
+            // standbys, never with synchronous commit off.
+            out.push(Action::SetSyncStandbys(seeded_sync(s, l)));
             out.push(Action::StartAsPrimary);
             s.phase = Phase::Primary;
         }
@@ -252,6 +255,9 @@ fn ensure_primary(
         }
         DataDir::Initialized(_) => {
             if pg.timeline == record.timeline {
+                // The configuration the server starts on protects commits
+                // from the first one (the published standbys hold them all).
+                out.push(Action::SetSyncStandbys(seeded_sync(s, record)));
                 out.push(Action::StartAsPrimary);
                 s.phase = Phase::Primary;
             }
