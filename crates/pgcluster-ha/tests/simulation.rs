@@ -6,6 +6,7 @@
 //! replays it with a full timeline.
 
 use pgcluster_core::api::v1alpha1::NoStandbyPolicy;
+use pgcluster_core::timing::FailoverTimings;
 use pgcluster_ha::sim::{self, SimConfig};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -291,4 +292,108 @@ fn foreign_data_member_refuses_to_join() {
     c.faults = Some(vec!["foreign-data:1@0".parse().expect("valid fault spec")]);
     let r = sim::run(&c);
     assert!(r.violations.is_empty(), "{:?}", r.violations);
+}
+
+/// PostgreSQL's disk stalling (commits and streaming wait, the agent and
+/// fencer run on) and a member's clock stepping forward within the drift
+/// budget keep every invariant, on the primary or a replica, in each mode.
+#[test]
+fn disk_stalls_and_clock_steps_keep_every_invariant() {
+    let step = FailoverTimings::default().max_clock_drift.as_millis() as u64 / 2;
+    let faults = [
+        "disk-stall:primary@3000-8000".to_owned(),
+        "disk-stall:1@3000-8000".to_owned(),
+        format!("clock-jump:primary@3000-{}", 3000 + step),
+        format!("clock-jump:1@3000-{}", 3000 + step),
+        format!(
+            "clock-jump:primary@3000-{},crash-node:primary@3050-6000",
+            3000 + step
+        ),
+    ];
+    for spec in &faults {
+        for sync in [
+            None,
+            Some(NoStandbyPolicy::FallbackToAsync),
+            Some(NoStandbyPolicy::Block),
+        ] {
+            for seed in 0..10 {
+                let mut c = SimConfig::new(seed, 3);
+                if let Some(policy) = sync {
+                    c = c.sync(policy);
+                }
+                c.faults = Some(
+                    spec.split(',')
+                        .map(|f| f.parse().expect("valid fault spec"))
+                        .collect(),
+                );
+                c.duration = 14_000;
+                let r = sim::run(&c);
+                assert!(
+                    r.violations.is_empty(),
+                    "{spec} sync={sync:?} seed {seed}: {:?}",
+                    r.violations
+                );
+                assert!(
+                    r.acked > 0,
+                    "{spec} sync={sync:?} seed {seed}: no write acknowledged"
+                );
+            }
+        }
+    }
+}
+
+/// The clock fault has teeth: while the primary cannot reach the
+/// coordinator (and so serves until its deadline), a replica whose clock
+/// steps two leases ahead (far outside the drift budget) takes the lease at
+/// once and is promoted beside it, and the checker says so.
+#[test]
+fn a_clock_step_beyond_the_drift_budget_is_caught() {
+    let lease = FailoverTimings::default().lease_duration.as_millis() as u64;
+    let caught = (0..20).any(|seed| {
+        let mut c = SimConfig::new(seed, 2);
+        c.lost_answers = Some(0);
+        c.faults = Some(vec![
+            "coord-down:primary@3000-6000"
+                .parse()
+                .expect("valid fault spec"),
+            format!("clock-jump:{}@3100-{}", seed % 2, 3100 + 2 * lease)
+                .parse()
+                .expect("valid fault spec"),
+        ]);
+        !sim::run(&c).violations.is_empty()
+    });
+    assert!(caught, "a clock step of two leases went unnoticed");
+}
+
+/// Found by driving the real executor: a primary restarted by a new agent
+/// (node crash, lease still held) started with synchronous commit off,
+/// because a new agent had configured nothing yet, and acknowledged commits
+/// that the next failover lost. The machine now sets the term's standbys
+/// before it starts a primary.
+#[test]
+fn a_restarted_primary_keeps_synchronous_commit() {
+    for policy in [NoStandbyPolicy::FallbackToAsync, NoStandbyPolicy::Block] {
+        for seed in 0..30 {
+            let mut c = SimConfig::new(seed, 3).sync(policy);
+            c.lost_answers = Some(0);
+            // The second crash hits at some point of the restart, before
+            // the replicas have streamed what the restarted primary took.
+            let second = 3150 + seed * 10;
+            c.faults = Some(vec![
+                "crash-node:primary@3000-3060"
+                    .parse()
+                    .expect("valid fault spec"),
+                format!("crash-node:primary@{second}-7000")
+                    .parse()
+                    .expect("valid fault spec"),
+            ]);
+            c.duration = 12_000;
+            let r = sim::run(&c);
+            assert!(
+                r.violations.is_empty(),
+                "{policy:?} seed {seed}: {:?}",
+                r.violations
+            );
+        }
+    }
 }

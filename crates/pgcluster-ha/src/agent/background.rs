@@ -59,6 +59,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the operation is a clean stop.
+    pub fn stopping(&self) -> bool {
+        matches!(self, Op::CleanStop { .. })
+    }
+
     /// The action kind reported when it fails.
     pub fn kind(&self) -> ActionKind {
         match self {
@@ -125,7 +130,7 @@ impl Background {
     /// Whether the operation is a clean stop: the server counts as running
     /// (as last seen) until it has stopped, so the machine waits for it.
     pub fn stopping(&self) -> bool {
-        matches!(self.op, Op::CleanStop { .. })
+        self.op.stopping()
     }
 
     /// The result once finished.

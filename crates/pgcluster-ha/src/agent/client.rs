@@ -126,6 +126,46 @@ fn parse(raw: &[u8]) -> Option<(u16, String)> {
     }
 }
 
+/// Sends a failsafe probe to every peer at once; the replies that come
+/// within half a loop interval (at least 50 ms).
+pub async fn probe_peers(
+    cfg: &super::AgentConfig,
+    probe: &crate::machine::FailsafeProbe,
+) -> Vec<crate::machine::FailsafeReply> {
+    use super::http::{ProbeWire, ReplyWire};
+    let body = serde_json::to_string(&ProbeWire::from(probe))
+        .expect("a probe serializes because it is plain data");
+    let timeout = cfg.loop_interval().max(Duration::from_millis(100)) / 2;
+    let calls = cfg
+        .ha
+        .peers()
+        .filter_map(|p| cfg.peers.get(p))
+        .map(|p| {
+            let target = (p.host.clone(), p.api_port);
+            let body = body.clone();
+            tokio::spawn(async move {
+                // A dead peer's DNS name may not resolve: no reply from it.
+                let resolve = tokio::net::lookup_host(target);
+                let addr = tokio::time::timeout(timeout, resolve)
+                    .await
+                    .ok()?
+                    .ok()?
+                    .next()?;
+                post_json(addr, "/failsafe", &body, timeout).await.ok()
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut replies = Vec::new();
+    for call in calls {
+        if let Ok(Some((200, text))) = call.await
+            && let Ok(wire) = serde_json::from_str::<ReplyWire>(&text)
+        {
+            replies.push(wire.into());
+        }
+    }
+    replies
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

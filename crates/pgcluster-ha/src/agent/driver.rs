@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::instrument;
 
 use super::execute::{BatchOutcome, Executor};
+use super::host::AgentHost;
 use super::http::{self, ApiState, ProbeRequest};
 use super::observe::{Observed, observe};
 use super::status::AgentStatus;
@@ -289,22 +290,22 @@ impl<C: Coordinator> Agent<C> {
             tracing::info!(actions = ?kinds, "executing");
         }
         self.last_logged = kinds;
-        let batch = Executor {
+        let mut host = AgentHost {
             cfg: &self.cfg,
-            coord: &self.coord,
             local: &mut self.local,
             watchdog: &self.watchdog,
             epoch: self.epoch,
+        };
+        let batch = Executor {
+            coord: &self.coord,
+            host: &mut host,
             observed: &observed.pg,
             coord_timeout: write_timeout(&self.cfg),
         }
         .run(actions);
         let outcome = answering(batch, &mut self.machine, epoch, probes).await;
         let writable = observed.pg.running && !observed.pg.in_recovery;
-        if !outcome.armed && self.machine.held_lease().is_none() && !writable {
-            // No lease and no writable server: nothing to guard. A writable
-            // server without a lease (a fence that failed) keeps the armed
-            // deadline: the fencer stops it if the agent cannot.
+        if !keeps_fence_armed(outcome.armed, self.machine.held_lease().is_some(), writable) {
             self.watchdog.disarm();
         }
         let changed = outcome.changed || finished.is_some();
@@ -554,4 +555,12 @@ pub fn write_timeout(cfg: &AgentConfig) -> Duration {
 /// `127.0.0.1:port`.
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Whether the fence stays armed after a batch: it was armed by the batch,
+/// the member holds the lease, or the server it saw at the start of the tick
+/// was writable. A writable server without a lease (a fence that failed)
+/// keeps the armed deadline, so the fencer stops it if the agent cannot.
+pub fn keeps_fence_armed(armed: bool, holds_lease: bool, writable: bool) -> bool {
+    armed || holds_lease || writable
 }

@@ -2,18 +2,14 @@
 //! contract in [`crate::machine::action`]: stop at the first failure or lost
 //! compare-and-swap and report it ([`BatchOutcome`]) for the next tick.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::AgentConfig;
-use super::background::{Background, Op};
-use super::client;
-use super::http::{ProbeWire, ReplyWire};
-use super::supervise::LocalPg;
-use super::watchdog::Watchdog;
+use super::background::Op;
+use super::host::{Host, Reload};
 use crate::coordinator::{CasOutcome, Coordinator, CoordinatorError};
 use crate::machine::{
-    Action, ActionKind, FailsafeProbe, FailsafeReply, LeaseOutcome, MemberName, PgObservation,
-    StopMode, SyncStandbys,
+    Action, ActionKind, FailsafeReply, LeaseOutcome, MemberName, Millis, PgObservation, StopMode,
+    SyncStandbys,
 };
 use crate::postgres::{self, PgError};
 
@@ -75,6 +71,16 @@ pub enum ExecError {
         /// What happened to the task.
         detail: String,
     },
+    /// An action that makes the server writable came after the fence's deadline.
+    #[error(
+        "refused to make PostgreSQL writable at {now}: the fence is armed until {deadline:?}; the lease may have expired, wait for the next tick"
+    )]
+    PastDeadline {
+        /// The machine's clock.
+        now: Millis,
+        /// The armed deadline (`None`: not armed).
+        deadline: Option<Millis>,
+    },
     /// Promotion produced another timeline than the lease assigned.
     #[error(
         "failed to promote onto timeline {expected}: PostgreSQL chose {actual}; check pg_wal for stray history files"
@@ -96,6 +102,7 @@ impl ExecError {
             ExecError::CoordinatorTimeout { .. } => "coordinator_timeout",
             ExecError::WrongTimeline { .. } => "wrong_timeline",
             ExecError::Background { .. } => "background",
+            ExecError::PastDeadline { .. } => "past_deadline",
         }
     }
 }
@@ -108,49 +115,71 @@ fn pg(action: &'static str) -> impl FnOnce(PgError) -> ExecError {
 }
 
 /// Everything the executor works on.
-pub struct Executor<'a, C> {
-    /// The agent's configuration.
-    pub cfg: &'a AgentConfig,
+pub struct Executor<'a, C, H> {
     /// The coordinator.
     pub coord: &'a C,
-    /// The local server.
-    pub local: &'a mut LocalPg,
-    /// The watchdog.
-    pub watchdog: &'a Watchdog,
-    /// The instant the machine's clock counts from.
-    pub epoch: Instant,
+    /// The local server and its surroundings.
+    pub host: &'a mut H,
     /// What was observed at the start of this tick.
     pub observed: &'a PgObservation,
     /// Timeout of each coordinator call.
     pub coord_timeout: Duration,
 }
 
-impl<C: Coordinator> Executor<'_, C> {
+/// Whether a batch takes an expired lease (its promotion is then a failover).
+pub fn acquires(actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::AcquireLease { .. }))
+}
+
+impl<C: Coordinator, H: Host> Executor<'_, C, H> {
     /// Executes `actions` in order, stopping at the first failure or lost
     /// compare-and-swap.
     pub async fn run(mut self, actions: Vec<Action>) -> BatchOutcome {
         let mut out = BatchOutcome::default();
-        let acquired = actions
-            .iter()
-            .any(|a| matches!(a, Action::AcquireLease { .. }));
+        let acquired = acquires(&actions);
         for action in actions {
-            let kind = action.kind();
-            let result = self.one(action, acquired, &mut out).await;
-            self.watchdog.set_pid(self.local.pid());
-            if let Err(error) = result {
-                tracing::warn!(action = ?kind, category = error.category(), error = %error_chain(&error), "action failed; skipping the rest of the batch");
-                out.failed_action = Some(kind);
-                out.error = Some(error_chain(&error));
-                break;
-            }
-            if matches!(out.lease_outcome, Some(LeaseOutcome::Lost(_))) && kind == ActionKind::Lease
-            {
-                tracing::info!("lease compare-and-swap lost; skipping the rest of the batch");
-                out.failed_action = Some(kind);
+            if !self.next(action, acquired, &mut out).await {
                 break;
             }
         }
         out
+    }
+
+    /// Executes one action of a batch (`acquired`: see [`acquires`]) into
+    /// `out`; `false` when the rest of the batch must be skipped.
+    pub async fn next(&mut self, action: Action, acquired: bool, out: &mut BatchOutcome) -> bool {
+        let kind = action.kind();
+        let result = self.one(action, acquired, out).await;
+        self.host.track_postmaster();
+        if let Err(error) = result {
+            tracing::warn!(action = ?kind, category = error.category(), error = %error_chain(&error), "action failed; skipping the rest of the batch");
+            out.failed_action = Some(kind);
+            out.error = Some(error_chain(&error));
+            return false;
+        }
+        if matches!(out.lease_outcome, Some(LeaseOutcome::Lost(_))) && kind == ActionKind::Lease {
+            tracing::info!("lease compare-and-swap lost; skipping the rest of the batch");
+            out.failed_action = Some(kind);
+            return false;
+        }
+        true
+    }
+
+    async fn coordinator<T>(
+        &self,
+        action: &'static str,
+        call: impl std::future::Future<Output = Result<T, CoordinatorError>>,
+    ) -> Result<T, ExecError> {
+        match tokio::time::timeout(self.coord_timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(ExecError::Coordinator { action, source }),
+            Err(_) => Err(ExecError::CoordinatorTimeout {
+                action,
+                timeout: self.coord_timeout,
+            }),
+        }
     }
 
     async fn one(
@@ -168,54 +197,48 @@ impl<C: Coordinator> Executor<'_, C> {
         };
         if let Some((expected, record)) = action.lease_cas() {
             let call = self.coord.compare_and_swap_lease(expected, record.clone());
-            return match tokio::time::timeout(self.coord_timeout, call).await {
-                Ok(Ok(CasOutcome::Won(lease))) => {
-                    out.lease_outcome = Some(LeaseOutcome::Won(lease));
-                    Ok(())
-                }
-                Ok(Ok(CasOutcome::Lost(current))) => {
-                    out.lease_outcome = Some(LeaseOutcome::Lost(current));
-                    Ok(())
-                }
-                Ok(Err(source)) => {
-                    out.lease_outcome = Some(LeaseOutcome::Failed);
-                    Err(ExecError::Coordinator {
-                        action: "write the lease",
-                        source,
-                    })
-                }
-                Err(_) => {
-                    out.lease_outcome = Some(LeaseOutcome::Failed);
-                    Err(ExecError::CoordinatorTimeout {
-                        action: "write the lease",
-                        timeout: self.coord_timeout,
-                    })
-                }
-            };
+            let result = self.coordinator("write the lease", call).await;
+            out.lease_outcome = Some(match &result {
+                Ok(CasOutcome::Won(lease)) => LeaseOutcome::Won(lease.clone()),
+                Ok(CasOutcome::Lost(current)) => LeaseOutcome::Lost(current.clone()),
+                Err(_) => LeaseOutcome::Failed,
+            });
+            return result.map(drop);
+        }
+        if matches!(
+            action,
+            Action::Bootstrap | Action::StartAsPrimary | Action::Promote { .. }
+        ) {
+            // The batch may run late (a paused agent, a slow call before
+            // this action): never make the server writable once the fence's
+            // deadline has passed, or with no deadline armed at all.
+            let now = self.host.now();
+            match self.host.armed_until() {
+                Some(deadline) if now < deadline => {}
+                deadline => return Err(ExecError::PastDeadline { now, deadline }),
+            }
         }
         match action {
             Action::Bootstrap => self.spawn(Op::Bootstrap, out)?,
             Action::StartAsPrimary => {
-                if self.local.postmaster.is_some()
-                    && self.observed.running
-                    && !self.observed.in_recovery
+                if self.host.has_postmaster() && self.observed.running && !self.observed.in_recovery
                 {
                     return Ok(());
                 }
-                if self.local.background.is_some() {
+                if self.host.running_op().is_some() {
                     return Ok(());
                 }
                 tracing::info!("starting PostgreSQL as primary");
-                self.local.standby_of = None;
+                self.host.set_standby_of(None);
                 self.spawn(Op::Start, out)?;
             }
             Action::StartAsReplica { of } => self.start_as_replica(of, out).await?,
             Action::Promote { timeline } => {
-                if self.local.background.is_some() {
+                if self.host.running_op().is_some() {
                     return Ok(());
                 }
                 let current = self.observed.timeline;
-                self.local.standby_of = None;
+                self.host.set_standby_of(None);
                 self.spawn(
                     Op::Promote {
                         timeline,
@@ -227,112 +250,79 @@ impl<C: Coordinator> Executor<'_, C> {
             }
             Action::Demote { mode } => match mode {
                 StopMode::Fast => {
-                    if self.local.background.as_ref().is_some_and(|b| b.stopping()) {
+                    if self.host.running_op().is_some_and(Op::stopping) {
                         // Stopping already; the lease is renewed meanwhile.
                         return Ok(());
                     }
-                    self.abort_background().await;
-                    if self.local.postmaster.is_none() {
+                    self.host.abort_op().await;
+                    if !self.host.has_postmaster() {
                         return Ok(());
                     }
                     tracing::info!("demoting: stopping PostgreSQL cleanly (in the background)");
                     let checkpoint = self.observed.running && !self.observed.in_recovery;
-                    let seen = self.observed.clone();
                     self.spawn(Op::CleanStop { checkpoint }, out)?;
                     // Until it has stopped, the server is what we last saw.
-                    self.local.last_running = seen.running.then_some(seen);
+                    self.host.hold_last_seen(self.observed);
                 }
                 StopMode::Immediate => {
-                    self.abort_background().await;
-                    if self.local.postmaster.is_some() {
+                    self.host.abort_op().await;
+                    if self.host.has_postmaster() {
                         tracing::info!(mode = "immediate", "demoting: stopping PostgreSQL");
                         out.changed = true;
                     }
-                    self.local
-                        .stop(postgres::StopMode::Immediate, self.stop_writes())
+                    self.host
+                        .stop(postgres::StopMode::Immediate)
                         .await
                         .map_err(pg("stop PostgreSQL (demote)"))?;
                 }
             },
             Action::FenceWrites => {
-                self.abort_background().await;
-                if self.local.postmaster.is_some() {
+                self.host.abort_op().await;
+                if self.host.has_postmaster() {
                     tracing::warn!("fencing: immediate stop of PostgreSQL");
                     out.changed = true;
                 }
-                self.local
-                    .stop(postgres::StopMode::Immediate, self.stop_writes())
+                self.host
+                    .stop(postgres::StopMode::Immediate)
                     .await
                     .map_err(pg("fence PostgreSQL (immediate stop)"))?;
             }
             Action::Rewind { from } => {
-                if self.local.background.is_some() {
+                if self.host.running_op().is_some() {
                     return Ok(());
                 }
-                self.local.standby_of = Some(from.clone());
+                self.host.set_standby_of(Some(from.clone()));
                 self.spawn(Op::Rewind { from }, out)?;
             }
             Action::Reclone { from } => {
-                if self.local.background.is_some() {
+                if self.host.running_op().is_some() {
                     return Ok(());
                 }
-                self.local.standby_of = Some(from.clone());
-                self.local.system_id = None;
+                self.host.set_standby_of(Some(from.clone()));
+                self.host.forget_data();
                 self.spawn(Op::Reclone { from }, out)?;
             }
             Action::SetSyncStandbys(sync) => self.set_sync(sync).await?,
             Action::PublishState(state) => {
                 let call = self.coord.publish_member(state);
-                match tokio::time::timeout(self.coord_timeout, call).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(source)) => {
-                        return Err(ExecError::Coordinator {
-                            action: "publish this member's state",
-                            source,
-                        });
-                    }
-                    Err(_) => {
-                        return Err(ExecError::CoordinatorTimeout {
-                            action: "publish this member's state",
-                            timeout: self.coord_timeout,
-                        });
-                    }
-                }
+                self.coordinator("publish this member's state", call)
+                    .await?;
             }
-            Action::SetRoleLabel { member, role } => match &self.cfg.role_labels {
-                Some(labels) => labels.set(&member, role),
-                // Local mode has no pod labels: the router follows the lease.
-                None => tracing::debug!(%member, ?role, "role label (no-op in local mode)"),
-            },
+            Action::SetRoleLabel { member, role } => self.host.set_role_label(&member, role),
             Action::ArmWatchdog { deadline } => {
-                self.watchdog.set_pid(self.local.pid());
-                self.watchdog
-                    .arm(self.epoch + Duration::from_millis(deadline.0));
+                self.host.arm(deadline);
                 out.armed = true;
             }
             Action::ProbePeers(probe) => {
-                out.failsafe_replies = self.probe_peers(&probe).await;
+                out.failsafe_replies = self.host.probe_peers(&probe).await;
             }
             // Probes are answered by the driver as they arrive (`driver::answer`);
             // a tick's batch never holds one.
             Action::AnswerProbe(_) => {}
             Action::ClearSwitchover { id } => {
                 let call = self.coord.clear_switchover(id);
-                match tokio::time::timeout(self.coord_timeout, call).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(source)) => {
-                        return Err(ExecError::Coordinator {
-                            action: "clear the switchover request",
-                            source,
-                        });
-                    }
-                    Err(_) => {
-                        return Err(ExecError::CoordinatorTimeout {
-                            action: "clear the switchover request",
-                            timeout: self.coord_timeout,
-                        });
-                    }
-                }
+                self.coordinator("clear the switchover request", call)
+                    .await?;
             }
             Action::AcquireLease { .. }
             | Action::RenewLease { .. }
@@ -344,47 +334,28 @@ impl<C: Coordinator> Executor<'_, C> {
         Ok(())
     }
 
-    fn stop_writes(&self) -> Duration {
-        self.cfg
-            .ha
-            .timings
-            .stop_writes_timeout
-            .max(Duration::from_secs(2))
-    }
-
     async fn start_as_replica(
         &mut self,
         of: MemberName,
         out: &mut BatchOutcome,
     ) -> Result<(), ExecError> {
-        let cfg = self.cfg;
-        let running = self.local.postmaster.is_some() && self.observed.running;
+        let running = self.host.has_postmaster() && self.observed.running;
         if running && self.observed.in_recovery {
-            if self.local.standby_of.as_ref() == Some(&of) {
+            if self.host.standby_of() == Some(&of) {
                 return Ok(());
             }
             // primary_conninfo is reloadable: no restart needed.
             tracing::info!(%of, "following a new primary (reload)");
-            self.local.standby_of = Some(of);
-            self.local
-                .write_config(cfg)
-                .map_err(pg("write the standby configuration"))?;
-            let client = self
-                .local
-                .client(cfg)
-                .await
-                .map_err(pg("connect to reload the configuration"))?;
-            postgres::reload(client)
-                .await
-                .map_err(pg("reload the configuration"))?;
+            self.host.set_standby_of(Some(of));
+            self.host.reload(Reload::Follow).await?;
             out.changed = true;
             return Ok(());
         }
-        if self.local.background.is_some() {
+        if self.host.running_op().is_some() {
             return Ok(());
         }
         tracing::info!(%of, "starting PostgreSQL as a replica");
-        self.local.standby_of = Some(of);
+        self.host.set_standby_of(Some(of));
         self.spawn(Op::Start, out)?;
         Ok(())
     }
@@ -392,113 +363,26 @@ impl<C: Coordinator> Executor<'_, C> {
     /// Starts a slow operation in the background with the current
     /// configuration; a no-op while another one runs.
     fn spawn(&mut self, op: Op, out: &mut BatchOutcome) -> Result<(), ExecError> {
-        if self.local.background.is_some() {
+        if self.host.running_op().is_some() {
             return Ok(());
         }
-        let config = self
-            .local
-            .managed_config(self.cfg)
-            .map_err(pg("render the configuration"))?;
-        let postmaster = self.local.postmaster.take();
-        self.local.client = None;
-        self.local.last_running = None;
-        self.local.background = Some(Background::spawn(
-            op,
-            self.cfg,
-            config,
-            postmaster,
-            self.local.wake.clone(),
-        ));
+        self.host.start_op(op)?;
         out.changed = true;
         Ok(())
     }
 
-    /// Aborts a running slow operation and stops any postmaster it started.
-    async fn abort_background(&mut self) {
-        let Some(bg) = self.local.background.take() else {
-            return;
-        };
-        tracing::warn!(op = ?bg.op.kind(), "aborting a running operation");
-        bg.abort();
-        if let Some(pid) = super::supervise::orphan_postmaster(self.cfg) {
-            super::supervise::stop_orphan(pid).await;
-        }
-    }
-
     async fn set_sync(&mut self, sync: SyncStandbys) -> Result<(), ExecError> {
-        let cfg = self.cfg;
-        if self.local.sync == sync && self.observed.sync_standbys == sync {
+        if *self.host.sync() == sync && self.observed.sync_standbys == sync {
             return Ok(());
         }
         tracing::info!(value = %sync.to_setting(), "setting synchronous_standby_names");
         let nudge = !self.observed.in_recovery && !sync.names().is_empty();
-        self.local.sync = sync;
-        if self.local.background.is_some()
-            || !cfg.instance.layout.data_dir.join("PG_VERSION").exists()
-        {
+        self.host.set_sync(sync);
+        if self.host.running_op().is_some() || !self.host.has_data() {
             // Written by the running operation or at bootstrap; re-checked next tick.
             return Ok(());
         }
-        self.local
-            .write_config(cfg)
-            .map_err(pg("write synchronous_standby_names"))?;
-        if self.local.postmaster.is_some() {
-            let client = self
-                .local
-                .client(cfg)
-                .await
-                .map_err(pg("connect to reload synchronous_standby_names"))?;
-            postgres::reload(client)
-                .await
-                .map_err(pg("reload synchronous_standby_names"))?;
-            if nudge {
-                // Commits already waiting are released by the next standby
-                // reply; make it come now rather than at the standby's next
-                // status interval.
-                let nudged = postgres::nudge_sync_standbys(client, Duration::from_millis(100))
-                    .await
-                    .map_err(pg("nudge the synchronous standbys"))?;
-                tracing::debug!(nudged, "nudged the synchronous standbys");
-            }
-        }
-        Ok(())
-    }
-
-    async fn probe_peers(&self, probe: &FailsafeProbe) -> Vec<FailsafeReply> {
-        let body = serde_json::to_string(&ProbeWire::from(probe))
-            .expect("a probe serializes because it is plain data");
-        let timeout = self.cfg.loop_interval().max(Duration::from_millis(100)) / 2;
-        let calls = self
-            .cfg
-            .ha
-            .peers()
-            .filter_map(|p| self.cfg.peers.get(p))
-            .map(|p| {
-                let target = (p.host.clone(), p.api_port);
-                let body = body.clone();
-                tokio::spawn(async move {
-                    // A dead peer's DNS name may not resolve: no reply from it.
-                    let resolve = tokio::net::lookup_host(target);
-                    let addr = tokio::time::timeout(timeout, resolve)
-                        .await
-                        .ok()?
-                        .ok()?
-                        .next()?;
-                    client::post_json(addr, "/failsafe", &body, timeout)
-                        .await
-                        .ok()
-                })
-            })
-            .collect::<Vec<_>>();
-        let mut replies = Vec::new();
-        for call in calls {
-            if let Ok(Some((200, text))) = call.await
-                && let Ok(wire) = serde_json::from_str::<ReplyWire>(&text)
-            {
-                replies.push(wire.into());
-            }
-        }
-        replies
+        self.host.reload(Reload::Sync { nudge }).await
     }
 }
 
@@ -512,4 +396,87 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::memory::MemoryCoordinator;
+    use crate::machine::Timeline;
+    use crate::sim::host::{Effect, SimHost, SimLocal};
+    use crate::sim::pg::{Data, SimPg};
+
+    fn standby() -> SimPg {
+        SimPg {
+            data: Some(Data {
+                sysid: 1,
+                wal: vec![1],
+                history: vec![(Timeline(1), 0)],
+                standby: true,
+            }),
+            running: true,
+            ..SimPg::default()
+        }
+    }
+
+    /// Runs `action` at `now` with the fence armed until `armed`; whether an
+    /// operation started, and the failed action if any.
+    fn promote_at(now: u64, armed: Option<u64>) -> (bool, Option<ActionKind>) {
+        let coord = MemoryCoordinator::new();
+        let mut local = SimLocal {
+            armed: armed.map(Millis),
+            ..SimLocal::default()
+        };
+        let mut pg = standby();
+        let names = [MemberName::new("pg-0")];
+        let mut host = SimHost {
+            now: Millis(now),
+            local: &mut local,
+            pg: &mut pg,
+            names: &names,
+            effects: Vec::new(),
+            latency: 0,
+        };
+        let observed = pg_observed();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime builds");
+        let out = rt.block_on(
+            Executor {
+                coord: &coord,
+                host: &mut host,
+                observed: &observed,
+                coord_timeout: Duration::from_millis(50),
+            }
+            .run(vec![Action::Promote {
+                timeline: Timeline(2),
+            }]),
+        );
+        let started = host
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Started { .. }));
+        (started, out.failed_action)
+    }
+
+    fn pg_observed() -> PgObservation {
+        let mut o = standby().observe(&[MemberName::new("pg-0")], Vec::new());
+        o.running = true;
+        o
+    }
+
+    #[test]
+    fn never_makes_the_server_writable_past_the_fence_deadline() {
+        assert_eq!(promote_at(1_000, Some(1_500)), (true, None));
+        assert_eq!(
+            promote_at(1_500, Some(1_500)),
+            (false, Some(ActionKind::Promote))
+        );
+        assert_eq!(
+            promote_at(2_000, Some(1_500)),
+            (false, Some(ActionKind::Promote))
+        );
+        assert_eq!(promote_at(1_000, None), (false, Some(ActionKind::Promote)));
+    }
 }

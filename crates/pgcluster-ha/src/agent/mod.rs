@@ -4,7 +4,9 @@
 //! Every `loop_interval` the [`driver`] observes the local server
 //! ([`observe`]), reads the coordinator's view (with a timeout shorter than
 //! the loop), calls [`crate::machine::step`], executes the returned actions in
-//! order ([`execute`], stopping at the first failure or lost compare-and-swap)
+//! order ([`execute`], stopping at the first failure or lost compare-and-swap,
+//! on the real server through [`host::AgentHost`]; the simulator runs the same
+//! executor on fakes)
 //! and feeds the outcomes into the next tick. A [`watchdog`] thread fences
 //! PostgreSQL when the lease deadline passes even if this loop stalls. The
 //! [`http`] API serves health, readiness, status, metrics and failsafe probes.
@@ -20,6 +22,7 @@ pub mod background;
 pub mod client;
 pub mod driver;
 pub mod execute;
+pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod observe;

@@ -3,6 +3,9 @@
 //! N members, each with a simulated PostgreSQL ([`pg::SimPg`]: WAL as record
 //! IDs, timelines, streaming with delay, synchronous commit), the real state
 //! machine ([`crate::machine::step`]) driven like the agent drives it, the
+//! agent's real executor ([`crate::agent::execute::Executor`], action by
+//! action, with its rules) on in-memory fakes of the server, its fence and
+//! the clock ([`host`]), the
 //! [`crate::coordinator::memory::MemoryCoordinator`] with per-member
 //! unavailability, message delay, crashes and restarts of agent and/or
 //! PostgreSQL (an agent's crash takes its in-agent watchdog with it; its
@@ -26,6 +29,7 @@ macro_rules! trace {
 }
 
 pub mod check;
+pub mod host;
 pub mod pg;
 pub mod rng;
 pub mod schedule;

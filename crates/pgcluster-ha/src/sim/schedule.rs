@@ -33,6 +33,14 @@ pub enum FaultKind {
     PauseMember,
     /// Only PostgreSQL dies (the agent restarts it).
     CrashPostgres,
+    /// PostgreSQL's disk stalls until `until`: no commit completes, no WAL
+    /// streams, a running operation waits; the agent and the fencer run on.
+    DiskStall,
+    /// The member's clock (the agent's and the fencer's: one
+    /// `CLOCK_MONOTONIC`) steps forward by `until - at` ms at `at`. Random
+    /// schedules keep the step within half the configured
+    /// `max_clock_drift`, the budget the lease timings are checked against.
+    ClockJump,
     /// The coordinator is unreachable for the target until `until`.
     CoordinatorDown,
     /// The target cannot talk to member `peer` (both directions) until `until`.
@@ -80,6 +88,8 @@ impl fmt::Display for Fault {
             FaultKind::PauseAgent => "pause-agent".to_owned(),
             FaultKind::PauseMember => "pause-member".to_owned(),
             FaultKind::CrashPostgres => "crash-pg".to_owned(),
+            FaultKind::DiskStall => "disk-stall".to_owned(),
+            FaultKind::ClockJump => "clock-jump".to_owned(),
             FaultKind::CoordinatorDown => "coord-down".to_owned(),
             FaultKind::Partition { peer } => format!("partition/{peer}"),
             FaultKind::Switchover { target: Some(t) } => format!("switchover/{t}"),
@@ -94,7 +104,7 @@ impl fmt::Display for Fault {
 /// A fault specification that could not be parsed.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "failed to parse fault {spec:?}: expected KIND:WHO@START[-END] with KIND one of crash-node, crash-agent, pause-agent, pause-member, crash-pg, coord-down, partition/N, switchover/N|best, failover/N, foreign-data and WHO a member index, all or primary"
+    "failed to parse fault {spec:?}: expected KIND:WHO@START[-END] with KIND one of crash-node, crash-agent, pause-agent, pause-member, crash-pg, disk-stall, clock-jump (END - START = the step), coord-down, partition/N, switchover/N|best, failover/N, foreign-data and WHO a member index, all or primary"
 )]
 pub struct FaultParseError {
     /// The offending text.
@@ -128,6 +138,8 @@ impl std::str::FromStr for Fault {
                 "pause-agent" => FaultKind::PauseAgent,
                 "pause-member" => FaultKind::PauseMember,
                 "crash-pg" => FaultKind::CrashPostgres,
+                "disk-stall" => FaultKind::DiskStall,
+                "clock-jump" => FaultKind::ClockJump,
                 "coord-down" => FaultKind::CoordinatorDown,
                 "foreign-data" => FaultKind::ForeignData,
                 _ => return Err(err()),
@@ -170,8 +182,14 @@ pub enum Shape {
 }
 
 /// Draws a fault schedule from `rng`. Faults start after the cluster is up
-/// (`start`) and end before `heal`.
-pub fn random_faults(rng: &mut Rng, members: usize, start: u64, heal: u64) -> (Shape, Vec<Fault>) {
+/// (`start`) and end before `heal`; clock steps are at most `max_jump` ms.
+pub fn random_faults(
+    rng: &mut Rng,
+    members: usize,
+    start: u64,
+    heal: u64,
+    max_jump: u64,
+) -> (Shape, Vec<Fault>) {
     let shape = match rng.range(0, 10) {
         0 | 1 => Shape::PrimaryCrash,
         2 => Shape::CoordinatorOutage,
@@ -249,13 +267,18 @@ pub fn random_faults(rng: &mut Rng, members: usize, start: u64, heal: u64) -> (S
             }
             for _ in 0..rng.range(1, 5) {
                 let at = rng.range(start, heal - 100);
-                let until = (at + rng.range(50, 3500)).min(heal);
+                let mut until = (at + rng.range(50, 3500)).min(heal);
                 let target = match rng.range(0, 9) {
                     0..=2 => Target::Primary,
                     3 => Target::All,
                     _ => Target::Member(rng.below(members)),
                 };
-                let kind = match rng.range(0, 11) {
+                let kind = match rng.range(0, 13) {
+                    11 => FaultKind::DiskStall,
+                    12 => {
+                        until = at + rng.range(1, max_jump.max(2));
+                        FaultKind::ClockJump
+                    }
                     0 | 1 => FaultKind::CrashNode,
                     2 => FaultKind::CrashAgent,
                     10 if rng.chance(1, 2) => FaultKind::PauseAgent,
@@ -278,7 +301,9 @@ pub fn random_faults(rng: &mut Rng, members: usize, start: u64, heal: u64) -> (S
                         FaultKind::CrashNode
                         | FaultKind::CrashAgent
                         | FaultKind::PauseAgent
-                        | FaultKind::PauseMember,
+                        | FaultKind::PauseMember
+                        | FaultKind::DiskStall
+                        | FaultKind::ClockJump,
                         Target::All,
                     ) => Target::Primary,
                     (_, t) => t,

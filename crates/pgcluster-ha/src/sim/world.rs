@@ -3,16 +3,21 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
+use std::time::Duration;
+
 use super::check::Checker;
+use super::host::{CoordFault, Effect, SimCoord, SimHost, SimLocal};
 use super::pg::{Data, SimPg};
 use super::rng::Rng;
 use super::schedule::{Fault, FaultKind, Target, random_faults};
 use super::{SimConfig, SimReport};
-use crate::coordinator::CasOutcome;
+use crate::agent::background::Op;
+use crate::agent::driver::keeps_fence_armed;
+use crate::agent::execute::{BatchOutcome, Executor, acquires};
 use crate::coordinator::memory::MemoryCoordinator;
 use crate::machine::{
-    Action, ActionKind, ClusterView, FailsafeProbe, FailsafeReply, HaConfig, LeaseOutcome,
-    MachineState, MemberName, Millis, Observation, ReplicaProgress, StopMode, SwitchoverRequest,
+    Action, ActionKind, ClusterView, FailsafeProbe, FailsafeReply, HaConfig, MachineState,
+    MemberName, Millis, Observation, PgObservation, ReplicaProgress, SwitchoverRequest,
     TickObservation, Timeline, step,
 };
 
@@ -40,6 +45,10 @@ enum Event {
     Exec {
         m: usize,
         inc: u64,
+    },
+    OpDone {
+        m: usize,
+        seq: u64,
     },
     Stream {
         m: usize,
@@ -97,8 +106,14 @@ impl Ord for Queued {
 pub(super) struct Agent {
     pub state: Option<MachineState>,
     batch: VecDeque<Action>,
-    lease_outcome: Option<LeaseOutcome>,
-    failed: Option<ActionKind>,
+    /// The running batch's outcome, as the real executor fills it.
+    out: BatchOutcome,
+    /// The running batch takes an expired lease.
+    acquired: bool,
+    /// What this tick observed (the executor's `observed`).
+    observed: PgObservation,
+    /// A background operation that failed, reported at the next tick.
+    op_failed: Option<ActionKind>,
     replies: Vec<FailsafeReply>,
     view: Option<ClusterView>,
     tick_started: u64,
@@ -111,13 +126,16 @@ pub(super) struct Member {
     pub agent: Option<Agent>,
     inc: u64,
     pub pg: SimPg,
-    watchdog: Option<Millis>,
+    /// The agent's configuration state, its operation and the fencer's deadline.
+    pub host: SimLocal,
     pub coord_down: u32,
     pub foreign: bool,
     /// The agent is frozen until this time.
     paused_until: u64,
     /// The whole member (PostgreSQL and the fencer too) is frozen through this time.
     frozen_until: u64,
+    /// PostgreSQL's disk stalls through this time.
+    stalled_until: u64,
 }
 
 pub(super) struct World {
@@ -141,6 +159,8 @@ pub(super) struct World {
     pub report: SimReport,
     /// When the stored lease record was last written (global time).
     lease_written_at: u64,
+    /// Runs the real executor's futures (they never wait on the fakes).
+    rt: tokio::runtime::Runtime,
 }
 
 impl World {
@@ -175,17 +195,19 @@ impl World {
                 agent: None,
                 inc: 0,
                 pg: SimPg::default(),
-                watchdog: None,
+                host: SimLocal::default(),
                 coord_down: 0,
                 foreign: false,
                 paused_until: 0,
                 frozen_until: 0,
+                stalled_until: 0,
             })
             .collect();
         let (shape, faults) = match &cfg.faults {
             Some(f) => (None, f.clone()),
             None => {
-                let (s, f) = random_faults(&mut rng, n, cfg.faults_from, cfg.heal_at);
+                let max_jump = cfg.timings.max_clock_drift.as_millis() as u64 / 2;
+                let (s, f) = random_faults(&mut rng, n, cfg.faults_from, cfg.heal_at, max_jump);
                 (Some(s), f)
             }
         };
@@ -214,6 +236,10 @@ impl World {
             checker: Checker::new(n),
             report,
             lease_written_at: 0,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a current-thread runtime builds without I/O resources"),
         }
     }
 
@@ -290,8 +316,10 @@ impl World {
         self.members[m].agent = Some(Agent {
             state: Some(MachineState::new(self.configs[m].clone(), local)),
             batch: VecDeque::new(),
-            lease_outcome: None,
-            failed: None,
+            out: BatchOutcome::default(),
+            acquired: false,
+            observed: PgObservation::empty(),
+            op_failed: None,
             replies: Vec::new(),
             view: None,
             tick_started: at,
@@ -300,14 +328,23 @@ impl World {
     }
 
     fn kill_agent(&mut self, m: usize) {
-        self.members[m].agent = None;
-        self.members[m].inc += 1;
+        let mb = &mut self.members[m];
+        mb.agent = None;
+        mb.inc += 1;
+        // The agent's state and its operation die with it; the fencer's
+        // deadline does not.
+        mb.host = SimLocal {
+            op_seq: mb.host.op_seq,
+            armed: mb.host.armed,
+            ..SimLocal::default()
+        };
     }
 
     /// The whole member is frozen (a `PauseMember` fault): its server takes
     /// no write and streams nothing.
     pub fn frozen(&self, m: usize) -> bool {
-        self.members[m].frozen_until >= self.now
+        let mb = &self.members[m];
+        mb.frozen_until.max(mb.stalled_until) >= self.now
     }
 
     fn alive(&self, m: usize, inc: u64) -> bool {
@@ -361,6 +398,12 @@ impl World {
             }
             Event::Step { m, inc } if self.alive(m, inc) => self.do_step(m, inc),
             Event::Exec { m, inc } if self.alive(m, inc) => self.exec(m, inc),
+            Event::OpDone { m, seq } if self.frozen(m) => {
+                let mb = &self.members[m];
+                let at = mb.frozen_until.max(mb.stalled_until) + 1;
+                self.push(at, Event::OpDone { m, seq });
+            }
+            Event::OpDone { m, seq } => self.complete_op(m, seq),
             Event::Stream { m } => {
                 self.stream(m);
                 self.push(self.now + STREAM_EVERY, Event::Stream { m });
@@ -376,15 +419,9 @@ impl World {
                 self.push(at, Event::Watchdog { m, deadline });
             }
             Event::Watchdog { m, deadline }
-                if !self.cfg.broken_fence
-                    && self.members[m].watchdog == Some(deadline)
-                    && self.members[m].pg.writable() =>
+                if !self.cfg.broken_fence && self.members[m].host.armed == Some(deadline) =>
             {
-                self.members[m].pg.stop();
-                trace!(
-                    self,
-                    "{} fencer stopped PostgreSQL at its deadline", self.names[m]
-                );
+                self.fence(m, "at its deadline");
             }
             Event::Probe { to, from, probe } => {
                 let inc = self.members[to].inc;
@@ -456,12 +493,16 @@ impl World {
         let postgres = self.members[m].pg.observe(&self.names, replicas);
         let local = self.local(m);
         let agent = self.agent(m);
+        let out = std::mem::take(&mut agent.out);
+        let mut replies = std::mem::take(&mut agent.replies);
+        replies.extend(out.failsafe_replies);
         let tick = TickObservation {
-            postgres,
+            postgres: postgres.clone(),
             view: agent.view.take(),
-            lease_outcome: agent.lease_outcome.take(),
-            failed_action: agent.failed.take(),
-            failsafe_replies: std::mem::take(&mut agent.replies),
+            lease_outcome: out.lease_outcome,
+            // A failed background operation is reported as the driver does.
+            failed_action: agent.op_failed.take().or(out.failed_action),
+            failsafe_replies: replies,
         };
         let state = agent
             .state
@@ -470,7 +511,9 @@ impl World {
         let (state, actions) = step(state, local, Observation::Tick(Box::new(tick)));
         let agent = self.agent(m);
         agent.state = Some(state);
+        agent.acquired = acquires(&actions);
         agent.batch = actions.into();
+        agent.observed = postgres;
         self.schedule_exec(m, inc, self.now);
     }
 
@@ -483,6 +526,16 @@ impl World {
             }
             Some(false) => self.push(after, Event::Exec { m, inc }),
             None => {
+                // The batch is over: the driver's disarm rule.
+                let agent = self.agent(m);
+                let holds = agent
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.held_lease().is_some());
+                let writable = agent.observed.running && !agent.observed.in_recovery;
+                if !keeps_fence_armed(agent.out.armed, holds, writable) {
+                    self.members[m].host.armed = None;
+                }
                 let started = self.agent(m).tick_started;
                 let interval = self.real_for(m, self.configs[m].ms.loop_interval);
                 self.push((started + interval).max(after + 1), Event::Tick { m, inc });
@@ -490,90 +543,120 @@ impl World {
         }
     }
 
+    /// Runs the next action of the batch through the real executor, on the
+    /// simulated host and coordinator, then carries out what it did.
     fn exec(&mut self, m: usize, inc: u64) {
         let Some(action) = self.agent(m).batch.pop_front() else {
             return;
         };
-        let kind = action.kind();
-        let (ok, latency) = self.apply(m, action);
-        if !ok {
-            self.agent(m).failed = Some(kind);
+        let acquire = matches!(action, Action::AcquireLease { .. });
+        let fault = if self.members[m].coord_down > 0 {
+            CoordFault::Down
+        } else if is_coordinator_op(&action) && self.answer_lost() {
+            CoordFault::AnswerLost
+        } else {
+            CoordFault::None
+        };
+        let delay = if is_coordinator_op(&action) {
+            self.delay()
+        } else {
+            0
+        };
+        let now = self.local(m);
+        let agent = self.members[m]
+            .agent
+            .as_mut()
+            .expect("exec events are filtered by alive()");
+        let mut out = std::mem::take(&mut agent.out);
+        let acquired = agent.acquired;
+        let observed = agent.observed.clone();
+        let coord = SimCoord::new(&self.coord, fault, delay, COORD_TIMEOUT);
+        let mb = &mut self.members[m];
+        let mut host = SimHost {
+            now,
+            local: &mut mb.host,
+            pg: &mut mb.pg,
+            names: &self.names,
+            effects: Vec::new(),
+            latency: 0,
+        };
+        let go_on = self.rt.block_on(
+            Executor {
+                coord: &coord,
+                host: &mut host,
+                observed: &observed,
+                coord_timeout: Duration::from_millis(COORD_TIMEOUT),
+            }
+            .next(action, acquired, &mut out),
+        );
+        let effects = std::mem::take(&mut host.effects);
+        let latency = host.latency + coord.latency();
+        let writes = coord
+            .writes
+            .into_inner()
+            .expect("never poisoned: nothing panics while holding it");
+        self.agent(m).out = out;
+        for write in writes {
+            self.lease_written(m, acquire, write.before, write.after);
+        }
+        for effect in effects {
+            self.carry_out(m, effect);
+        }
+        if !go_on {
             self.agent(m).batch.clear();
         }
         self.schedule_exec(m, inc, self.now + latency);
     }
 
-    /// Executes one action; returns (succeeded, how long it took).
-    fn apply(&mut self, m: usize, action: Action) -> (bool, u64) {
+    fn lease_written(
+        &mut self,
+        m: usize,
+        acquire: bool,
+        before: Option<crate::machine::Lease>,
+        lease: crate::machine::Lease,
+    ) {
         let name = self.names[m].clone();
-        // Executor rule: never make PostgreSQL writable once the armed
-        // watchdog deadline has passed (the batch may run late, e.g. after a pause).
-        let makes_writable = matches!(
-            action,
-            Action::Bootstrap | Action::StartAsPrimary | Action::Promote { .. }
-        );
-        if makes_writable && self.members[m].watchdog.is_none_or(|d| self.local(m) >= d) {
-            return (false, 0);
+        if acquire
+            && let Some(old) = before.as_ref().and_then(|l| l.record.holder.clone())
+            && old != name
+        {
+            let written = self.lease_written_at;
+            Checker::acquired(self, &old, written);
         }
-        if let Some((expected, record)) = action.lease_cas() {
-            if self.members[m].coord_down > 0 {
-                self.agent(m).lease_outcome = Some(LeaseOutcome::Failed);
-                return (false, COORD_TIMEOUT);
+        self.lease_written_at = self.now;
+        if before.as_ref().map(|l| (&l.record.holder, l.record.term))
+            != Some((&lease.record.holder, lease.record.term))
+        {
+            trace!(
+                self,
+                "lease -> {} term {} timeline {} (by {name})",
+                lease
+                    .record
+                    .holder
+                    .as_ref()
+                    .map_or("nobody", |h| h.as_str()),
+                lease.record.term,
+                lease.record.timeline
+            );
+        }
+    }
+
+    fn carry_out(&mut self, m: usize, effect: Effect) {
+        let name = self.names[m].clone();
+        match effect {
+            Effect::Started { seq, after } => {
+                self.push(self.now + after, Event::OpDone { m, seq });
             }
-            let before = self.coord.lease();
-            let outcome = self.coord.cas_lease(expected, record.clone());
-            let d = self.delay();
-            let answer_lost = self.answer_lost();
-            match outcome {
-                CasOutcome::Won(lease) => {
-                    if matches!(action, Action::AcquireLease { .. })
-                        && let Some(old) = before.as_ref().and_then(|l| l.record.holder.clone())
-                        && old != name
-                    {
-                        let written = self.lease_written_at;
-                        Checker::acquired(self, &old, written);
-                    }
-                    self.lease_written_at = self.now;
-                    if before.as_ref().map(|l| (&l.record.holder, l.record.term))
-                        != Some((&lease.record.holder, lease.record.term))
-                    {
-                        trace!(
-                            self,
-                            "lease -> {} term {} timeline {} (by {name})",
-                            lease
-                                .record
-                                .holder
-                                .as_ref()
-                                .map_or("nobody", |h| h.as_str()),
-                            lease.record.term,
-                            lease.record.timeline
-                        );
-                    }
-                    if answer_lost {
-                        // Written, but the writer cannot know.
-                        self.agent(m).lease_outcome = Some(LeaseOutcome::Failed);
-                        return (false, COORD_TIMEOUT);
-                    }
-                    self.agent(m).lease_outcome = Some(LeaseOutcome::Won(lease));
-                    return (true, d);
-                }
-                CasOutcome::Lost(current) => {
-                    self.agent(m).lease_outcome = Some(LeaseOutcome::Lost(current));
-                    return (false, d);
+            Effect::Stopped { was_writable, why } => {
+                if was_writable {
+                    trace!(self, "{name} stopped a writable server ({why})");
                 }
             }
-        }
-        match action {
-            Action::PublishState(s) => self.coord_op(m, |c| c.publish(s)),
-            Action::ClearSwitchover { id } => self.coord_op(m, |c| c.clear(id)),
-            Action::SetRoleLabel { .. } => (true, 0),
-            Action::ArmWatchdog { deadline } => {
-                self.members[m].watchdog = Some(deadline);
+            Effect::Armed(deadline) => {
                 let wait = self.real_for(m, deadline.since(self.local(m)));
                 self.push(self.now + wait, Event::Watchdog { m, deadline });
-                (true, 0)
             }
-            Action::ProbePeers(probe) => {
+            Effect::Probe(probe) => {
                 for j in 0..self.members.len() {
                     if j != m && !self.partitioned(m, j) {
                         let d = self.delay();
@@ -587,36 +670,63 @@ impl World {
                         );
                     }
                 }
-                (true, 0)
             }
-            Action::AnswerProbe(_) => (true, 0),
-            Action::SetSyncStandbys(s) => {
-                self.members[m].pg.sync = s;
-                self.try_acks(m);
-                (true, 0)
-            }
-            Action::FenceWrites => {
-                if self.members[m].pg.writable() {
-                    trace!(self, "{name} fenced writes");
-                }
-                self.members[m].pg.stop();
-                (true, 0)
-            }
-            Action::Demote { mode } => {
-                let was_primary = self.members[m].pg.writable();
-                self.members[m].pg.stop();
-                if was_primary && mode == StopMode::Fast {
-                    self.flush_to_standbys(m);
-                }
-                if was_primary {
-                    trace!(self, "{name} demoted ({mode:?})");
-                }
-                (true, if mode == StopMode::Fast { 50 } else { 5 })
-            }
-            Action::Bootstrap => {
+            Effect::SyncChanged => self.try_acks(m),
+        }
+    }
+
+    /// Member `m`'s clock steps forward by `ms`; its fencer, on the same
+    /// clock, acts on the new time.
+    fn jump_clock(&mut self, m: usize, ms: u64) {
+        self.members[m].offset += ms;
+        let Some(deadline) = self.members[m].host.armed else {
+            return;
+        };
+        let wait = self.real_for(m, deadline.since(self.local(m)));
+        self.push(self.now + wait, Event::Watchdog { m, deadline });
+    }
+
+    /// The fencer stops the server (whatever its role) and forgets its deadline.
+    fn fence(&mut self, m: usize, why: &str) {
+        let mb = &mut self.members[m];
+        mb.host.armed = None;
+        if !mb.pg.running {
+            return;
+        }
+        let was_writable = mb.pg.writable();
+        mb.pg.stop();
+        if let Some(agent) = &mut mb.agent
+            && let Some(running) = mb.host.op.take()
+        {
+            agent.op_failed = Some(running.op.kind());
+        }
+        if was_writable {
+            trace!(self, "{} fencer stopped PostgreSQL {why}", self.names[m]);
+        }
+    }
+
+    /// A background operation completes: what the real one does to the server.
+    fn complete_op(&mut self, m: usize, seq: u64) {
+        let mb = &mut self.members[m];
+        if mb.host.op.as_ref().is_none_or(|r| r.seq != seq) {
+            return; // aborted, or its agent died
+        }
+        let running = mb.host.op.take().expect("checked just above");
+        let ok = self.op_effect(m, &running.op, running.standby_of);
+        if !ok && let Some(agent) = &mut self.members[m].agent {
+            agent.op_failed = Some(running.op.kind());
+        }
+    }
+
+    /// Applies `op` to member `m`'s server; false when it fails.
+    fn op_effect(&mut self, m: usize, op: &Op, standby_of: Option<MemberName>) -> bool {
+        let name = self.names[m].clone();
+        let sync = self.members[m].host.sync.clone();
+        match op {
+            Op::Bootstrap => {
                 let pg = &mut self.members[m].pg;
                 if pg.data.is_some() {
-                    return (false, 0);
+                    return false;
                 }
                 let marker = self.next_record;
                 self.next_record += 1;
@@ -628,74 +738,67 @@ impl World {
                 });
                 pg.running = true;
                 pg.upstream = None;
+                pg.sync = sync;
                 trace!(self, "{name} initialised the cluster");
                 Checker::became_writable(self, m);
-                (true, 100)
+                true
             }
-            Action::StartAsPrimary => {
+            Op::Start => {
+                let upstream = standby_of.as_ref().map(|o| self.index(o));
                 let pg = &mut self.members[m].pg;
                 let Some(d) = &mut pg.data else {
-                    return (false, 0);
+                    return false;
                 };
-                if d.standby {
-                    return (false, 0);
-                }
-                if pg.running {
-                    return (true, 0);
-                }
+                // Without standby settings a standby's data directory
+                // starts as a primary, as PostgreSQL does.
+                d.standby = upstream.is_some();
                 pg.running = true;
-                pg.upstream = None;
-                trace!(self, "{name} started as primary");
-                Checker::became_writable(self, m);
-                (true, 50)
-            }
-            Action::StartAsReplica { of } => {
-                let of = self.index(&of);
-                let pg = &mut self.members[m].pg;
-                let Some(d) = &mut pg.data else {
-                    return (false, 0);
-                };
-                if pg.running && d.standby && pg.upstream == Some(of) {
-                    return (true, 0);
+                pg.streaming = false;
+                pg.upstream = upstream;
+                pg.sync = sync;
+                if upstream.is_none() {
+                    trace!(self, "{name} started as primary");
+                    Checker::became_writable(self, m);
                 }
-                d.standby = true;
-                pg.stop();
-                pg.running = true;
-                pg.upstream = Some(of);
-                (true, 50)
+                true
             }
-            Action::Promote { timeline } => {
+            Op::Promote { timeline, .. } => {
                 let marker = self.next_record;
                 let pg = &mut self.members[m].pg;
                 let Some(d) = &mut pg.data else {
-                    return (false, 0);
+                    return false;
                 };
                 if !d.standby {
-                    return (false, 0);
+                    return false; // pg_promote: recovery is not in progress
                 }
+                // The agent places empty history files up to the lease's
+                // timeline; PostgreSQL picks the one after the newest it
+                // knows, and the agent reports any other as a failure (the
+                // server is promoted all the same).
+                let newest = d.history.iter().map(|h| h.0.0).max().unwrap_or(0);
+                let next = Timeline(newest.max(timeline.0.saturating_sub(1)) + 1);
                 self.next_record += 1;
-                d.history.push((timeline, d.wal.len()));
+                d.history.push((next, d.wal.len()));
                 d.wal.push(marker);
                 d.standby = false;
                 pg.running = true;
                 pg.streaming = false;
                 pg.upstream = None;
-                trace!(self, "{name} promoted to timeline {timeline}");
+                pg.sync = sync;
+                trace!(self, "{name} promoted to timeline {next}");
                 Checker::became_writable(self, m);
-                (true, 30)
+                next == *timeline
             }
-            Action::Rewind { ref from } | Action::Reclone { ref from } => {
+            Op::Rewind { from } | Op::Reclone { from } => {
+                let is_rewind = matches!(op, Op::Rewind { .. });
                 let from = self.index(from);
-                let is_rewind = matches!(action, Action::Rewind { .. });
                 let src = &self.members[from].pg;
-                let usable = src.writable() && !self.partitioned(m, from);
+                let usable = src.writable() && !self.partitioned(m, from) && !self.frozen(from);
                 if !usable {
-                    return (false, 0);
+                    return false;
                 }
-                let rewind_fails = is_rewind && self.rng.chance(1, 10);
-                if rewind_fails {
-                    self.members[m].pg.stop();
-                    return (false, 100);
+                if is_rewind && self.rng.chance(1, 10) {
+                    return false;
                 }
                 let mut data = src.data.clone().expect("a writable server has data");
                 data.standby = true;
@@ -705,25 +808,19 @@ impl World {
                 pg.upstream = Some(from);
                 let what = if is_rewind { "rewound" } else { "re-cloned" };
                 trace!(self, "{name} {what} from {}", self.names[from]);
-                (true, 150)
+                true
             }
-            Action::AcquireLease { .. }
-            | Action::RenewLease { .. }
-            | Action::ReleaseLease { .. }
-            | Action::HandOverLease { .. } => (true, 0),
+            Op::CleanStop { .. } => {
+                let was_primary = self.members[m].pg.writable();
+                self.members[m].pg.stop();
+                if was_primary {
+                    // A clean shutdown sends the rest of the WAL to standbys.
+                    self.flush_to_standbys(m);
+                    trace!(self, "{name} demoted (clean stop)");
+                }
+                true
+            }
         }
-    }
-
-    fn coord_op(&mut self, m: usize, f: impl FnOnce(&MemoryCoordinator)) -> (bool, u64) {
-        if self.members[m].coord_down > 0 {
-            return (false, COORD_TIMEOUT);
-        }
-        f(&self.coord);
-        if self.answer_lost() {
-            return (false, COORD_TIMEOUT);
-        }
-        let d = self.delay();
-        (true, d)
     }
 
     /// Whether the answer to a coordinator write that took effect gets lost.
@@ -916,14 +1013,14 @@ impl World {
                 FaultKind::CrashNode => {
                     self.kill_agent(m);
                     self.members[m].pg.stop();
-                    self.members[m].watchdog = None;
+                    self.members[m].host.armed = None;
                 }
                 FaultKind::CrashAgent => {
                     self.kill_agent(m);
                     if !self.cfg.broken_fence {
                         // The fencer reads end-of-file and stops the server.
                         self.members[m].pg.stop();
-                        self.members[m].watchdog = None;
+                        self.members[m].host.armed = None;
                         trace!(
                             self,
                             "{} fencer stopped PostgreSQL: its agent died", self.names[m]
@@ -938,6 +1035,10 @@ impl World {
                     self.members[m].frozen_until = self.members[m].frozen_until.max(f.until);
                 }
                 FaultKind::CrashPostgres => self.members[m].pg.stop(),
+                FaultKind::DiskStall => {
+                    self.members[m].stalled_until = self.members[m].stalled_until.max(f.until)
+                }
+                FaultKind::ClockJump => self.jump_clock(m, f.until - f.at),
                 FaultKind::CoordinatorDown => self.members[m].coord_down += 1,
                 FaultKind::Partition { peer } if peer < self.members.len() && peer != m => {
                     self.partitions[m][peer] += 1;
@@ -993,13 +1094,12 @@ impl World {
                 }
                 FaultKind::PauseMember if self.members[m].frozen_until <= self.now => {
                     // Thawed: the fencer runs first and finds its deadline past.
-                    let passed = self.members[m].watchdog.is_some_and(|d| self.local(m) >= d);
-                    if passed && !self.cfg.broken_fence && self.members[m].pg.writable() {
-                        self.members[m].pg.stop();
-                        trace!(
-                            self,
-                            "{} fencer stopped PostgreSQL on resume", self.names[m]
-                        );
+                    let passed = self.members[m]
+                        .host
+                        .armed
+                        .is_some_and(|d| self.local(m) >= d);
+                    if passed && !self.cfg.broken_fence {
+                        self.fence(m, "on resume");
                     }
                 }
                 FaultKind::Partition { peer } if peer < self.members.len() && peer != m => {
