@@ -29,8 +29,11 @@ macro_rules! trace {
 }
 
 pub mod check;
+mod execution;
+mod faults;
 pub mod host;
 pub mod pg;
+mod replication;
 pub mod rng;
 pub mod schedule;
 mod world;
