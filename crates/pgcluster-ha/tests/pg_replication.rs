@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use pgcluster_ha::machine::{MemberName, SyncStandbys};
 use pgcluster_ha::postgres::{self, SlotMode, StopMode};
 use pgcluster_ha::testing::{TestServer, wait_for};
 
@@ -215,21 +216,58 @@ async fn reclone_keeps_old_data_until_new_copy_succeeds() {
     assert!(!exists, "the divergent table is gone");
 }
 
-/// With synchronous_standby_names naming the replica, commits are
-/// acknowledged while it streams and block while it is down, completing
-/// once it is back; an empty setting releases waiting commits.
+/// Sets `synchronous_standby_names` as the agent does: rendered from a
+/// [`SyncStandbys`] into the managed configuration file, then a reload.
+async fn configure_sync(server: &mut TestServer, sync: &SyncStandbys) {
+    server.config.synchronous_standby_names = sync.to_setting();
+    server
+        .instance
+        .write_config(&server.config, &server.hba)
+        .expect("write the managed configuration");
+    postgres::reload(&server.client().await)
+        .await
+        .expect("reload");
+}
+
+fn all_of(names: &[&str]) -> SyncStandbys {
+    SyncStandbys::AllOf(names.iter().map(|n| MemberName::new(*n)).collect())
+}
+
+/// Waits until a commit on `server` waits for a synchronous standby
+/// (`wait_event = 'SyncRep'`): proof the insert was sent and is held.
+async fn wait_held(server: &TestServer) {
+    let c = server.client().await;
+    wait_for(
+        "a commit waiting for a synchronous standby",
+        WAIT,
+        || async {
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (n > 0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// With `synchronous_standby_names` naming the replica (`FIRST 1 ("b")`, as
+/// the agent writes it), commits are acknowledged while it streams and wait
+/// while it is down, completing once it is back; `Off` releases waiting
+/// commits.
 #[tokio::test]
 async fn synchronous_replication_blocks_and_acks() {
-    let primary = TestServer::primary("a").await;
+    let mut primary = TestServer::primary("a").await;
     let mut replica = TestServer::replica_of(&primary, "b").await;
     let pc = primary.client().await;
     pc.batch_execute("CREATE TABLE t (v int)")
         .await
         .expect("create");
-    let names = postgres::sync_standby_names(1, &["b".to_owned()]);
-    postgres::set_synchronous_standby_names(&pc, &names)
-        .await
-        .expect("set sync names");
+    configure_sync(&mut primary, &all_of(&["b"])).await;
     wait_for("b is a synchronous standby", WAIT, || async {
         let st = postgres::observe(&pc).await.ok()?;
         st.standbys
@@ -250,7 +288,7 @@ async fn synchronous_replication_blocks_and_acks() {
     let writer = primary.client().await;
     let blocked =
         tokio::spawn(async move { writer.batch_execute("INSERT INTO t VALUES (2)").await });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_held(&primary).await;
     assert!(
         !blocked.is_finished(),
         "commit must wait for the synchronous standby"
@@ -267,11 +305,9 @@ async fn synchronous_replication_blocks_and_acks() {
     let writer = primary.client().await;
     let blocked =
         tokio::spawn(async move { writer.batch_execute("INSERT INTO t VALUES (3)").await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_held(&primary).await;
     assert!(!blocked.is_finished());
-    postgres::set_synchronous_standby_names(&pc, "")
-        .await
-        .expect("async again");
+    configure_sync(&mut primary, &SyncStandbys::Off).await;
     tokio::time::timeout(WAIT, blocked)
         .await
         .expect("released by switching to async")
@@ -279,39 +315,41 @@ async fn synchronous_replication_blocks_and_acks() {
         .expect("insert");
 }
 
-/// A commit waiting under a setting that names no streaming standby is
-/// released once the setting names one and the standbys are nudged, though
-/// the idle standby (status interval an hour here) would send no reply of
-/// its own: PostgreSQL re-checks waiting commits only on a standby's reply.
-/// Without the nudge the commit waits for unrelated WAL (the background
-/// writer's snapshot, every 15 s at best); with it, it is released at once.
+/// A commit waiting under a setting that names no streaming standby (the
+/// agent's empty set, which blocks) is released once the setting names one
+/// and the standbys are nudged, though the idle standby (status interval an
+/// hour here) would send no reply of its own: PostgreSQL re-checks waiting
+/// commits only on a standby's reply. Without the nudge the commit waits for
+/// unrelated WAL (the background writer's snapshot, every 15 s at best);
+/// with it, it is released at once.
 #[tokio::test]
 async fn nudge_releases_commits_waiting_on_a_changed_standby_set() {
-    let primary = TestServer::primary("a").await;
-    let replica = TestServer::replica_of(&primary, "b").await;
-    let rc = replica.client().await;
-    rc.batch_execute("ALTER SYSTEM SET wal_receiver_status_interval = '1h'")
+    let mut primary = TestServer::primary("a").await;
+    let mut replica = TestServer::replica_of(&primary, "b").await;
+    replica
+        .config
+        .extra
+        .insert("wal_receiver_status_interval".into(), "1h".into());
+    replica
+        .instance
+        .write_config(&replica.config, &replica.hba)
+        .expect("configure the standby");
+    postgres::reload(&replica.client().await)
         .await
-        .expect("alter system on the standby");
-    postgres::reload(&rc).await.expect("reload the standby");
+        .expect("reload the standby");
     let pc = primary.client().await;
     pc.batch_execute("CREATE TABLE t (v int)")
         .await
         .expect("create");
     wait_count(&replica, "t", 0).await;
-    postgres::set_synchronous_standby_names(&pc, "FIRST 1 (nobody)")
-        .await
-        .expect("names nobody");
+    configure_sync(&mut primary, &all_of(&[])).await;
     let writer = primary.client().await;
     let blocked =
         tokio::spawn(async move { writer.batch_execute("INSERT INTO t VALUES (1)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_held(&primary).await;
     assert!(!blocked.is_finished(), "waits: no listed standby streams");
 
-    let names = postgres::sync_standby_names(1, &["b".to_owned()]);
-    postgres::set_synchronous_standby_names(&pc, &names)
-        .await
-        .expect("names b");
+    configure_sync(&mut primary, &all_of(&["b"])).await;
     let nudged = postgres::nudge_sync_standbys(&pc, Duration::from_secs(10))
         .await
         .expect("nudge");

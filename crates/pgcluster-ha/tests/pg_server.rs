@@ -163,40 +163,6 @@ async fn immediate_fence_stops_writes() {
     assert_eq!(count, 1, "the committed row survives");
 }
 
-/// The read-only fence ends every other session and makes new transactions
-/// read-only; lifting it restores writes.
-#[tokio::test]
-async fn read_only_fence_and_unfence() {
-    let server = TestServer::primary("rofence").await;
-    let admin = server.client().await;
-    let victim = server.client().await;
-    victim
-        .batch_execute("CREATE TABLE t (v int)")
-        .await
-        .expect("create");
-    let killed = postgres::fence_read_only(&admin).await.expect("fence");
-    assert!(killed >= 1, "the other session was terminated");
-    assert!(
-        victim.batch_execute("SELECT 1").await.is_err(),
-        "terminated session is gone"
-    );
-    let fresh = server.client().await;
-    let err = fresh
-        .batch_execute("INSERT INTO t VALUES (1)")
-        .await
-        .expect_err("read-only");
-    assert!(
-        err.to_string().contains("read-only") || format!("{err:?}").contains("read-only"),
-        "{err:?}"
-    );
-    postgres::unfence_read_only(&admin).await.expect("unfence");
-    let again = server.client().await;
-    again
-        .batch_execute("INSERT INTO t VALUES (1)")
-        .await
-        .expect("writes are back");
-}
-
 /// A small tmpfs, unmounted (lazily) on drop.
 struct Tmpfs(tempfile::TempDir);
 

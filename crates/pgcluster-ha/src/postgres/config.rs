@@ -369,13 +369,13 @@ mod tests {
             primary_conninfo: "host=127.0.0.1 port=5432 application_name=it's".into(),
             primary_slot_name: Some("pg_1".into()),
         });
-        config.synchronous_standby_names = "ANY 1 (\"pg-1\")".into();
+        config.synchronous_standby_names = "FIRST 1 (\"pg-1\")".into();
         let text = config.render();
         assert!(
             text.contains("primary_conninfo = 'host=127.0.0.1 port=5432 application_name=it''s'\n")
         );
         assert!(text.contains("primary_slot_name = 'pg_1'\n"));
-        assert!(text.contains("synchronous_standby_names = 'ANY 1 (\"pg-1\")'\n"));
+        assert!(text.contains("synchronous_standby_names = 'FIRST 1 (\"pg-1\")'\n"));
     }
 
     /// Local mode pg_hba never uses trust and only admits 127.0.0.1 over TCP.

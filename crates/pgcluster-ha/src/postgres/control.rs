@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use super::config::quote;
 use super::error::PgError;
 
 /// Promotes a standby and waits (up to `wait_seconds`) until it accepts writes.
@@ -53,29 +52,6 @@ pub async fn checkpoint(client: &tokio_postgres::Client) -> Result<(), PgError> 
         .map_err(|source| query_error(sql, source))
 }
 
-/// `synchronous_standby_names` for "any `count` of `members`" (quorum
-/// commit); empty (asynchronous) when `count` is 0 or there are no members.
-pub fn sync_standby_names(count: usize, members: &[String]) -> String {
-    if count == 0 || members.is_empty() {
-        return String::new();
-    }
-    let names: Vec<String> = members
-        .iter()
-        .map(|m| format!("\"{}\"", m.replace('"', "\"\"")))
-        .collect();
-    format!("ANY {} ({})", count.min(members.len()), names.join(", "))
-}
-
-/// Sets `synchronous_standby_names` with ALTER SYSTEM and reloads; takes
-/// effect for commits within milliseconds, no restart.
-pub async fn set_synchronous_standby_names(
-    client: &tokio_postgres::Client,
-    value: &str,
-) -> Result<(), PgError> {
-    alter_system(client, "synchronous_standby_names", value).await?;
-    reload(client).await
-}
-
 /// After a change of `synchronous_standby_names` on a primary: waits (up to
 /// `wait`) until a walsender has taken a listed standby as synchronous, then
 /// commits one transaction without waiting for standbys. PostgreSQL checks
@@ -112,33 +88,6 @@ pub async fn nudge_sync_standbys(
     Ok(true)
 }
 
-/// The soft fence: makes new transactions read-only by default, reloads and
-/// terminates every other client backend. Cheaper than a stop, but a client
-/// can still `SET default_transaction_read_only = off`; use an immediate stop
-/// ([`super::Postmaster::fence`]) when safety depends on it.
-pub async fn fence_read_only(client: &tokio_postgres::Client) -> Result<u64, PgError> {
-    alter_system(client, "default_transaction_read_only", "on").await?;
-    reload(client).await?;
-    let sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-               WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
-    let killed: i64 = client
-        .query_one(sql, &[])
-        .await
-        .map_err(|source| query_error(sql, source))?
-        .get(0);
-    Ok(killed as u64)
-}
-
-/// Lifts [`fence_read_only`].
-pub async fn unfence_read_only(client: &tokio_postgres::Client) -> Result<(), PgError> {
-    let sql = "ALTER SYSTEM RESET default_transaction_read_only";
-    client
-        .batch_execute(sql)
-        .await
-        .map_err(|source| query_error(sql, source))?;
-    reload(client).await
-}
-
 /// `pg_reload_conf()`.
 pub async fn reload(client: &tokio_postgres::Client) -> Result<(), PgError> {
     let sql = "SELECT pg_reload_conf()";
@@ -146,19 +95,6 @@ pub async fn reload(client: &tokio_postgres::Client) -> Result<(), PgError> {
         .batch_execute(sql)
         .await
         .map_err(|source| query_error(sql, source))
-}
-
-async fn alter_system(
-    client: &tokio_postgres::Client,
-    name: &'static str,
-    value: &str,
-) -> Result<(), PgError> {
-    // ALTER SYSTEM takes no bind parameters; the value is quoted as a literal.
-    let sql = format!("ALTER SYSTEM SET {name} = {}", quote(value));
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|source| query_error(&sql, source))
 }
 
 /// The physical slot name for a member: lower case, `-` and `.` become `_`.
@@ -302,22 +238,6 @@ fn query_error(sql: &str, source: tokio_postgres::Error) -> PgError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Quorum syntax with quoted member names; empty means asynchronous.
-    #[test]
-    fn renders_sync_standby_names() {
-        let members = vec!["pg-1".to_owned(), "pg-2".to_owned()];
-        assert_eq!(
-            sync_standby_names(1, &members),
-            "ANY 1 (\"pg-1\", \"pg-2\")"
-        );
-        assert_eq!(
-            sync_standby_names(5, &members),
-            "ANY 2 (\"pg-1\", \"pg-2\")"
-        );
-        assert_eq!(sync_standby_names(0, &members), "");
-        assert_eq!(sync_standby_names(1, &[]), "");
-    }
 
     /// Member names map to valid slot names; unsafe ones are refused.
     #[test]

@@ -32,9 +32,8 @@ pub use config::{
     render_hba,
 };
 pub use control::{
-    SlotState, checkpoint, create_physical_slot, drop_physical_slot, fence_read_only,
-    list_physical_slots, nudge_sync_standbys, promote, reload, set_synchronous_standby_names,
-    slot_name_for, sync_standby_names, unfence_read_only,
+    SlotState, checkpoint, create_physical_slot, drop_physical_slot, list_physical_slots,
+    nudge_sync_standbys, promote, reload, slot_name_for,
 };
 pub use datadir::{DataDirState, parse_system_identifier};
 pub use error::{PgError, StartLog};
