@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use pgcluster_ha::local::{RouteTargets, Router, RouterConfig};
-use pgcluster_ha::testing::{TEST_PASSWORD, TestServer};
+use pgcluster_ha::testing::{TEST_PASSWORD, TestServer, wait_for};
 use tokio::sync::watch;
 
 /// A client through `addr` (the router) as the test superuser.
@@ -123,7 +123,18 @@ async fn rw_client_waits_for_a_primary() {
         .expect("router");
     let addr = router.rw_addr();
     let pending = tokio::spawn(async move { connect(addr).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The router holds the accepted client while there is no primary.
+    wait_for(
+        "the router to hold the rw client",
+        Duration::from_secs(10),
+        || async {
+            let s = router.stats();
+            (s.accepted == 1 && s.active == 1).then_some(())
+        },
+    )
+    .await;
+    assert!(!pending.is_finished(), "the client waits for a primary");
+    assert_eq!(router.stats().unroutable, 0, "not turned away");
     tx.send_replace(RouteTargets {
         primary: Some(a.addr()),
         replicas: vec![],
