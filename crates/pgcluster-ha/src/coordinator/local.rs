@@ -22,28 +22,47 @@
 //!   holder, term, timeline and standbys, and every agent restarts and waits
 //!   a lease anyway. After a reboot (tmpfs empty) readers fall back to the
 //!   durable copy.
-//! * Member states (`members/NAME.json`, ~4 writes a second per member) are
-//!   soft: each member republishes every loop and readers judge freshness by
-//!   the heartbeat. Each member writes only its own runtime file, with a
-//!   temporary file and a rename (readers never see half a file) but no lock.
+//! * Member states are soft: each member republishes every loop and readers
+//!   judge freshness by the heartbeat. Each member writes only its own
+//!   runtime files, with a temporary file and a rename (readers never see half
+//!   a file) but no lock. The state itself (`members/NAME.json`) is rewritten
+//!   only when something other than the heartbeat changed; the heartbeat of
+//!   every loop goes to `beats/NAME.json`, which readers lay over the state.
+//!   So an idle cluster rewrites one small file per member and loop, and a
+//!   watcher of `members/` (the router) is not woken by heartbeats.
+//! * Every change other than a plain renewal is also signalled by renaming a
+//!   marker into `changes/`, after both copies are written: [`ChangeWatch`]
+//!   (inotify) wakes agents and the router on real changes only, instead of
+//!   their polling the files.
 //!
 //! Readers need no lock because rename is atomic. [`LocalCoordinator::open`]
 //! keeps both in one directory (tests, machines without `/dev/shm`). A
 //! `coordinator.json` written by an older version (members inside it) still
 //! loads; its members are dropped at the next lease write.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::memory::MemoryCoordinator;
+pub use super::watch::ChangeWatch;
 use super::{BoxError, CasOutcome, Coordinator, CoordinatorError};
-use crate::machine::{ClusterView, LeaseRecord, LeaseVersion, MemberState, SwitchoverRequest};
+use crate::machine::{
+    ClusterView, LeaseRecord, LeaseVersion, MemberName, MemberState, Millis, SwitchoverRequest,
+};
 
 const STATE_FILE: &str = "coordinator.json";
 const LOCK_FILE: &str = "coordinator.lock";
 const MEMBERS_DIR: &str = "members";
+const BEATS_DIR: &str = "beats";
+const CHANGES_DIR: &str = "changes";
+/// The marker renamed into [`CHANGES_DIR`] after every change of the lease
+/// file other than a plain renewal.
+const LEASE_CHANGED: &str = "lease";
 
 /// A coordinator stored in directories shared by the agents of one local cluster.
 #[derive(Clone, Debug)]
@@ -55,7 +74,19 @@ pub struct LocalCoordinator {
     run: PathBuf,
     timeout: Duration,
     /// Writes of the lease file made durable (fsynced) through this handle.
-    durable_writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    durable_writes: Arc<AtomicU64>,
+    /// Writes of member state files (not heartbeats) through this handle.
+    member_writes: Arc<AtomicU64>,
+    /// The state last written to each member file through this handle, so
+    /// that a publication that only moves the heartbeat rewrites nothing else.
+    published: Arc<Mutex<BTreeMap<MemberName, MemberState>>>,
+}
+
+/// A member's heartbeat as written every loop to `beats/NAME.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Beat {
+    heartbeat: u64,
+    last_seen: Millis,
 }
 
 impl LocalCoordinator {
@@ -79,20 +110,40 @@ impl LocalCoordinator {
         if run != dir {
             private_dir(&run)?;
         }
-        let members = run.join(MEMBERS_DIR);
-        fs::create_dir_all(&members).map_err(|e| unavailable(&members, e))?;
+        for sub in [MEMBERS_DIR, BEATS_DIR, CHANGES_DIR] {
+            let path = run.join(sub);
+            fs::create_dir_all(&path).map_err(|e| unavailable(&path, e))?;
+        }
         Ok(Self {
             dir,
             run,
             timeout,
             durable_writes: Default::default(),
+            member_writes: Default::default(),
+            published: Default::default(),
         })
     }
 
     /// How many lease-file writes through this handle were fsynced.
     pub fn durable_writes(&self) -> u64 {
-        self.durable_writes
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.durable_writes.load(Ordering::Relaxed)
+    }
+
+    /// How many member state files (heartbeats aside) this handle wrote.
+    pub fn member_writes(&self) -> u64 {
+        self.member_writes.load(Ordering::Relaxed)
+    }
+
+    /// Starts watching for changes: of the lease and switchover request
+    /// (other than renewals), and with `members` also of member states
+    /// (other than heartbeats). Fails when inotify is unavailable (e.g. its
+    /// per-user limit is reached); callers then poll.
+    pub fn watch(&self, members: bool) -> Result<ChangeWatch, CoordinatorError> {
+        let mut dirs = vec![self.run.join(CHANGES_DIR)];
+        if members {
+            dirs.push(self.run.join(MEMBERS_DIR));
+        }
+        ChangeWatch::new(&dirs)
     }
 
     /// The directory holding the durable state.
@@ -123,8 +174,16 @@ impl LocalCoordinator {
             // A member file cut short by a machine crash (never fsynced) is
             // skipped: its member republishes within a loop.
             if let Ok(bytes) = fs::read(&path)
-                && let Ok(state) = serde_json::from_slice::<MemberState>(&bytes)
+                && let Ok(mut state) = serde_json::from_slice::<MemberState>(&bytes)
             {
+                // The heartbeat of every loop lives apart from the state.
+                let beat = self.run.join(BEATS_DIR).join(entry.file_name());
+                if let Ok(bytes) = fs::read(&beat)
+                    && let Ok(beat) = serde_json::from_slice::<Beat>(&bytes)
+                {
+                    state.heartbeat = beat.heartbeat;
+                    state.last_seen = beat.last_seen;
+                }
                 view.members.insert(state.name.clone(), state);
             }
         }
@@ -161,11 +220,12 @@ impl LocalCoordinator {
                 // Durable before anyone can see it, so nobody acts on a
                 // state a machine crash could take back.
                 write_file(&self.dir, &view, true)?;
-                self.durable_writes
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.durable_writes.fetch_add(1, Ordering::Relaxed);
                 if self.run != self.dir {
                     write_file(&self.run, &view, false)?;
                 }
+                // Both copies are written: wake the watchers.
+                self.signal(LEASE_CHANGED)?;
             } else {
                 write_file(&self.run, &view, false)?;
             }
@@ -174,28 +234,43 @@ impl LocalCoordinator {
         Ok(out)
     }
 
-    /// Replaces `state.name`'s member file: atomic (rename), not durable.
-    fn publish_now(&self, state: &MemberState) -> Result<(), CoordinatorError> {
-        let dir = self.run.join(MEMBERS_DIR);
-        let name: String = state
-            .name
-            .as_str()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let path = dir.join(format!("{name}.json"));
-        let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
-        let bytes = serde_json::to_vec(state).map_err(|e| CoordinatorError::Corrupt {
-            what: "the member state to write".to_owned(),
-            source: Some(Box::new(e)),
-        })?;
-        let result = fs::write(&tmp, &bytes).and_then(|()| fs::rename(&tmp, &path));
+    /// Publishes `state`: its heartbeat to `beats/NAME.json`, and the rest
+    /// to `members/NAME.json` only when it changed (each atomic by rename,
+    /// not durable). The heartbeat goes first: a reader that sees the new
+    /// state also sees a heartbeat at least as new.
+    pub fn publish_now(&self, state: &MemberState) -> Result<(), CoordinatorError> {
+        let file = format!("{}.json", file_stem(&state.name));
+        let path = self.run.join(MEMBERS_DIR).join(&file);
+        let beat = Beat {
+            heartbeat: state.heartbeat,
+            last_seen: state.last_seen,
+        };
+        replace_file(&self.run.join(BEATS_DIR).join(&file), &to_json(&beat)?)?;
+        let mut published = self
+            .published
+            .lock()
+            .expect("the published-states lock is never poisoned because nothing panics under it");
+        let unchanged = published
+            .get(&state.name)
+            .is_some_and(|prev| same_but_heartbeat(prev, state))
+            // Removed behind our back (a cleared runtime directory): write it again.
+            && path.exists();
+        if !unchanged {
+            replace_file(&path, &to_json(state)?)?;
+            self.member_writes.fetch_add(1, Ordering::Relaxed);
+            published.insert(state.name.clone(), state.clone());
+        }
+        Ok(())
+    }
+
+    /// Renames a fresh marker `name` into `changes/`, waking every [`ChangeWatch`].
+    fn signal(&self, name: &str) -> Result<(), CoordinatorError> {
+        // Written outside the watched directory: only the rename wakes anyone.
+        let tmp = self
+            .run
+            .join(format!("{CHANGES_DIR}-{name}.{}.tmp", std::process::id()));
+        let path = self.run.join(CHANGES_DIR).join(name);
+        let result = File::create(&tmp).and_then(|_| fs::rename(&tmp, &path));
         result.map_err(|e| {
             let _ = fs::remove_file(&tmp);
             unavailable(&path, e)
@@ -240,6 +315,51 @@ impl LocalCoordinator {
                 source: Some(Box::new(e)),
             })?
     }
+}
+
+/// The file name of a member's files: its name with anything but ASCII
+/// letters, digits, `-` and `_` replaced.
+fn file_stem(name: &MemberName) -> String {
+    name.as_str()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Whether two publications of a member differ at most by the heartbeat.
+fn same_but_heartbeat(a: &MemberState, b: &MemberState) -> bool {
+    let strip = |s: &MemberState| MemberState {
+        heartbeat: 0,
+        last_seen: Millis(0),
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>, CoordinatorError> {
+    serde_json::to_vec(value).map_err(|e| CoordinatorError::Corrupt {
+        what: "the member state to write".to_owned(),
+        source: Some(Box::new(e)),
+    })
+}
+
+/// Replaces `path` with `bytes` through a temporary file in the same
+/// directory and a rename (readers never see half a file); not durable.
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), CoordinatorError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let result = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        unavailable(path, e)
+    })
 }
 
 /// Whether `after` differs from `before` only by a renewal of the same
@@ -372,11 +492,27 @@ impl Coordinator for LocalCoordinator {
         self.blocking(move |c| c.update(|s| s.clear(id))).await
     }
 
-    /// Reads are a few small local files: cheap enough every 20 ms.
+    /// Reads are a few small local files: cheap enough every 20 ms (the
+    /// fallback when [`Coordinator::changes`] has no inotify).
     fn quick_poll(&self) -> Option<Duration> {
-        Some(Duration::from_millis(20))
+        Some(QUICK_POLL)
+    }
+
+    /// Renames into `changes/`, through inotify; `None` when inotify is
+    /// unavailable (the agent then polls).
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self.watch(false) {
+            Ok(watch) => Some(watch.forward(QUICK_POLL)),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the coordinator; polling it every {QUICK_POLL:?}");
+                None
+            }
+        }
     }
 }
+
+/// How often the coordinator is polled when it cannot be watched.
+const QUICK_POLL: Duration = Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {
@@ -588,6 +724,134 @@ mod tests {
             last_seen: Millis(0),
             heartbeat,
         }
+    }
+
+    fn inode_and_mtime(path: &Path) -> (u64, std::time::SystemTime) {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).expect("metadata");
+        (meta.ino(), meta.modified().expect("mtime"))
+    }
+
+    /// An idle member's loop rewrites only its heartbeat: publishing the same
+    /// state with a new heartbeat leaves the member file as it was (same
+    /// inode, same mtime) while every reader still sees the heartbeat move;
+    /// a real change is written at once.
+    #[tokio::test]
+    async fn an_unchanged_member_state_is_not_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = LocalCoordinator::open(dir.path(), Duration::from_secs(1)).expect("open");
+        let reader = LocalCoordinator::open(dir.path(), Duration::from_secs(1)).expect("open");
+        let name = MemberName::new("a");
+        let file = dir.path().join(MEMBERS_DIR).join("a.json");
+        let mut state = member_state("a", 1);
+        c.publish_member(state.clone()).await.expect("publish");
+        let written = inode_and_mtime(&file);
+        for beat in 2..=20 {
+            state.heartbeat = beat;
+            state.last_seen = Millis(beat * 250);
+            c.publish_member(state.clone()).await.expect("publish");
+            let seen = reader.read_now().expect("read").members[&name].clone();
+            assert_eq!(seen.heartbeat, beat, "readers see every heartbeat");
+            assert_eq!(seen.last_seen, Millis(beat * 250));
+        }
+        assert_eq!(c.member_writes(), 1, "19 loops, no rewrite of the state");
+        assert_eq!(
+            inode_and_mtime(&file),
+            written,
+            "the member file is untouched"
+        );
+        state.role = crate::machine::MemberRole::Primary;
+        state.heartbeat = 21;
+        c.publish_member(state.clone()).await.expect("publish");
+        assert_eq!(c.member_writes(), 2, "a new role is written");
+        assert_ne!(inode_and_mtime(&file), written);
+        assert_eq!(reader.read_now().expect("read").members[&name], state);
+        // A member file removed behind the publisher's back comes back.
+        fs::remove_file(&file).expect("remove");
+        state.heartbeat = 22;
+        c.publish_member(state.clone()).await.expect("publish");
+        assert_eq!(reader.read_now().expect("read").members[&name], state);
+    }
+
+    /// Watchers are woken by a new holder, a switchover request and a
+    /// changed member state, and never by what an idle cluster does every
+    /// loop: renewals and heartbeats.
+    #[tokio::test]
+    async fn watchers_wake_on_changes_only() {
+        let durable = tempfile::tempdir().expect("tempdir");
+        let shm = tempfile::tempdir().expect("tempdir");
+        let c = LocalCoordinator::open_split(
+            durable.path(),
+            shm.path().join("run"),
+            Duration::from_secs(1),
+        )
+        .expect("open");
+        let lease_watch = c.watch(false).expect("inotify");
+        let all_watch = c.watch(true).expect("inotify");
+        let CasOutcome::Won(mut lease) = c
+            .compare_and_swap_lease(LeaseVersion(0), record("a", 1))
+            .await
+            .expect("cas")
+        else {
+            panic!("lost")
+        };
+        let mut state = member_state("a", 1);
+        c.publish_member(state.clone()).await.expect("publish");
+        assert!(lease_watch.drain().expect("drain") > 0, "acquisition");
+        assert!(
+            all_watch.drain().expect("drain") > 0,
+            "acquisition and first state"
+        );
+        // Forty idle loops of a primary: renew, publish the same state.
+        for n in 2..=41u64 {
+            let mut renewal = lease.record.clone();
+            renewal.renewed_at = Millis(n * 250);
+            let CasOutcome::Won(l) = c
+                .compare_and_swap_lease(lease.version, renewal)
+                .await
+                .expect("cas")
+            else {
+                panic!("lost")
+            };
+            lease = l;
+            state.heartbeat = n;
+            c.publish_member(state.clone()).await.expect("publish");
+        }
+        assert_eq!(
+            lease_watch.drain().expect("drain"),
+            0,
+            "renewals wake nobody"
+        );
+        assert_eq!(all_watch.drain().expect("drain"), 0, "nor do heartbeats");
+        c.request_switchover(SwitchoverRequest {
+            id: 1,
+            target: None,
+            forced: false,
+        })
+        .await
+        .expect("request");
+        assert!(
+            lease_watch.drain().expect("drain") > 0,
+            "a switchover request"
+        );
+        state.sync_eligible = true;
+        c.publish_member(state.clone()).await.expect("publish");
+        assert_eq!(
+            lease_watch.drain().expect("drain"),
+            0,
+            "member states are not the lease"
+        );
+        assert!(
+            all_watch.drain().expect("drain") > 0,
+            "a changed member state"
+        );
+        // And the async side resolves on a change.
+        let mut w = c.watch(false).expect("inotify");
+        c.clear_switchover(1).await.expect("clear");
+        tokio::time::timeout(Duration::from_secs(10), w.changed())
+            .await
+            .expect("woken, not timed out")
+            .expect("watch");
     }
 
     /// Split: renewals and member states stay in the runtime directory (the
