@@ -27,8 +27,9 @@
 //!   runtime files, with a temporary file and a rename (readers never see half
 //!   a file) but no lock. The state itself (`members/NAME.json`) is rewritten
 //!   only when something other than the heartbeat changed; the heartbeat of
-//!   every loop goes to `beats/NAME.json`, which readers lay over the state.
-//!   So an idle cluster rewrites one small file per member and loop, and a
+//!   every loop is overwritten in place in `beats/NAME` (one fixed-width
+//!   line, one write on a file kept open), which readers lay over the state.
+//!   So an idle member's loop costs one small write, no new file, and a
 //!   watcher of `members/` (the router) is not woken by heartbeats.
 //! * Every change other than a plain renewal is also signalled by renaming a
 //!   marker into `changes/`, after both copies are written: [`ChangeWatch`]
@@ -77,16 +78,40 @@ pub struct LocalCoordinator {
     durable_writes: Arc<AtomicU64>,
     /// Writes of member state files (not heartbeats) through this handle.
     member_writes: Arc<AtomicU64>,
-    /// The state last written to each member file through this handle, so
-    /// that a publication that only moves the heartbeat rewrites nothing else.
-    published: Arc<Mutex<BTreeMap<MemberName, MemberState>>>,
+    /// What this handle published, so that a publication that only moves
+    /// the heartbeat rewrites nothing else.
+    published: Arc<Mutex<Published>>,
+    /// Member files as last read, by path, with the identity they had.
+    read_cache: Arc<Mutex<BTreeMap<PathBuf, (FileId, MemberState)>>>,
+    /// The runtime directory is on tmpfs: reads and member publications
+    /// (never fsynced) run on the caller's thread, not handed to a blocking
+    /// thread and back (two thread wake-ups each, most of an idle loop's
+    /// cost); lease writes, which may fsync, always are.
+    inline: bool,
 }
 
-/// A member's heartbeat as written every loop to `beats/NAME.json`.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Beat {
-    heartbeat: u64,
-    last_seen: Millis,
+/// A file's inode, modification time (s, ns) and size.
+type FileId = (u64, i64, i64, u64);
+
+/// The member states and heartbeat files of one handle's publications.
+#[derive(Debug, Default)]
+struct Published {
+    /// The state last written to each member file.
+    states: BTreeMap<MemberName, MemberState>,
+    /// Each member's heartbeat file, kept open.
+    beats: BTreeMap<MemberName, File>,
+}
+
+/// A heartbeat as stored in `beats/NAME`: a line of fixed width, so that
+/// each write replaces the whole previous one.
+fn beat_line(heartbeat: u64, last_seen: Millis) -> String {
+    format!("{heartbeat:020} {:020}\n", last_seen.0)
+}
+
+/// The heartbeat and time of a `beats/NAME` line.
+fn parse_beat(text: &str) -> Option<(u64, Millis)> {
+    let (hb, seen) = text.trim_end().split_once(' ')?;
+    Some((hb.parse().ok()?, Millis(seen.parse().ok()?)))
 }
 
 impl LocalCoordinator {
@@ -114,6 +139,8 @@ impl LocalCoordinator {
             let path = run.join(sub);
             fs::create_dir_all(&path).map_err(|e| unavailable(&path, e))?;
         }
+        let inline = nix::sys::statfs::statfs(&run)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
         Ok(Self {
             dir,
             run,
@@ -121,6 +148,8 @@ impl LocalCoordinator {
             durable_writes: Default::default(),
             member_writes: Default::default(),
             published: Default::default(),
+            read_cache: Default::default(),
+            inline,
         })
     }
 
@@ -173,21 +202,40 @@ impl LocalCoordinator {
             }
             // A member file cut short by a machine crash (never fsynced) is
             // skipped: its member republishes within a loop.
-            if let Ok(bytes) = fs::read(&path)
-                && let Ok(mut state) = serde_json::from_slice::<MemberState>(&bytes)
-            {
+            if let Some(mut state) = self.read_member(&path) {
                 // The heartbeat of every loop lives apart from the state.
-                let beat = self.run.join(BEATS_DIR).join(entry.file_name());
-                if let Ok(bytes) = fs::read(&beat)
-                    && let Ok(beat) = serde_json::from_slice::<Beat>(&bytes)
+                if let Some(stem) = path.file_stem()
+                    && let Ok(text) = fs::read_to_string(self.run.join(BEATS_DIR).join(stem))
+                    && let Some((heartbeat, last_seen)) = parse_beat(&text)
                 {
-                    state.heartbeat = beat.heartbeat;
-                    state.last_seen = beat.last_seen;
+                    state.heartbeat = heartbeat;
+                    state.last_seen = last_seen;
                 }
                 view.members.insert(state.name.clone(), state);
             }
         }
         Ok(view)
+    }
+
+    /// A member file's state. Member files are replaced by rename (a new
+    /// inode) and only when they change: one seen before (same inode, time
+    /// and size) is not read and parsed again.
+    fn read_member(&self, path: &Path) -> Option<MemberState> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).ok()?;
+        let id = (meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.size());
+        let mut cache = self
+            .read_cache
+            .lock()
+            .expect("the read cache lock is never poisoned because nothing panics under it");
+        if let Some((seen, state)) = cache.get(path)
+            && *seen == id
+        {
+            return Some(state.clone());
+        }
+        let state: MemberState = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+        cache.insert(path.to_owned(), (id, state.clone()));
+        Some(state)
     }
 
     /// The lease and switchover request (and, in a file written by an older
@@ -206,7 +254,37 @@ impl LocalCoordinator {
     /// Runs `op` on the lease and switchover request under the exclusive
     /// lock and stores the result durably.
     fn update<T>(&self, op: impl FnOnce(&MemoryCoordinator) -> T) -> Result<T, CoordinatorError> {
-        let lock = self.lock()?;
+        let lock = self
+            .lock(true)?
+            .expect("a waiting lock() returns the lock or an error");
+        let out = self.apply(op, true)?;
+        drop(lock);
+        Ok(out.expect("apply() with durable writes allowed always applies"))
+    }
+
+    /// [`Self::update`] on the caller's thread when that is quick: the lock
+    /// is free and the change is a plain renewal (no fsync) or none.
+    /// `None`: not done, call [`Self::update`] (on a blocking thread).
+    fn update_quick<T>(
+        &self,
+        op: impl FnOnce(&MemoryCoordinator) -> T,
+    ) -> Result<Option<T>, CoordinatorError> {
+        let Some(lock) = self.lock(false)? else {
+            return Ok(None);
+        };
+        let out = self.apply(op, false)?;
+        drop(lock);
+        Ok(out)
+    }
+
+    /// Under the lock: applies `op` to the stored lease and request and
+    /// writes the result. Without `durable`, a change that needs the
+    /// durable copy is not applied (`None`).
+    fn apply<T>(
+        &self,
+        op: impl FnOnce(&MemoryCoordinator) -> T,
+        durable: bool,
+    ) -> Result<Option<T>, CoordinatorError> {
         let mut before = self.read_lease()?;
         let store = MemoryCoordinator::from_view(before.clone());
         let out = op(&store);
@@ -217,6 +295,9 @@ impl LocalCoordinator {
         // cost most under I/O load and hold the lock the longest.
         if view != before {
             if !renewal_only(&before, &view) {
+                if !durable {
+                    return Ok(None);
+                }
                 // Durable before anyone can see it, so nobody acts on a
                 // state a machine crash could take back.
                 write_file(&self.dir, &view, true)?;
@@ -230,35 +311,55 @@ impl LocalCoordinator {
                 write_file(&self.run, &view, false)?;
             }
         }
-        drop(lock);
-        Ok(out)
+        Ok(Some(out))
     }
 
-    /// Publishes `state`: its heartbeat to `beats/NAME.json`, and the rest
-    /// to `members/NAME.json` only when it changed (each atomic by rename,
-    /// not durable). The heartbeat goes first: a reader that sees the new
-    /// state also sees a heartbeat at least as new.
+    /// Publishes `state`: its heartbeat to `beats/NAME` (overwritten in
+    /// place), and the rest to `members/NAME.json` only when it changed
+    /// (atomic by rename; neither durable). The heartbeat goes first: a
+    /// reader that sees the new state also sees a heartbeat at least as new.
     pub fn publish_now(&self, state: &MemberState) -> Result<(), CoordinatorError> {
-        let file = format!("{}.json", file_stem(&state.name));
-        let path = self.run.join(MEMBERS_DIR).join(&file);
-        let beat = Beat {
-            heartbeat: state.heartbeat,
-            last_seen: state.last_seen,
-        };
-        replace_file(&self.run.join(BEATS_DIR).join(&file), &to_json(&beat)?)?;
+        use std::os::unix::fs::FileExt;
+        let stem = file_stem(&state.name);
+        let path = self.run.join(MEMBERS_DIR).join(format!("{stem}.json"));
         let mut published = self
             .published
             .lock()
             .expect("the published-states lock is never poisoned because nothing panics under it");
-        let unchanged = published
+        // Removed behind our back (a cleared runtime directory): write both
+        // files anew.
+        let there = path.exists();
+        if !there {
+            published.beats.remove(&state.name);
+        }
+        let beat_path = self.run.join(BEATS_DIR).join(&stem);
+        if !published.beats.contains_key(&state.name) {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&beat_path)
+                .map_err(|e| unavailable(&beat_path, e))?;
+            published.beats.insert(state.name.clone(), file);
+        }
+        let line = beat_line(state.heartbeat, state.last_seen);
+        let written = published
+            .beats
             .get(&state.name)
-            .is_some_and(|prev| same_but_heartbeat(prev, state))
-            // Removed behind our back (a cleared runtime directory): write it again.
-            && path.exists();
+            .map(|f| f.write_all_at(line.as_bytes(), 0));
+        if let Some(Err(e)) = written {
+            published.beats.remove(&state.name);
+            return Err(unavailable(&beat_path, e));
+        }
+        let unchanged = there
+            && published
+                .states
+                .get(&state.name)
+                .is_some_and(|prev| same_but_heartbeat(prev, state));
         if !unchanged {
             replace_file(&path, &to_json(state)?)?;
             self.member_writes.fetch_add(1, Ordering::Relaxed);
-            published.insert(state.name.clone(), state.clone());
+            published.states.insert(state.name.clone(), state.clone());
         }
         Ok(())
     }
@@ -278,8 +379,9 @@ impl LocalCoordinator {
     }
 
     /// Takes the exclusive lock, polling so that a stalled holder turns into a
-    /// timeout instead of a blocked agent loop.
-    fn lock(&self) -> Result<File, CoordinatorError> {
+    /// timeout instead of a blocked agent loop; without `wait`, `None` when
+    /// someone else holds it.
+    fn lock(&self, wait: bool) -> Result<Option<File>, CoordinatorError> {
         let path = self.run.join(LOCK_FILE);
         let file = OpenOptions::new()
             .create(true)
@@ -290,7 +392,8 @@ impl LocalCoordinator {
         let started = Instant::now();
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(file),
+                Ok(()) => return Ok(Some(file)),
+                Err(TryLockError::WouldBlock) if !wait => return Ok(None),
                 Err(TryLockError::WouldBlock) if started.elapsed() < self.timeout => {
                     std::thread::sleep(Duration::from_millis(2));
                 }
@@ -467,6 +570,9 @@ fn unavailable(path: &Path, e: std::io::Error) -> CoordinatorError {
 
 impl Coordinator for LocalCoordinator {
     async fn read_view(&self) -> Result<ClusterView, CoordinatorError> {
+        if self.inline {
+            return self.read_now();
+        }
         self.blocking(|c| c.read_now()).await
     }
 
@@ -475,11 +581,21 @@ impl Coordinator for LocalCoordinator {
         expected: LeaseVersion,
         record: LeaseRecord,
     ) -> Result<CasOutcome, CoordinatorError> {
+        // A renewal (every loop of a primary) is a small write to tmpfs: done
+        // here, not handed to a blocking thread and back.
+        if self.inline
+            && let Some(out) = self.update_quick(|s| s.cas_lease(expected, record.clone()))?
+        {
+            return Ok(out);
+        }
         self.blocking(move |c| c.update(|s| s.cas_lease(expected, record)))
             .await
     }
 
     async fn publish_member(&self, state: MemberState) -> Result<(), CoordinatorError> {
+        if self.inline {
+            return self.publish_now(&state);
+        }
         self.blocking(move |c| c.publish_now(&state)).await
     }
 
@@ -732,6 +848,17 @@ mod tests {
         (meta.ino(), meta.modified().expect("mtime"))
     }
 
+    /// A heartbeat line is read back as written, whatever its numbers.
+    #[test]
+    fn beat_lines_round_trip() {
+        for (hb, seen) in [(0, 0), (7, 1750), (u64::MAX, u64::MAX)] {
+            let line = beat_line(hb, Millis(seen));
+            assert_eq!(line.len(), 42, "fixed width");
+            assert_eq!(parse_beat(&line), Some((hb, Millis(seen))));
+        }
+        assert_eq!(parse_beat("garbage"), None);
+    }
+
     /// An idle member's loop rewrites only its heartbeat: publishing the same
     /// state with a new heartbeat leaves the member file as it was (same
     /// inode, same mtime) while every reader still sees the heartbeat move;
@@ -746,6 +873,8 @@ mod tests {
         let mut state = member_state("a", 1);
         c.publish_member(state.clone()).await.expect("publish");
         let written = inode_and_mtime(&file);
+        let beat_file = dir.path().join(BEATS_DIR).join("a");
+        let beat_inode = inode_and_mtime(&beat_file).0;
         for beat in 2..=20 {
             state.heartbeat = beat;
             state.last_seen = Millis(beat * 250);
@@ -759,6 +888,11 @@ mod tests {
             inode_and_mtime(&file),
             written,
             "the member file is untouched"
+        );
+        assert_eq!(
+            inode_and_mtime(&beat_file).0,
+            beat_inode,
+            "heartbeats are written in place, no new file per loop"
         );
         state.role = crate::machine::MemberRole::Primary;
         state.heartbeat = 21;
@@ -779,7 +913,14 @@ mod tests {
     #[tokio::test]
     async fn watchers_wake_on_changes_only() {
         let durable = tempfile::tempdir().expect("tempdir");
-        let shm = tempfile::tempdir().expect("tempdir");
+        // On tmpfs where there is one, as `pgcluster up` runs it: renewals
+        // are then written on the caller's thread.
+        let shm = if Path::new("/dev/shm").is_dir() {
+            tempfile::tempdir_in("/dev/shm")
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("tempdir");
         let c = LocalCoordinator::open_split(
             durable.path(),
             shm.path().join("run"),
@@ -817,6 +958,8 @@ mod tests {
             state.heartbeat = n;
             c.publish_member(state.clone()).await.expect("publish");
         }
+        assert_eq!(lease.version, LeaseVersion(41), "every renewal was written");
+        assert_eq!(c.durable_writes(), 1, "only the acquisition was fsynced");
         assert_eq!(
             lease_watch.drain().expect("drain"),
             0,
