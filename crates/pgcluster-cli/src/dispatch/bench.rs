@@ -230,6 +230,10 @@ async fn idle_on(layout: &Layout, args: &Args) -> Result<(), CliError> {
     );
     let rows = idle::measure(&groups, window).await.map_err(|e| fail(&e))?;
     print!("{}", idle::table(&rows));
+    println!(
+        "resolution: {:.0} ms/min (one /proc clock tick over the window; --window longer for finer figures)",
+        idle::resolution_ms_per_min(window)
+    );
     let worst = |role: idle::Role| {
         rows.iter()
             .filter(|r| r.role == role)

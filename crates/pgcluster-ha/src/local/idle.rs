@@ -284,6 +284,12 @@ pub fn parse_pss(rollup: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The smallest CPU difference a window of `window` can show, in ms per
+/// minute: one clock tick of `/proc` (10 ms) scaled to a minute.
+pub fn resolution_ms_per_min(window: Duration) -> f64 {
+    1000.0 / clock_ticks_per_second() * 60.0 / window.as_secs_f64().max(0.001)
+}
+
 fn clock_ticks_per_second() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(n)) if n > 0 => n as f64,
