@@ -11,7 +11,7 @@ use pgcluster_ha::local::cluster;
 use pgcluster_ha::local::layout::Layout;
 use pgcluster_k8s::agent_mode::{self, KubeAgentEnv};
 
-use super::local::{fail, load, runtime, shutdown_signal};
+use super::local::{fail, load, quiet_runtime, runtime, shutdown_signal};
 use crate::CliError;
 
 /// Arguments of `pgcluster agent`.
@@ -73,7 +73,11 @@ fn exec_local(data_dir: &std::path::Path, member: &str) -> Result<(), CliError> 
             }
         })
         .map_err(|e| fail(&e))?;
-    runtime()?.block_on(async {
+    // One thread: a tick is one task that awaits PostgreSQL, the
+    // coordinator's files and its actions in turn; slow work (pg_ctl,
+    // pg_rewind, lease writes that may fsync) runs in child processes or on
+    // blocking threads; the watchdog has a thread of its own.
+    quiet_runtime()?.block_on(async {
         let config = cluster::agent_config(&layout, &record, &validated, member)
             .await
             .map_err(|e| fail(&e))?;

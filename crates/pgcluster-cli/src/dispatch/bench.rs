@@ -4,6 +4,9 @@
 //! the write-unavailability window, the time to promotion and acknowledged
 //! writes lost; then the router's overhead against direct connections
 //! (pgbench select-only) and 200 concurrent connections through it.
+//!
+//! `pgcluster bench idle`: what a healthy cluster nobody uses costs, per
+//! process (CPU per minute and PSS), against the idle goals.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,6 +28,8 @@ use crate::CliError;
 pub enum Kind {
     /// Node-crash failover, switchover and router overhead.
     Failover,
+    /// CPU and memory of an idle cluster's processes.
+    Idle,
 }
 
 /// Replication modes to measure.
@@ -47,7 +52,10 @@ and removes them afterwards. Takes a few minutes.
 Examples:
   pgcluster bench failover
   pgcluster bench failover --kills 3 --switchovers 3 --mode sync
-  pgcluster bench failover --mode sync --instances 3 --skip-router"
+  pgcluster bench failover --mode sync --instances 3 --skip-router
+  pgcluster bench failover --exe ./pgcluster-old      # the clusters run an older build
+  pgcluster bench idle                       # a fresh default cluster, 60 s window
+  pgcluster bench idle --window 20 --data-dir ~/.local/share/pgcluster/local"
 )]
 pub struct Args {
     /// What to measure.
@@ -71,6 +79,27 @@ pub struct Args {
     /// Skip the pgbench router measurements.
     #[arg(long)]
     pub skip_router: bool,
+    /// idle: how long to measure, in seconds (CPU is reported per minute).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub window: u64,
+    /// idle: measure this running cluster instead of starting a fresh one
+    /// with the default spec.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The pgcluster binary the benchmark clusters run (default: this one),
+    /// e.g. to compare an older build with this one in the same sitting.
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+}
+
+impl Args {
+    /// The binary the benchmark clusters run.
+    fn cluster_exe(&self) -> Result<PathBuf, CliError> {
+        match &self.exe {
+            Some(exe) => Ok(exe.clone()),
+            None => std::env::current_exe().map_err(|e| fail(&e)),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -108,6 +137,9 @@ fn stats(v: &[f64]) -> String {
 /// Runs the benchmark and prints the figures.
 pub fn exec(args: Args) -> Result<(), CliError> {
     let _telemetry = crate::telemetry::init_from_env("error", "pgcluster")?;
+    if args.kind == Kind::Idle {
+        return runtime()?.block_on(idle(&args));
+    }
     let modes: &[&str] = match args.mode {
         Mode::Sync => &["sync"],
         Mode::Async => &["async"],
@@ -122,7 +154,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
 }
 
 async fn one_mode(args: &Args, mode: &str, router: bool) -> Result<(), CliError> {
-    let exe = std::env::current_exe().map_err(|e| fail(&e))?;
+    let exe = args.cluster_exe()?;
     let dir = tempfile::Builder::new()
         .prefix("pgcluster-bench-")
         .tempdir_in("/tmp")
@@ -143,12 +175,96 @@ async fn one_mode(args: &Args, mode: &str, router: bool) -> Result<(), CliError>
     result
 }
 
+/// `bench idle`: on the cluster in `--data-dir`, or on a fresh default
+/// cluster that is removed afterwards.
+async fn idle(args: &Args) -> Result<(), CliError> {
+    if let Some(dir) = &args.data_dir {
+        return idle_on(&Layout::new(dir), args).await;
+    }
+    let exe = args.cluster_exe()?;
+    let dir = tempfile::Builder::new()
+        .prefix("pgcluster-bench-idle-")
+        .tempdir_in("/tmp")
+        .map_err(|e| fail(&e))?;
+    let layout = Layout::new(dir.path().join("data"));
+    let root = layout.root().display().to_string();
+    let base = args.port.to_string();
+    let started = pgcluster(
+        &exe,
+        &["up", "--data-dir", &root, "--port", &base, "--detach"],
+    );
+    let result = match started {
+        Ok(()) => idle_on(&layout, args).await,
+        Err(e) => Err(e),
+    };
+    let _ = cluster::stop(&layout, Duration::from_secs(60)).await;
+    result
+}
+
+/// Waits for the cluster in `layout` to be healthy and quiet, then measures
+/// its processes over the window and prints the table.
+async fn idle_on(layout: &Layout, args: &Args) -> Result<(), CliError> {
+    use pgcluster_ha::local::idle;
+    let record = layout.read_record().map_err(|e| fail(&e))?;
+    if !settled(layout, &record, Duration::from_secs(120)).await {
+        return Err(CliError::Other(anyhow::anyhow!(
+            "cluster {} in {} did not become healthy (a primary, every replica streaming from it) \
+             within 120 s; see `pgcluster status --data-dir {}`",
+            record.name,
+            layout.root().display(),
+            layout.root().display()
+        )));
+    }
+    // Start-up work (the first checkpoint, application objects, the
+    // router's first connections) is not what an idle cluster costs.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let record = layout.read_record().map_err(|e| fail(&e))?;
+    let groups = idle::processes(layout, &record).map_err(|e| fail(&e))?;
+    let window = Duration::from_secs(args.window);
+    println!(
+        "idle cluster {} ({} instances, {}), measuring {} s with no client...",
+        record.name,
+        record.members.len(),
+        layout.root().display(),
+        args.window
+    );
+    let rows = idle::measure(&groups, window).await.map_err(|e| fail(&e))?;
+    print!("{}", idle::table(&rows));
+    println!(
+        "resolution: {:.0} ms/min (one /proc clock tick over the window; --window longer for finer figures)",
+        idle::resolution_ms_per_min(window)
+    );
+    let worst = |role: idle::Role| {
+        rows.iter()
+            .filter(|r| r.role == role)
+            .filter_map(idle::Row::ratio)
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+    };
+    for (role, goal) in [
+        (idle::Role::Agent, idle::AGENT_GOAL),
+        (idle::Role::Router, idle::ROUTER_GOAL),
+    ] {
+        if let Some(ratio) = worst(role) {
+            println!(
+                "{}: worst {:.2}x the goal of {} ms CPU per idle minute ({})",
+                role.name(),
+                ratio,
+                goal.as_millis(),
+                if ratio <= 1.0 { "met" } else { "missed" }
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Waits (bounded) until every instance is ready and every replica streams
 /// from the primary; false on timeout.
 async fn settled(layout: &Layout, record: &ClusterRecord, timeout: Duration) -> bool {
     let started = Instant::now();
     while started.elapsed() < timeout {
-        let s = collect(layout, record).await;
+        // A restarted agent has a new PID: only the current record knows it.
+        let record = layout.read_record().unwrap_or_else(|_| record.clone());
+        let s = collect(layout, &record).await;
         let primary = s
             .instances
             .iter()
@@ -293,6 +409,7 @@ async fn run_mode(
     let mut windows = Vec::new();
     let mut promotions = Vec::new();
     for k in 0..args.kills {
+        let record = layout.read_record().map_err(|e| fail(&e))?;
         let status = collect(layout, &record).await;
         let Some(p) = status
             .instances
@@ -403,6 +520,7 @@ async fn run_mode(
     if router {
         let bin = PgBinaries::in_dir(&record.pg_bin).map_err(|e| fail(&e))?;
         let pgbench = bin.tool("pgbench");
+        let record = layout.read_record().map_err(|e| fail(&e))?;
         let status = collect(layout, &record).await;
         let primary_port = status
             .instances

@@ -86,6 +86,18 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| fail(&e))
 }
 
+/// A runtime on the calling thread, for a process that mostly sleeps (a
+/// local agent): its main task, PostgreSQL connection and timers share one
+/// thread, so an idle loop wakes one thread instead of handing every step
+/// between threads (those wake-ups were most of an idle agent's CPU).
+/// `spawn_blocking` still has its own threads.
+pub fn quiet_runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&e))
+}
+
 /// An error with its whole cause chain, as a [`CliError::Other`].
 pub fn fail(error: &dyn std::error::Error) -> CliError {
     CliError::Other(anyhow::anyhow!(pgcluster_ha::agent::execute::error_chain(

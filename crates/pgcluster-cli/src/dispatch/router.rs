@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use pgcluster_ha::local::cluster;
-use pgcluster_ha::local::layout as cluster_layout;
 use pgcluster_ha::local::{Router, RouterConfig};
 
 use super::local::{Target, fail, runtime, shutdown_signal};
@@ -35,30 +34,17 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         // cheap; this runtime only follows the coordinator.
         let router = Router::spawn_dedicated(RouterConfig::for_cluster(&layout, &record), targets)
             .map_err(|e| fail(&e))?;
-        // A detached router must not outlive its cluster: stop when the
-        // cluster's record is gone (data dir removed), not only on a signal.
-        let orphaned = async {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if matches!(
-                    layout.read_record(),
-                    Err(cluster_layout::LayoutError::NoCluster { .. })
-                ) {
-                    tracing::warn!("the cluster record is gone; the router stops");
-                    return;
-                }
-            }
-        };
         // The detached router lives as long as the cluster: it also keeps
-        // the agents running (restarts with back-off).
+        // the agents running (restarts with back-off), and its supervisor
+        // returns when the cluster's record is gone (data dir removed), so
+        // the router never outlives its cluster.
         let exe = std::env::current_exe().map_err(|e| fail(&e))?;
         let (_, validated) = super::local::load(&layout)?;
         let first = pgcluster_ha::local::supervisor::first_restart(&validated.timings);
         let supervise = pgcluster_ha::local::supervisor::supervise(layout.clone(), exe, first);
         tokio::select! {
             () = shutdown_signal() => {}
-            () = orphaned => {}
-            () = supervise => {}
+            () = supervise => tracing::warn!("the cluster record is gone; the router stops"),
         }
         router.shutdown();
         task.abort();

@@ -155,7 +155,15 @@ pub async fn run<C: Coordinator>(
     let soon = (loop_interval / 5).max(Duration::from_millis(20));
     let mut interval = tokio::time::interval(loop_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let quick = agent.coord.quick_poll();
+    // Between ticks, act at once on a switchover request or a lease
+    // hand-over: woken by the store where it can push changes, else by
+    // polling it.
+    let mut changes = agent.coord.changes();
+    let quick = if changes.is_some() {
+        None
+    } else {
+        agent.coord.quick_poll()
+    };
     let mut quick_tick = tokio::time::interval(quick.unwrap_or(loop_interval));
     quick_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let wake = agent.local.wake.clone();
@@ -175,6 +183,11 @@ pub async fn run<C: Coordinator>(
             },
             () = wake.notified() => interval.reset_immediately(),
             _ = quick_tick.tick(), if quick.is_some() => {
+                if agent.view_moved().await {
+                    interval.reset_immediately();
+                }
+            }
+            Some(()) = changed(&mut changes) => {
                 if agent.view_moved().await {
                     interval.reset_immediately();
                 }
@@ -441,6 +454,21 @@ impl<C: Coordinator> Agent<C> {
         s.watchdog_fired = self.watchdog.fired();
         s.last_error = self.last_error.clone();
         s.note = self.machine.note().map(str::to_owned);
+    }
+}
+
+/// The next change pushed by the coordinator; `None` (and no more waiting)
+/// when it pushes none.
+async fn changed(changes: &mut Option<watch::Receiver<u64>>) -> Option<()> {
+    match changes {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(()),
+            Err(_) => {
+                *changes = None;
+                None
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -1,5 +1,5 @@
 //! Observing the local server into the machine's [`PgObservation`]: over the
-//! Unix socket while it runs, from `pg_controldata` and `standby.signal`
+//! Unix socket while it runs (one prepared statement on a kept connection), from `pg_controldata` and `standby.signal`
 //! while it is stopped.
 
 use std::collections::BTreeSet;
@@ -80,17 +80,8 @@ pub async fn observe(cfg: &AgentConfig, local: &mut LocalPg, timeout: Duration) 
 
 async fn running(cfg: &AgentConfig, local: &mut LocalPg) -> Result<Observed, PgError> {
     let standby_of = local.standby_of.clone();
-    let client = local.client(cfg).await?;
-    let state = postgres::observe(client).await?;
-    let sync_sql = "SHOW synchronous_standby_names";
-    let sync_text: String = client
-        .query_one(sync_sql, &[])
-        .await
-        .map_err(|source| PgError::Query {
-            statement: sync_sql.to_owned(),
-            source,
-        })?
-        .get(0);
+    let (client, statement) = local.observer(cfg).await?;
+    let state = postgres::observe_prepared(client, statement).await?;
     local.system_id = Some(state.system_identifier);
     let timeline = if state.in_recovery {
         // With the WAL receiver down, PostgreSQL only tells the last
@@ -119,7 +110,7 @@ async fn running(cfg: &AgentConfig, local: &mut LocalPg) -> Result<Observed, PgE
         flushed_lsn: flushed.max(received),
         upstream: if state.in_recovery { standby_of } else { None },
         streaming: state.streaming,
-        sync_standbys: parse_sync_standbys(&sync_text),
+        sync_standbys: parse_sync_standbys(&state.synchronous_standby_names),
         replicas: state
             .standbys
             .iter()

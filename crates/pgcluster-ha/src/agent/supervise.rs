@@ -22,7 +22,7 @@ pub struct LocalPg {
     /// The running postmaster we started, if any.
     pub postmaster: Option<Postmaster>,
     /// The observation connection (dropped whenever the server stops).
-    pub client: Option<tokio_postgres::Client>,
+    pub client: Option<Session>,
     /// The member `primary_conninfo` points at (`None`: primary settings).
     pub standby_of: Option<MemberName>,
     /// The `synchronous_standby_names` the agent last wrote.
@@ -146,17 +146,49 @@ impl LocalPg {
 
     /// The observation connection, opened on demand.
     pub async fn client(&mut self, cfg: &AgentConfig) -> Result<&tokio_postgres::Client, PgError> {
-        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+        Ok(&self.session(cfg).await?.client)
+    }
+
+    /// The observation connection and its prepared observation statement,
+    /// both made on demand and kept while the server runs: an observation
+    /// is then one round trip.
+    pub async fn observer(
+        &mut self,
+        cfg: &AgentConfig,
+    ) -> Result<(&tokio_postgres::Client, &tokio_postgres::Statement), PgError> {
+        let session = self.session(cfg).await?;
+        if session.observe.is_none() {
+            session.observe = Some(crate::postgres::prepare_observation(&session.client).await?);
+        }
+        let statement = session
+            .observe
+            .as_ref()
+            .expect("the statement was set just above because prepare succeeded");
+        Ok((&session.client, statement))
+    }
+
+    async fn session(&mut self, cfg: &AgentConfig) -> Result<&mut Session, PgError> {
+        if self.client.as_ref().is_some_and(|s| s.client.is_closed()) {
             self.client = None;
         }
         if self.client.is_none() {
-            self.client = Some(cfg.instance.connect().await?);
+            self.client = Some(Session {
+                client: cfg.instance.connect().await?,
+                observe: None,
+            });
         }
         Ok(self
             .client
-            .as_ref()
+            .as_mut()
             .expect("the client was set just above because connect succeeded"))
     }
+}
+
+/// A connection to the local server and the statements prepared on it.
+#[derive(Debug)]
+pub struct Session {
+    client: tokio_postgres::Client,
+    observe: Option<tokio_postgres::Statement>,
 }
 
 impl Default for LocalPg {

@@ -69,13 +69,19 @@ impl Watchdog {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+    /// Runs `f` under the lock; wakes the thread when `f` says its wait must
+    /// be cut short. A deadline moved later, a disarm or a PID set needs no
+    /// wake-up: the thread looks again when its wait ends, before anything
+    /// fires (so an idle loop does not wake it four times a second).
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> (T, bool)) -> T {
         let mut inner =
             self.shared.inner.lock().expect(
                 "the watchdog lock is never poisoned because nothing panics while holding it",
             );
-        let out = f(&mut inner);
-        self.shared.wake.notify_all();
+        let (out, wake) = f(&mut inner);
+        if wake {
+            self.shared.wake.notify_all();
+        }
         out
     }
 
@@ -84,7 +90,13 @@ impl Watchdog {
         if let Some(hub) = &self.hub {
             hub.arm(deadline);
         }
-        self.with(|i| i.deadline = Some(deadline));
+        // The thread waits for the old deadline or a second when disarmed:
+        // only an earlier deadline must cut that wait short.
+        self.with(|i| {
+            let earlier = i.deadline.is_none_or(|d| deadline < d);
+            i.deadline = Some(deadline);
+            ((), earlier)
+        });
     }
 
     /// No deadline (this member holds no lease and runs no writable primary).
@@ -92,28 +104,37 @@ impl Watchdog {
         if let Some(hub) = &self.hub {
             hub.disarm();
         }
-        self.with(|i| i.deadline = None);
+        self.with(|i| {
+            i.deadline = None;
+            ((), false)
+        });
     }
 
     /// The postmaster to fence (`None` while none runs).
     pub fn set_pid(&self, pid: Option<u32>) {
-        self.with(|i| i.pid = pid);
+        self.with(|i| {
+            i.pid = pid;
+            ((), false)
+        });
     }
 
     /// How many times the watchdog fenced PostgreSQL.
     pub fn fired(&self) -> u64 {
-        self.with(|i| i.fired)
+        self.with(|i| (i.fired, false))
     }
 
     /// The armed deadline, if any.
     pub fn deadline(&self) -> Option<Instant> {
-        self.with(|i| i.deadline)
+        self.with(|i| (i.deadline, false))
     }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        self.with(|i| i.stop = true);
+        self.with(|i| {
+            i.stop = true;
+            ((), true)
+        });
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -22,28 +22,48 @@
 //!   holder, term, timeline and standbys, and every agent restarts and waits
 //!   a lease anyway. After a reboot (tmpfs empty) readers fall back to the
 //!   durable copy.
-//! * Member states (`members/NAME.json`, ~4 writes a second per member) are
-//!   soft: each member republishes every loop and readers judge freshness by
-//!   the heartbeat. Each member writes only its own runtime file, with a
-//!   temporary file and a rename (readers never see half a file) but no lock.
+//! * Member states are soft: each member republishes every loop and readers
+//!   judge freshness by the heartbeat. Each member writes only its own
+//!   runtime files, with a temporary file and a rename (readers never see half
+//!   a file) but no lock. The state itself (`members/NAME.json`) is rewritten
+//!   only when something other than the heartbeat changed; the heartbeat of
+//!   every loop is overwritten in place in `beats/NAME` (one fixed-width
+//!   line, one write on a file kept open), which readers lay over the state.
+//!   So an idle member's loop costs one small write, no new file, and a
+//!   watcher of `members/` (the router) is not woken by heartbeats.
+//! * Every change other than a plain renewal is also signalled by renaming a
+//!   marker into `changes/`, after both copies are written: [`ChangeWatch`]
+//!   (inotify) wakes agents and the router on real changes only, instead of
+//!   their polling the files.
 //!
 //! Readers need no lock because rename is atomic. [`LocalCoordinator::open`]
 //! keeps both in one directory (tests, machines without `/dev/shm`). A
 //! `coordinator.json` written by an older version (members inside it) still
 //! loads; its members are dropped at the next lease write.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::memory::MemoryCoordinator;
+pub use super::watch::ChangeWatch;
 use super::{BoxError, CasOutcome, Coordinator, CoordinatorError};
-use crate::machine::{ClusterView, LeaseRecord, LeaseVersion, MemberState, SwitchoverRequest};
+use crate::machine::{
+    ClusterView, LeaseRecord, LeaseVersion, MemberName, MemberState, Millis, SwitchoverRequest,
+};
 
 const STATE_FILE: &str = "coordinator.json";
 const LOCK_FILE: &str = "coordinator.lock";
 const MEMBERS_DIR: &str = "members";
+const BEATS_DIR: &str = "beats";
+const CHANGES_DIR: &str = "changes";
+/// The marker renamed into [`CHANGES_DIR`] after every change of the lease
+/// file other than a plain renewal.
+const LEASE_CHANGED: &str = "lease";
 
 /// A coordinator stored in directories shared by the agents of one local cluster.
 #[derive(Clone, Debug)]
@@ -55,7 +75,43 @@ pub struct LocalCoordinator {
     run: PathBuf,
     timeout: Duration,
     /// Writes of the lease file made durable (fsynced) through this handle.
-    durable_writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    durable_writes: Arc<AtomicU64>,
+    /// Writes of member state files (not heartbeats) through this handle.
+    member_writes: Arc<AtomicU64>,
+    /// What this handle published, so that a publication that only moves
+    /// the heartbeat rewrites nothing else.
+    published: Arc<Mutex<Published>>,
+    /// Member files as last read, by path, with the identity they had.
+    read_cache: Arc<Mutex<BTreeMap<PathBuf, (FileId, MemberState)>>>,
+    /// The runtime directory is on tmpfs: reads and member publications
+    /// (never fsynced) run on the caller's thread, not handed to a blocking
+    /// thread and back (two thread wake-ups each, most of an idle loop's
+    /// cost); lease writes, which may fsync, always are.
+    inline: bool,
+}
+
+/// A file's inode, modification time (s, ns) and size.
+type FileId = (u64, i64, i64, u64);
+
+/// The member states and heartbeat files of one handle's publications.
+#[derive(Debug, Default)]
+struct Published {
+    /// The state last written to each member file.
+    states: BTreeMap<MemberName, MemberState>,
+    /// Each member's heartbeat file, kept open.
+    beats: BTreeMap<MemberName, File>,
+}
+
+/// A heartbeat as stored in `beats/NAME`: a line of fixed width, so that
+/// each write replaces the whole previous one.
+fn beat_line(heartbeat: u64, last_seen: Millis) -> String {
+    format!("{heartbeat:020} {:020}\n", last_seen.0)
+}
+
+/// The heartbeat and time of a `beats/NAME` line.
+fn parse_beat(text: &str) -> Option<(u64, Millis)> {
+    let (hb, seen) = text.trim_end().split_once(' ')?;
+    Some((hb.parse().ok()?, Millis(seen.parse().ok()?)))
 }
 
 impl LocalCoordinator {
@@ -79,20 +135,44 @@ impl LocalCoordinator {
         if run != dir {
             private_dir(&run)?;
         }
-        let members = run.join(MEMBERS_DIR);
-        fs::create_dir_all(&members).map_err(|e| unavailable(&members, e))?;
+        for sub in [MEMBERS_DIR, BEATS_DIR, CHANGES_DIR] {
+            let path = run.join(sub);
+            fs::create_dir_all(&path).map_err(|e| unavailable(&path, e))?;
+        }
+        let inline = nix::sys::statfs::statfs(&run)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
         Ok(Self {
             dir,
             run,
             timeout,
             durable_writes: Default::default(),
+            member_writes: Default::default(),
+            published: Default::default(),
+            read_cache: Default::default(),
+            inline,
         })
     }
 
     /// How many lease-file writes through this handle were fsynced.
     pub fn durable_writes(&self) -> u64 {
-        self.durable_writes
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.durable_writes.load(Ordering::Relaxed)
+    }
+
+    /// How many member state files (heartbeats aside) this handle wrote.
+    pub fn member_writes(&self) -> u64 {
+        self.member_writes.load(Ordering::Relaxed)
+    }
+
+    /// Starts watching for changes: of the lease and switchover request
+    /// (other than renewals), and with `members` also of member states
+    /// (other than heartbeats). Fails when inotify is unavailable (e.g. its
+    /// per-user limit is reached); callers then poll.
+    pub fn watch(&self, members: bool) -> Result<ChangeWatch, CoordinatorError> {
+        let mut dirs = vec![self.run.join(CHANGES_DIR)];
+        if members {
+            dirs.push(self.run.join(MEMBERS_DIR));
+        }
+        ChangeWatch::new(&dirs)
     }
 
     /// The directory holding the durable state.
@@ -122,13 +202,40 @@ impl LocalCoordinator {
             }
             // A member file cut short by a machine crash (never fsynced) is
             // skipped: its member republishes within a loop.
-            if let Ok(bytes) = fs::read(&path)
-                && let Ok(state) = serde_json::from_slice::<MemberState>(&bytes)
-            {
+            if let Some(mut state) = self.read_member(&path) {
+                // The heartbeat of every loop lives apart from the state.
+                if let Some(stem) = path.file_stem()
+                    && let Ok(text) = fs::read_to_string(self.run.join(BEATS_DIR).join(stem))
+                    && let Some((heartbeat, last_seen)) = parse_beat(&text)
+                {
+                    state.heartbeat = heartbeat;
+                    state.last_seen = last_seen;
+                }
                 view.members.insert(state.name.clone(), state);
             }
         }
         Ok(view)
+    }
+
+    /// A member file's state. Member files are replaced by rename (a new
+    /// inode) and only when they change: one seen before (same inode, time
+    /// and size) is not read and parsed again.
+    fn read_member(&self, path: &Path) -> Option<MemberState> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).ok()?;
+        let id = (meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.size());
+        let mut cache = self
+            .read_cache
+            .lock()
+            .expect("the read cache lock is never poisoned because nothing panics under it");
+        if let Some((seen, state)) = cache.get(path)
+            && *seen == id
+        {
+            return Some(state.clone());
+        }
+        let state: MemberState = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+        cache.insert(path.to_owned(), (id, state.clone()));
+        Some(state)
     }
 
     /// The lease and switchover request (and, in a file written by an older
@@ -147,7 +254,37 @@ impl LocalCoordinator {
     /// Runs `op` on the lease and switchover request under the exclusive
     /// lock and stores the result durably.
     fn update<T>(&self, op: impl FnOnce(&MemoryCoordinator) -> T) -> Result<T, CoordinatorError> {
-        let lock = self.lock()?;
+        let lock = self
+            .lock(true)?
+            .expect("a waiting lock() returns the lock or an error");
+        let out = self.apply(op, true)?;
+        drop(lock);
+        Ok(out.expect("apply() with durable writes allowed always applies"))
+    }
+
+    /// [`Self::update`] on the caller's thread when that is quick: the lock
+    /// is free and the change is a plain renewal (no fsync) or none.
+    /// `None`: not done, call [`Self::update`] (on a blocking thread).
+    fn update_quick<T>(
+        &self,
+        op: impl FnOnce(&MemoryCoordinator) -> T,
+    ) -> Result<Option<T>, CoordinatorError> {
+        let Some(lock) = self.lock(false)? else {
+            return Ok(None);
+        };
+        let out = self.apply(op, false)?;
+        drop(lock);
+        Ok(out)
+    }
+
+    /// Under the lock: applies `op` to the stored lease and request and
+    /// writes the result. Without `durable`, a change that needs the
+    /// durable copy is not applied (`None`).
+    fn apply<T>(
+        &self,
+        op: impl FnOnce(&MemoryCoordinator) -> T,
+        durable: bool,
+    ) -> Result<Option<T>, CoordinatorError> {
         let mut before = self.read_lease()?;
         let store = MemoryCoordinator::from_view(before.clone());
         let out = op(&store);
@@ -158,44 +295,83 @@ impl LocalCoordinator {
         // cost most under I/O load and hold the lock the longest.
         if view != before {
             if !renewal_only(&before, &view) {
+                if !durable {
+                    return Ok(None);
+                }
                 // Durable before anyone can see it, so nobody acts on a
                 // state a machine crash could take back.
                 write_file(&self.dir, &view, true)?;
-                self.durable_writes
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.durable_writes.fetch_add(1, Ordering::Relaxed);
                 if self.run != self.dir {
                     write_file(&self.run, &view, false)?;
                 }
+                // Both copies are written: wake the watchers.
+                self.signal(LEASE_CHANGED)?;
             } else {
                 write_file(&self.run, &view, false)?;
             }
         }
-        drop(lock);
-        Ok(out)
+        Ok(Some(out))
     }
 
-    /// Replaces `state.name`'s member file: atomic (rename), not durable.
-    fn publish_now(&self, state: &MemberState) -> Result<(), CoordinatorError> {
-        let dir = self.run.join(MEMBERS_DIR);
-        let name: String = state
-            .name
-            .as_str()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let path = dir.join(format!("{name}.json"));
-        let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
-        let bytes = serde_json::to_vec(state).map_err(|e| CoordinatorError::Corrupt {
-            what: "the member state to write".to_owned(),
-            source: Some(Box::new(e)),
-        })?;
-        let result = fs::write(&tmp, &bytes).and_then(|()| fs::rename(&tmp, &path));
+    /// Publishes `state`: its heartbeat to `beats/NAME` (overwritten in
+    /// place), and the rest to `members/NAME.json` only when it changed
+    /// (atomic by rename; neither durable). The heartbeat goes first: a
+    /// reader that sees the new state also sees a heartbeat at least as new.
+    pub fn publish_now(&self, state: &MemberState) -> Result<(), CoordinatorError> {
+        use std::os::unix::fs::FileExt;
+        let stem = file_stem(&state.name);
+        let path = self.run.join(MEMBERS_DIR).join(format!("{stem}.json"));
+        let mut published = self
+            .published
+            .lock()
+            .expect("the published-states lock is never poisoned because nothing panics under it");
+        // Removed behind our back (a cleared runtime directory): write both
+        // files anew.
+        let there = path.exists();
+        if !there {
+            published.beats.remove(&state.name);
+        }
+        let beat_path = self.run.join(BEATS_DIR).join(&stem);
+        if !published.beats.contains_key(&state.name) {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&beat_path)
+                .map_err(|e| unavailable(&beat_path, e))?;
+            published.beats.insert(state.name.clone(), file);
+        }
+        let line = beat_line(state.heartbeat, state.last_seen);
+        let written = published
+            .beats
+            .get(&state.name)
+            .map(|f| f.write_all_at(line.as_bytes(), 0));
+        if let Some(Err(e)) = written {
+            published.beats.remove(&state.name);
+            return Err(unavailable(&beat_path, e));
+        }
+        let unchanged = there
+            && published
+                .states
+                .get(&state.name)
+                .is_some_and(|prev| same_but_heartbeat(prev, state));
+        if !unchanged {
+            replace_file(&path, &to_json(state)?)?;
+            self.member_writes.fetch_add(1, Ordering::Relaxed);
+            published.states.insert(state.name.clone(), state.clone());
+        }
+        Ok(())
+    }
+
+    /// Renames a fresh marker `name` into `changes/`, waking every [`ChangeWatch`].
+    fn signal(&self, name: &str) -> Result<(), CoordinatorError> {
+        // Written outside the watched directory: only the rename wakes anyone.
+        let tmp = self
+            .run
+            .join(format!("{CHANGES_DIR}-{name}.{}.tmp", std::process::id()));
+        let path = self.run.join(CHANGES_DIR).join(name);
+        let result = File::create(&tmp).and_then(|_| fs::rename(&tmp, &path));
         result.map_err(|e| {
             let _ = fs::remove_file(&tmp);
             unavailable(&path, e)
@@ -203,8 +379,9 @@ impl LocalCoordinator {
     }
 
     /// Takes the exclusive lock, polling so that a stalled holder turns into a
-    /// timeout instead of a blocked agent loop.
-    fn lock(&self) -> Result<File, CoordinatorError> {
+    /// timeout instead of a blocked agent loop; without `wait`, `None` when
+    /// someone else holds it.
+    fn lock(&self, wait: bool) -> Result<Option<File>, CoordinatorError> {
         let path = self.run.join(LOCK_FILE);
         let file = OpenOptions::new()
             .create(true)
@@ -215,7 +392,8 @@ impl LocalCoordinator {
         let started = Instant::now();
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(file),
+                Ok(()) => return Ok(Some(file)),
+                Err(TryLockError::WouldBlock) if !wait => return Ok(None),
                 Err(TryLockError::WouldBlock) if started.elapsed() < self.timeout => {
                     std::thread::sleep(Duration::from_millis(2));
                 }
@@ -240,6 +418,51 @@ impl LocalCoordinator {
                 source: Some(Box::new(e)),
             })?
     }
+}
+
+/// The file name of a member's files: its name with anything but ASCII
+/// letters, digits, `-` and `_` replaced.
+fn file_stem(name: &MemberName) -> String {
+    name.as_str()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Whether two publications of a member differ at most by the heartbeat.
+fn same_but_heartbeat(a: &MemberState, b: &MemberState) -> bool {
+    let strip = |s: &MemberState| MemberState {
+        heartbeat: 0,
+        last_seen: Millis(0),
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>, CoordinatorError> {
+    serde_json::to_vec(value).map_err(|e| CoordinatorError::Corrupt {
+        what: "the member state to write".to_owned(),
+        source: Some(Box::new(e)),
+    })
+}
+
+/// Replaces `path` with `bytes` through a temporary file in the same
+/// directory and a rename (readers never see half a file); not durable.
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), CoordinatorError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let result = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        unavailable(path, e)
+    })
 }
 
 /// Whether `after` differs from `before` only by a renewal of the same
@@ -347,6 +570,9 @@ fn unavailable(path: &Path, e: std::io::Error) -> CoordinatorError {
 
 impl Coordinator for LocalCoordinator {
     async fn read_view(&self) -> Result<ClusterView, CoordinatorError> {
+        if self.inline {
+            return self.read_now();
+        }
         self.blocking(|c| c.read_now()).await
     }
 
@@ -355,11 +581,21 @@ impl Coordinator for LocalCoordinator {
         expected: LeaseVersion,
         record: LeaseRecord,
     ) -> Result<CasOutcome, CoordinatorError> {
+        // A renewal (every loop of a primary) is a small write to tmpfs: done
+        // here, not handed to a blocking thread and back.
+        if self.inline
+            && let Some(out) = self.update_quick(|s| s.cas_lease(expected, record.clone()))?
+        {
+            return Ok(out);
+        }
         self.blocking(move |c| c.update(|s| s.cas_lease(expected, record)))
             .await
     }
 
     async fn publish_member(&self, state: MemberState) -> Result<(), CoordinatorError> {
+        if self.inline {
+            return self.publish_now(&state);
+        }
         self.blocking(move |c| c.publish_now(&state)).await
     }
 
@@ -372,11 +608,27 @@ impl Coordinator for LocalCoordinator {
         self.blocking(move |c| c.update(|s| s.clear(id))).await
     }
 
-    /// Reads are a few small local files: cheap enough every 20 ms.
+    /// Reads are a few small local files: cheap enough every 20 ms (the
+    /// fallback when [`Coordinator::changes`] has no inotify).
     fn quick_poll(&self) -> Option<Duration> {
-        Some(Duration::from_millis(20))
+        Some(QUICK_POLL)
+    }
+
+    /// Renames into `changes/`, through inotify; `None` when inotify is
+    /// unavailable (the agent then polls).
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self.watch(false) {
+            Ok(watch) => Some(watch.forward(QUICK_POLL)),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the coordinator; polling it every {QUICK_POLL:?}");
+                None
+            }
+        }
     }
 }
+
+/// How often the coordinator is polled when it cannot be watched.
+const QUICK_POLL: Duration = Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {
@@ -588,6 +840,161 @@ mod tests {
             last_seen: Millis(0),
             heartbeat,
         }
+    }
+
+    fn inode_and_mtime(path: &Path) -> (u64, std::time::SystemTime) {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).expect("metadata");
+        (meta.ino(), meta.modified().expect("mtime"))
+    }
+
+    /// A heartbeat line is read back as written, whatever its numbers.
+    #[test]
+    fn beat_lines_round_trip() {
+        for (hb, seen) in [(0, 0), (7, 1750), (u64::MAX, u64::MAX)] {
+            let line = beat_line(hb, Millis(seen));
+            assert_eq!(line.len(), 42, "fixed width");
+            assert_eq!(parse_beat(&line), Some((hb, Millis(seen))));
+        }
+        assert_eq!(parse_beat("garbage"), None);
+    }
+
+    /// An idle member's loop rewrites only its heartbeat: publishing the same
+    /// state with a new heartbeat leaves the member file as it was (same
+    /// inode, same mtime) while every reader still sees the heartbeat move;
+    /// a real change is written at once.
+    #[tokio::test]
+    async fn an_unchanged_member_state_is_not_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = LocalCoordinator::open(dir.path(), Duration::from_secs(1)).expect("open");
+        let reader = LocalCoordinator::open(dir.path(), Duration::from_secs(1)).expect("open");
+        let name = MemberName::new("a");
+        let file = dir.path().join(MEMBERS_DIR).join("a.json");
+        let mut state = member_state("a", 1);
+        c.publish_member(state.clone()).await.expect("publish");
+        let written = inode_and_mtime(&file);
+        let beat_file = dir.path().join(BEATS_DIR).join("a");
+        let beat_inode = inode_and_mtime(&beat_file).0;
+        for beat in 2..=20 {
+            state.heartbeat = beat;
+            state.last_seen = Millis(beat * 250);
+            c.publish_member(state.clone()).await.expect("publish");
+            let seen = reader.read_now().expect("read").members[&name].clone();
+            assert_eq!(seen.heartbeat, beat, "readers see every heartbeat");
+            assert_eq!(seen.last_seen, Millis(beat * 250));
+        }
+        assert_eq!(c.member_writes(), 1, "19 loops, no rewrite of the state");
+        assert_eq!(
+            inode_and_mtime(&file),
+            written,
+            "the member file is untouched"
+        );
+        assert_eq!(
+            inode_and_mtime(&beat_file).0,
+            beat_inode,
+            "heartbeats are written in place, no new file per loop"
+        );
+        state.role = crate::machine::MemberRole::Primary;
+        state.heartbeat = 21;
+        c.publish_member(state.clone()).await.expect("publish");
+        assert_eq!(c.member_writes(), 2, "a new role is written");
+        assert_ne!(inode_and_mtime(&file), written);
+        assert_eq!(reader.read_now().expect("read").members[&name], state);
+        // A member file removed behind the publisher's back comes back.
+        fs::remove_file(&file).expect("remove");
+        state.heartbeat = 22;
+        c.publish_member(state.clone()).await.expect("publish");
+        assert_eq!(reader.read_now().expect("read").members[&name], state);
+    }
+
+    /// Watchers are woken by a new holder, a switchover request and a
+    /// changed member state, and never by what an idle cluster does every
+    /// loop: renewals and heartbeats.
+    #[tokio::test]
+    async fn watchers_wake_on_changes_only() {
+        let durable = tempfile::tempdir().expect("tempdir");
+        // On tmpfs where there is one, as `pgcluster up` runs it: renewals
+        // are then written on the caller's thread.
+        let shm = if Path::new("/dev/shm").is_dir() {
+            tempfile::tempdir_in("/dev/shm")
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("tempdir");
+        let c = LocalCoordinator::open_split(
+            durable.path(),
+            shm.path().join("run"),
+            Duration::from_secs(1),
+        )
+        .expect("open");
+        let lease_watch = c.watch(false).expect("inotify");
+        let all_watch = c.watch(true).expect("inotify");
+        let CasOutcome::Won(mut lease) = c
+            .compare_and_swap_lease(LeaseVersion(0), record("a", 1))
+            .await
+            .expect("cas")
+        else {
+            panic!("lost")
+        };
+        let mut state = member_state("a", 1);
+        c.publish_member(state.clone()).await.expect("publish");
+        assert!(lease_watch.drain().expect("drain") > 0, "acquisition");
+        assert!(
+            all_watch.drain().expect("drain") > 0,
+            "acquisition and first state"
+        );
+        // Forty idle loops of a primary: renew, publish the same state.
+        for n in 2..=41u64 {
+            let mut renewal = lease.record.clone();
+            renewal.renewed_at = Millis(n * 250);
+            let CasOutcome::Won(l) = c
+                .compare_and_swap_lease(lease.version, renewal)
+                .await
+                .expect("cas")
+            else {
+                panic!("lost")
+            };
+            lease = l;
+            state.heartbeat = n;
+            c.publish_member(state.clone()).await.expect("publish");
+        }
+        assert_eq!(lease.version, LeaseVersion(41), "every renewal was written");
+        assert_eq!(c.durable_writes(), 1, "only the acquisition was fsynced");
+        assert_eq!(
+            lease_watch.drain().expect("drain"),
+            0,
+            "renewals wake nobody"
+        );
+        assert_eq!(all_watch.drain().expect("drain"), 0, "nor do heartbeats");
+        c.request_switchover(SwitchoverRequest {
+            id: 1,
+            target: None,
+            forced: false,
+        })
+        .await
+        .expect("request");
+        assert!(
+            lease_watch.drain().expect("drain") > 0,
+            "a switchover request"
+        );
+        state.sync_eligible = true;
+        c.publish_member(state.clone()).await.expect("publish");
+        assert_eq!(
+            lease_watch.drain().expect("drain"),
+            0,
+            "member states are not the lease"
+        );
+        assert!(
+            all_watch.drain().expect("drain") > 0,
+            "a changed member state"
+        );
+        // And the async side resolves on a change.
+        let mut w = c.watch(false).expect("inotify");
+        c.clear_switchover(1).await.expect("clear");
+        tokio::time::timeout(Duration::from_secs(10), w.changed())
+            .await
+            .expect("woken, not timed out")
+            .expect("watch");
     }
 
     /// Split: renewals and member states stay in the runtime directory (the

@@ -13,6 +13,7 @@
 
 pub mod local;
 pub mod memory;
+pub mod watch;
 
 use std::future::Future;
 use std::time::Duration;
@@ -122,6 +123,14 @@ pub trait Coordinator: Send + Sync {
     /// at once on a switchover request or a lease hand-over; `None` (the
     /// default) when reads are too costly for that (an API server).
     fn quick_poll(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// A signal of changes of the lease or the switchover request (other
+    /// than renewals) pushed by the store, which an agent follows instead of
+    /// [`Coordinator::quick_poll`]; the value counts changes. `None` (the
+    /// default) when the store cannot push them.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
 }

@@ -45,6 +45,9 @@ struct HubInner {
     deadline_ns: Option<u64>,
     /// The write end of the current fencer's stdin.
     feed: Option<File>,
+    /// The current fencer has read "disarm" as the last line: another
+    /// one would only wake it (a replica disarms every loop).
+    fencer_disarmed: bool,
 }
 
 /// A pipe whose write end the agent keeps (close-on-exec, non-blocking) and
@@ -81,6 +84,7 @@ impl FenceHub {
         let ns = mono.saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
         self.with(|i| {
             i.deadline_ns = Some(ns);
+            i.fencer_disarmed = false;
             send(&mut i.feed, &format!("arm {ns}\n"));
         });
     }
@@ -89,7 +93,9 @@ impl FenceHub {
     pub fn disarm(&self) {
         self.with(|i| {
             i.deadline_ns = None;
-            send(&mut i.feed, "disarm\n");
+            if !i.fencer_disarmed {
+                i.fencer_disarmed = send(&mut i.feed, "disarm\n");
+            }
         });
     }
 
@@ -107,26 +113,33 @@ impl FenceHub {
                 Some(ns) => format!("arm {ns}\n"),
                 None => "disarm\n".to_owned(),
             };
-            send(&mut i.feed, &line);
+            let sent = send(&mut i.feed, &line);
+            i.fencer_disarmed = sent && i.deadline_ns.is_none();
         });
     }
 }
 
-fn send(feed: &mut Option<File>, line: &str) {
+/// Writes `line` to the fencer; whether it was written whole.
+fn send(feed: &mut Option<File>, line: &str) -> bool {
     let Some(file) = feed else {
-        return;
+        return false;
     };
     match file.write(line.as_bytes()) {
-        Ok(_) => {}
+        Ok(n) => n == line.len(),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             tracing::warn!(
                 "the fencer is not reading its deadlines (stopped?); it keeps the earlier one"
             );
+            false
         }
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             // The fencer exited with its server; the next server brings a new one.
             *feed = None;
+            false
         }
-        Err(error) => tracing::warn!(%error, "could not feed the fencer"),
+        Err(error) => {
+            tracing::warn!(%error, "could not feed the fencer");
+            false
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Local mode (`pgcluster up`): pieces that run the cluster as processes on
 //! one machine. The router gives stable rw/ro ports on 127.0.0.1 that follow
 //! the primary the way the Kubernetes Services do; the bench module measures
-//! its overhead with pgbench.
+//! its overhead with pgbench, the idle module what an idle cluster costs.
 //!
 //! ```text
 //! agent/coordinator --watch<RouteTargets>--> Router --TCP--> current primary / replicas
@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod connect;
 pub mod discover;
 mod error;
+pub mod idle;
 pub mod layout;
 mod prepare;
 mod ready;

@@ -17,8 +17,9 @@ use super::layout::{Layout, LayoutError};
 use super::prepare::pid_is_ours;
 use super::spawn::spawn_agent;
 
-/// How often the agents are checked.
-const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How often the agents are checked: each check reads the record and each
+/// agent's command line, and the first restart waits seconds anyway.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// A restart that stays up this long resets the back-off.
 const RESET_AFTER: Duration = Duration::from_secs(60);
 

@@ -1,6 +1,6 @@
 //! The coordinator of a local cluster and the router's targets derived from
 //! it: rw to the lease holder once it is a healthy primary, ro to healthy
-//! replicas; polled from the coordinator file.
+//! replicas; followed through the coordinator's change notifications.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,7 +10,8 @@ use tokio::sync::watch;
 use super::error::LocalError;
 use super::layout::{ClusterRecord, Layout};
 use super::router::RouteTargets;
-use crate::coordinator::local::LocalCoordinator;
+use crate::coordinator::CoordinatorError;
+use crate::coordinator::local::{ChangeWatch, LocalCoordinator};
 use crate::machine::{ClusterView, MemberName, MemberRole};
 
 /// The local coordinator of a cluster: durable state in the data
@@ -51,7 +52,10 @@ pub fn targets_of(view: &ClusterView, record: &ClusterRecord) -> RouteTargets {
     RouteTargets { primary, replicas }
 }
 
-/// Polls the coordinator file every `every` and publishes the router's targets.
+/// Follows the coordinator and publishes the router's targets: woken by
+/// inotify when the lease or a member state changes (renewals and
+/// heartbeats do not wake it), with a read every [`RECHECK`] besides; where
+/// inotify is unavailable, by reading the coordinator every `every`.
 pub fn route_targets(
     layout: &Layout,
     record: &ClusterRecord,
@@ -64,12 +68,28 @@ pub fn route_targets(
         .map(|v| targets_of(&v, &record))
         .unwrap_or_default();
     let (tx, rx) = watch::channel(initial);
+    let mut changes = match coord.watch(true) {
+        Ok(w) => Some(w),
+        Err(error) => {
+            tracing::warn!(%error, ?every, "cannot watch the coordinator; polling it");
+            None
+        }
+    };
+    let every = if changes.is_some() { RECHECK } else { every };
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            if tx.is_closed() {
-                return;
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = next_change(&mut changes) => {
+                    if let Err(error) = changed {
+                        tracing::warn!(%error, "watching the coordinator failed; polling it every 50 ms");
+                        changes = None;
+                        tick = tokio::time::interval(Duration::from_millis(50));
+                    }
+                }
+                () = tx.closed() => return,
             }
             if let Ok(view) = coord.read_now() {
                 let next = targets_of(&view, &record);
@@ -86,6 +106,17 @@ pub fn route_targets(
         }
     });
     Ok((rx, task))
+}
+
+/// How often the router re-reads the coordinator while it also watches it:
+/// a safety net, not the way it learns of changes.
+pub const RECHECK: Duration = Duration::from_secs(5);
+
+async fn next_change(changes: &mut Option<ChangeWatch>) -> Result<(), CoordinatorError> {
+    match changes {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

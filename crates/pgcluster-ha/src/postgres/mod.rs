@@ -39,7 +39,10 @@ pub use datadir::{DataDirState, parse_system_identifier};
 pub use error::{PgError, StartLog};
 pub(crate) use instance::escape_pgpass;
 pub use instance::{Instance, Layout, ServerLog, Superuser, Upstream};
-pub use observe::{ConnectionUsage, ServerState, StandbyState, observe, timeline_of_walfile};
+pub use observe::{
+    ConnectionUsage, OBSERVE_SQL, ServerState, StandbyState, observe, observe_prepared,
+    prepare_observation, timeline_of_walfile,
+};
 pub use os_user::{DEFAULT_CREATED_USER, OsUser};
 pub use process::{Postmaster, StopMode, ensure_port_free};
 pub use replication::SlotMode;

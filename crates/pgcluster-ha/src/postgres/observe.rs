@@ -28,6 +28,8 @@ pub struct ServerState {
     pub standbys: Vec<StandbyState>,
     /// Client connections in use and the limit.
     pub connections: ConnectionUsage,
+    /// `synchronous_standby_names` as the server has it now.
+    pub synchronous_standby_names: String,
 }
 
 impl ServerState {
@@ -86,15 +88,58 @@ impl super::Instance {
     }
 }
 
-/// Reads the server's state: a handful of small queries on one connection.
+/// Everything [`observe`] reads, in one statement: one round trip per
+/// observation, and prepared once per connection by the agent
+/// ([`observe_prepared`]). The primary-only and standby-only parts are
+/// guarded by `CASE` (PostgreSQL evaluates only the branch taken), so the
+/// same statement serves both roles.
+pub const OBSERVE_SQL: &str = "SELECT pg_is_in_recovery(), \
+     (SELECT system_identifier FROM pg_control_system()), \
+     (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int4, \
+     current_setting('max_connections')::int4, \
+     current_setting('synchronous_standby_names'), \
+     CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_flush_lsn()::text END, \
+     CASE WHEN NOT pg_is_in_recovery() THEN pg_walfile_name(pg_current_wal_lsn()) END, \
+     pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
+     CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) END, \
+     (SELECT received_tli FROM pg_stat_wal_receiver), \
+     coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false), \
+     (SELECT coalesce(json_agg(json_build_array(application_name, coalesce(state, ''), \
+        coalesce(sync_state, ''), flush_lsn::text, replay_lsn::text) ORDER BY application_name), \
+        '[]')::text FROM pg_stat_replication)";
+
+/// Reads the server's state with one statement ([`OBSERVE_SQL`]), prepared
+/// for this call; see [`observe_prepared`] to prepare it once.
 pub async fn observe(client: &tokio_postgres::Client) -> Result<ServerState, PgError> {
-    let in_recovery: bool = query_one(client, "SELECT pg_is_in_recovery()")
-        .await?
-        .get(0);
-    let system_identifier: i64 =
-        query_one(client, "SELECT system_identifier FROM pg_control_system()")
-            .await?
-            .get(0);
+    let statement = prepare_observation(client).await?;
+    observe_prepared(client, &statement).await
+}
+
+/// Prepares [`OBSERVE_SQL`] on `client`.
+pub async fn prepare_observation(
+    client: &tokio_postgres::Client,
+) -> Result<tokio_postgres::Statement, PgError> {
+    client
+        .prepare(OBSERVE_SQL)
+        .await
+        .map_err(|source| query_error(OBSERVE_SQL, source))
+}
+
+/// Reads the server's state with `statement`, prepared on `client` by
+/// [`prepare_observation`].
+pub async fn observe_prepared(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+) -> Result<ServerState, PgError> {
+    let sql = OBSERVE_SQL;
+    let row = client
+        .query_one(statement, &[])
+        .await
+        .map_err(|source| query_error(sql, source))?;
+    let in_recovery: bool = row.get(0);
+    let system_identifier: i64 = row.get(1);
+    let in_use: i32 = row.get(2);
+    let max: i32 = row.get(3);
     let mut state = ServerState {
         in_recovery,
         timeline: 0,
@@ -104,93 +149,54 @@ pub async fn observe(client: &tokio_postgres::Client) -> Result<ServerState, PgE
         flushed_lsn: None,
         streaming: false,
         standbys: Vec::new(),
-        connections: connections(client).await?,
+        connections: ConnectionUsage {
+            in_use: in_use.max(0) as u32,
+            max: max.max(0) as u32,
+        },
+        synchronous_standby_names: row.get(4),
     };
     if in_recovery {
-        observe_standby(client, &mut state).await?;
+        state.received_lsn = optional_lsn(row.get(7), sql)?;
+        state.replayed_lsn = optional_lsn(row.get(8), sql)?;
+        let checkpoint_tli: Option<i32> = row.get(9);
+        let received_tli: Option<i32> = row.get(10);
+        state.timeline = received_tli.unwrap_or(0).max(checkpoint_tli.unwrap_or(0)) as u32;
+        state.streaming = row.get(11);
     } else {
-        observe_primary(client, &mut state).await?;
+        let flushed: Option<&str> = row.get(5);
+        let walfile: Option<&str> = row.get(6);
+        state.flushed_lsn = optional_lsn(flushed, sql)?;
+        state.timeline = walfile
+            .and_then(timeline_of_walfile)
+            .ok_or_else(|| parse_error(sql, "bad WAL file name"))?;
+        state.standbys = parse_standbys(row.get(12), sql)?;
     }
     Ok(state)
 }
 
-async fn observe_primary(
-    client: &tokio_postgres::Client,
-    state: &mut ServerState,
-) -> Result<(), PgError> {
-    let sql = "SELECT pg_current_wal_flush_lsn()::text, pg_walfile_name(pg_current_wal_lsn())";
-    let row = query_one(client, sql).await?;
-    state.flushed_lsn = Some(parse_lsn(row.get(0), sql)?);
-    state.timeline =
-        timeline_of_walfile(row.get(1)).ok_or_else(|| parse_error(sql, "bad WAL file name"))?;
-    state.standbys = standbys(client).await?;
-    Ok(())
-}
-
-async fn observe_standby(
-    client: &tokio_postgres::Client,
-    state: &mut ServerState,
-) -> Result<(), PgError> {
-    let sql = "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
-               (SELECT timeline_id FROM pg_control_checkpoint()), \
-               (SELECT received_tli FROM pg_stat_wal_receiver), \
-               coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false)";
-    let row = query_one(client, sql).await?;
-    state.received_lsn = optional_lsn(row.get(0), sql)?;
-    state.replayed_lsn = optional_lsn(row.get(1), sql)?;
-    let checkpoint_tli: i32 = row.get(2);
-    let received_tli: Option<i32> = row.get(3);
-    state.timeline = received_tli.unwrap_or(0).max(checkpoint_tli) as u32;
-    state.streaming = row.get(4);
-    Ok(())
-}
-
-async fn standbys(client: &tokio_postgres::Client) -> Result<Vec<StandbyState>, PgError> {
-    let sql = "SELECT application_name, coalesce(state, ''), coalesce(sync_state, ''), \
-               flush_lsn::text, replay_lsn::text FROM pg_stat_replication ORDER BY application_name";
-    let rows = client
-        .query(sql, &[])
-        .await
-        .map_err(|source| query_error(sql, source))?;
-    rows.iter()
-        .map(|row| {
+/// The standbys from the JSON array of
+/// `[application_name, state, sync_state, flush_lsn, replay_lsn]` rows.
+fn parse_standbys(json: &str, sql: &str) -> Result<Vec<StandbyState>, PgError> {
+    type Row = (String, String, String, Option<String>, Option<String>);
+    let rows: Vec<Row> =
+        serde_json::from_str(json).map_err(|e| parse_error(sql, &e.to_string()))?;
+    rows.into_iter()
+        .map(|(application_name, state, sync_state, flush, replay)| {
             Ok(StandbyState {
-                application_name: row.get(0),
-                state: row.get(1),
-                sync_state: row.get(2),
-                flush_lsn: optional_lsn(row.get(3), sql)?,
-                replay_lsn: optional_lsn(row.get(4), sql)?,
+                application_name,
+                state,
+                sync_state,
+                flush_lsn: optional_lsn(flush.as_deref(), sql)?,
+                replay_lsn: optional_lsn(replay.as_deref(), sql)?,
             })
         })
         .collect()
-}
-
-async fn connections(client: &tokio_postgres::Client) -> Result<ConnectionUsage, PgError> {
-    let sql = "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int4, \
-               current_setting('max_connections')::int4";
-    let row = query_one(client, sql).await?;
-    let in_use: i32 = row.get(0);
-    let max: i32 = row.get(1);
-    Ok(ConnectionUsage {
-        in_use: in_use.max(0) as u32,
-        max: max.max(0) as u32,
-    })
 }
 
 /// The timeline encoded in the first 8 hex digits of a WAL file name.
 pub fn timeline_of_walfile(name: &str) -> Option<u32> {
     name.get(..8)
         .and_then(|tli| u32::from_str_radix(tli, 16).ok())
-}
-
-async fn query_one(
-    client: &tokio_postgres::Client,
-    sql: &str,
-) -> Result<tokio_postgres::Row, PgError> {
-    client
-        .query_one(sql, &[])
-        .await
-        .map_err(|source| query_error(sql, source))
 }
 
 fn query_error(sql: &str, source: tokio_postgres::Error) -> PgError {
@@ -228,6 +234,20 @@ mod tests {
         assert_eq!(timeline_of_walfile("xyz"), None);
     }
 
+    /// The primary's standbys arrive as one JSON array; NULL positions stay `None`.
+    #[test]
+    fn standbys_from_json() {
+        let json = r#"[["b-1","streaming","sync","0/3000060","0/3000060"],["c-2","catchup","async",null,null]]"#;
+        let s = parse_standbys(json, "q").expect("parsed");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].application_name, "b-1");
+        assert!(s[0].is_synchronous());
+        assert_eq!(s[0].flush_lsn, Some(Lsn(0x0300_0060)));
+        assert_eq!(s[1].replay_lsn, None);
+        assert!(parse_standbys("[]", "q").expect("empty").is_empty());
+        assert!(parse_standbys("{", "q").is_err());
+    }
+
     /// The most advanced position is used for ranking, whatever the role.
     #[test]
     fn wal_position_is_the_maximum() {
@@ -244,6 +264,7 @@ mod tests {
                 in_use: 1,
                 max: 100,
             },
+            synchronous_standby_names: String::new(),
         };
         assert_eq!(state.wal_position(), Some(Lsn(10)));
     }
