@@ -212,8 +212,17 @@ impl<C: Coordinator> Agent<C> {
         millis_since(self.epoch)
     }
 
+    /// How long a coordinator read may take: three quarters of a loop, or
+    /// a third of the renew deadline if that is longer. A busy Kubernetes
+    /// API server answers the read (a Lease GET and a pod LIST) in 100-500
+    /// ms; with only ¾ of the default 250 ms loop every read timed out on
+    /// the test node, so a newly promoted primary never renewed and fenced
+    /// itself. A read plus a lease write ([`write_timeout`]: half the renew
+    /// deadline) still fits in one renew deadline.
     fn coord_timeout(&self) -> Duration {
-        (self.cfg.loop_interval() * 3 / 4).max(Duration::from_millis(50))
+        (self.cfg.loop_interval() * 3 / 4)
+            .max(self.cfg.ha.timings.renew_deadline / 3)
+            .max(Duration::from_millis(50))
     }
 
     /// A quick read of the coordinator between ticks: whether a switchover
