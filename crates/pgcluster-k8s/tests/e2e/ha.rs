@@ -552,7 +552,7 @@ async fn cli_switchover_and_failover_move_the_primary() {
     drop(file);
 }
 
-/// Failsafe: the API server paused (SIGSTOP) for three lease durations
+/// Failsafe: the API server paused (SIGSTOP) for two lease durations and a second
 /// while both members see each other: the primary keeps acknowledging
 /// writes the whole time (every peer confirms it directly); resumed,
 /// nothing changed: same holder, same term and timeline, same primary.
@@ -593,7 +593,7 @@ async fn failsafe_keeps_the_primary_writable_while_the_api_server_is_paused() {
     );
     writes_flow(&writer, 0, 5, "writes before the pause").await;
 
-    let pause_for = duration * 3 + Duration::from_secs(1);
+    let pause_for = duration * 2 + Duration::from_secs(1);
     let paused = Paused::stop("kube-apiserver", vec![apiserver_pid()]);
     let acked_at_pause = writer.acked();
     // Time is what is tested here: writes must keep being acknowledged for

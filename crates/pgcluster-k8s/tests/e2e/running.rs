@@ -83,12 +83,29 @@ impl Drop for DeleteOnDrop {
         }
         let kubectl = std::env::var_os("PGCLUSTER_E2E_KUBECTL");
         let kubeconfig = std::env::var_os(crate::e2e_support::KUBECONFIG_ENV);
-        if let (Some(kubectl), Some(kubeconfig)) = (kubectl, kubeconfig) {
-            let _ = std::process::Command::new(kubectl)
-                .args(["delete", "namespace", &self.ns, "--wait=false"])
-                .env("KUBECONFIG", kubeconfig)
-                .output();
+        let (Some(kubectl), Some(kubeconfig)) = (kubectl, kubeconfig) else {
+            return;
+        };
+        let run = |args: &[&str]| {
+            std::process::Command::new(&kubectl)
+                .args(args)
+                .env("KUBECONFIG", &kubeconfig)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        if std::thread::panicking() {
+            // The pods' logs go with the namespace: print them first.
+            let pods = run(&["get", "pods", "-n", &self.ns, "-o", "name"]);
+            for pod in pods.lines() {
+                eprintln!("--- logs of {pod} (the test failed)");
+                for previous in ["--previous=true", "--previous=false"] {
+                    let logs = run(&["logs", "-n", &self.ns, pod, previous, "--tail=80"]);
+                    eprintln!("{logs}");
+                }
+            }
         }
+        run(&["delete", "namespace", &self.ns, "--wait=false"]);
     }
 }
 
