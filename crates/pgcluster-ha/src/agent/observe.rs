@@ -196,7 +196,7 @@ async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
     }
     pg.in_recovery = data_dir.join("standby.signal").exists();
     if pg.in_recovery {
-        pg.timeline = Timeline(pg.timeline.0.max(newest_history(data_dir)));
+        pg.timeline = Timeline(standby_timeline(data_dir, pg.timeline.0, pg.end_lsn()));
     }
     pg.upstream = if pg.in_recovery {
         local.standby_of.clone()
