@@ -346,8 +346,9 @@ pub fn newest_history(data_dir: &std::path::Path) -> u32 {
 /// The timeline a running standby follows. With the WAL receiver down,
 /// PostgreSQL only tells the last checkpoint's timeline (`reported`); a
 /// newer history file in pg_wal means the standby follows that timeline,
-/// unless the history says the new timeline left `reported` before the
-/// standby's `position`: PostgreSQL fetches that file too, then refuses to
+/// unless none of its WAL arrived and the history says the new timeline left
+/// `reported` before the standby's `position`: PostgreSQL fetches that file
+/// too, then refuses to
 /// follow it ("new timeline N forked off current database system timeline
 /// T before current recovery point") and retries forever. Found on the test
 /// node: an old primary restarted after kill -9 with WAL beyond the switch
@@ -357,7 +358,25 @@ fn standby_timeline(data_dir: &std::path::Path, reported: u32, position: Lsn) ->
     if newest <= reported {
         return reported;
     }
-    let history = std::fs::read_to_string(data_dir.join(format!("pg_wal/{newest:08X}.history")));
+    let wal = data_dir.join("pg_wal");
+    // WAL of the new timeline was received: the standby follows it (past
+    // the switch point on it, with its last restartpoint still on the old
+    // timeline, as right after a rewind or a failover).
+    let followed = std::fs::read_dir(&wal)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name().to_str().is_some_and(|n| {
+                n.len() == 24
+                    && n.starts_with(&format!("{newest:08X}"))
+                    && n.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+        });
+    if followed {
+        return newest;
+    }
+    let history = std::fs::read_to_string(wal.join(format!("{newest:08X}.history")));
     match history.ok().and_then(|h| switch_point(&h, reported)) {
         Some(left) if position > left => reported,
         _ => newest,
@@ -488,6 +507,9 @@ mod tests {
         assert_eq!(standby_timeline(dir.path(), 3, at("0/4000000")), 6);
         // Already on the newest timeline.
         assert_eq!(standby_timeline(dir.path(), 6, at("0/6000000")), 6);
+        // WAL of timeline 6 arrived: past the switch point on timeline 6.
+        std::fs::write(wal.join("000000060000000000000004"), b"").expect("segment written");
+        assert_eq!(standby_timeline(dir.path(), 3, at("0/48C15F8")), 6);
     }
 
     /// The stopped server's identity, timeline and WAL position come from pg_controldata.
