@@ -495,32 +495,19 @@ async fn cli_switchover_and_failover_move_the_primary() {
     );
     assert_roles_in_postgres(&c, &r, &app, &first).await;
 
-    // switchover --to the replica.
-    let started = Instant::now();
-    pgcluster_ok(&["switchover", &name, "-n", &ns, "--to", &other]);
-    let switchover = started.elapsed();
-    assert_eq!(lease_holder(&c, &r).await.as_deref(), Some(other.as_str()));
-    assert_eq!(
-        settled_primary(&c, &r, Duration::from_secs(60)).await,
-        other
-    );
-    let settled_after_switchover = started.elapsed();
-    running::wait_ready(&c, &r, Duration::from_secs(120)).await;
-    assert_roles_in_postgres(&c, &r, &app, &other).await;
-
     // failover --to is refused while the primary is healthy...
-    let (ok, text) = pgcluster(&["failover", &name, "-n", &ns, "--to", &first]);
+    let (ok, text) = pgcluster(&["failover", &name, "-n", &ns, "--to", &other]);
     assert!(
         !ok,
         "failover --to was accepted while the primary was healthy:\n{text}"
     );
     // ...and moves the primary once it is gone: the whole primary paused
     // (agent, fencer and server), as a hung node would be.
-    let procs: Vec<i32> = container_processes(&pod(&c, &r, &other).await, CONTAINER)
+    let procs: Vec<i32> = container_processes(&pod(&c, &r, &first).await, CONTAINER)
         .iter()
         .map(|p| p.pid)
         .collect();
-    let paused = Paused::stop(&format!("every process of {other}"), procs);
+    let paused = Paused::stop(&format!("every process of {first}"), procs);
     let started = Instant::now();
     pgcluster_ok(&[
         "failover",
@@ -528,26 +515,41 @@ async fn cli_switchover_and_failover_move_the_primary() {
         "-n",
         &ns,
         "--to",
-        &first,
+        &other,
         "--timeout",
         "60",
     ]);
     let failover = started.elapsed();
-    assert_eq!(lease_holder(&c, &r).await.as_deref(), Some(first.as_str()));
+    assert_eq!(lease_holder(&c, &r).await.as_deref(), Some(other.as_str()));
     let paused_for = paused.resume();
+    assert_eq!(
+        settled_primary(&c, &r, Duration::from_secs(60)).await,
+        other
+    );
+    running::wait_ready(&c, &r, Duration::from_secs(180)).await;
+    assert_roles_in_postgres(&c, &r, &app, &other).await;
+    eprintln!(
+        "benchmark: pgcluster failover --to {:.2}s with the primary paused ({:.1}s paused)",
+        failover.as_secs_f64(),
+        paused_for.as_secs_f64()
+    );
+
+    // switchover --to the old primary, now a replica again.
+    let started = Instant::now();
+    pgcluster_ok(&["switchover", &name, "-n", &ns, "--to", &first]);
+    let switchover = started.elapsed();
+    assert_eq!(lease_holder(&c, &r).await.as_deref(), Some(first.as_str()));
     assert_eq!(
         settled_primary(&c, &r, Duration::from_secs(60)).await,
         first
     );
-    running::wait_ready(&c, &r, Duration::from_secs(180)).await;
+    let settled_after_switchover = started.elapsed();
+    running::wait_ready(&c, &r, Duration::from_secs(120)).await;
     assert_roles_in_postgres(&c, &r, &app, &first).await;
     eprintln!(
-        "benchmark: pgcluster switchover {:.2}s (rw endpoint moved after {:.2}s); pgcluster \
-         failover --to {:.2}s with the primary paused ({:.1}s paused)",
+        "benchmark: pgcluster switchover {:.2}s (rw endpoint moved after {:.2}s)",
         switchover.as_secs_f64(),
         settled_after_switchover.as_secs_f64(),
-        failover.as_secs_f64(),
-        paused_for.as_secs_f64()
     );
     drop(file);
 }
