@@ -358,7 +358,9 @@ pub async fn switchover(
 }
 
 /// A forced failover to `to`: refused while the primary is healthy (its
-/// member state says primary and healthy); otherwise a forced request
+/// member state says primary and healthy, and it still renews the Lease or
+/// publishes within one lease duration: a dead or paused primary's last
+/// state says healthy forever); otherwise a forced request
 /// (`forced: true`), which `to` executes once the old lease has expired.
 pub async fn failover(
     client: &Client,
@@ -377,6 +379,7 @@ pub async fn failover(
             .members
             .get(primary)
             .is_some_and(|m| m.role == MemberRole::Primary && m.healthy)
+        && alive(&coordinator, name, primary, &view).await?
     {
         return Err(OpsError::PrimaryHealthy {
             primary: primary.to_string(),
@@ -385,6 +388,42 @@ pub async fn failover(
     let request = SwitchoverRequest::forced_failover(id, MemberName::from(to));
     send(&coordinator, name, &request).await?;
     wait_for_new_holder(&coordinator, name, from.as_ref(), &request, timeout).await
+}
+
+/// Whether `primary`, whose last published state says it is a healthy
+/// primary, is still alive: it renews the Lease (or publishes a new
+/// heartbeat) within one lease duration. A killed or paused primary's last
+/// state stays on its pod unchanged, so the state alone cannot tell; this
+/// is the agents' own test of freshness (a heartbeat that moved while
+/// watched).
+async fn alive(
+    coordinator: &KubeLeaseCoordinator,
+    name: &str,
+    primary: &MemberName,
+    view: &ClusterView,
+) -> Result<bool, OpsError> {
+    let Some(lease) = &view.lease else {
+        return Ok(false);
+    };
+    let heartbeat = view.members.get(primary).map(|m| m.heartbeat);
+    let watch = Duration::from_millis(lease.record.duration_ms) + POLL;
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < watch {
+        tokio::time::sleep(POLL).await;
+        let now = read(coordinator, name).await?;
+        let Some(current) = &now.lease else {
+            return Ok(false);
+        };
+        if current.record.holder.as_ref() != Some(primary) {
+            return Ok(false);
+        }
+        if current.version != lease.version
+            || now.members.get(primary).map(|m| m.heartbeat) != heartbeat
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 async fn read(coordinator: &KubeLeaseCoordinator, name: &str) -> Result<ClusterView, OpsError> {
@@ -618,23 +657,29 @@ mod tests {
     #[tokio::test]
     async fn failover_refused_while_primary_healthy() {
         let (client, mut server) = ApiServerVerifier::new();
+        let pods = || {
+            Reply::Ok(list(
+                "PodList",
+                vec![
+                    pod("pg-0").state(MemberRole::Primary, 10),
+                    pod("pg-1").state(MemberRole::Replica, 10),
+                ],
+            ))
+        };
+        // It renews the Lease between the two reads: alive.
         let overrides = vec![
             (
                 Method::GET,
                 LEASE.to_owned(),
                 Reply::Ok(lease_object(&lease(Some("pg-0"), 2, 10))),
             ),
+            (Method::GET, PODS.to_owned(), pods()),
             (
                 Method::GET,
-                PODS.to_owned(),
-                Reply::Ok(list(
-                    "PodList",
-                    vec![
-                        pod("pg-0").state(MemberRole::Primary, 10),
-                        pod("pg-1").state(MemberRole::Replica, 10),
-                    ],
-                )),
+                LEASE.to_owned(),
+                Reply::Ok(lease_object(&lease(Some("pg-0"), 3, 10))),
             ),
+            (Method::GET, PODS.to_owned(), pods()),
         ];
         let err = server
             .serve_while(

@@ -17,6 +17,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod e2e_support;
+#[path = "e2e/ha.rs"]
+mod ha;
+#[path = "e2e/running.rs"]
+mod running;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -682,111 +686,4 @@ fn node() -> Option<String> {
         eprintln!("skipped: no node (PGCLUSTER_E2E_NODE=0 or PGCLUSTER_E2E_NODE_NAME unset)");
     }
     node
-}
-
-/// (e) The whole path on a real node: the controller runs as its Deployment
-/// (image imported into containerd), a homelab-like 2-instance cluster is
-/// applied as `pgcluster apply` does, the kubelet runs its pods, and a
-/// primary and a streaming replica come up: pods Ready, `pgcluster.dev/role`
-/// labels, status Ready with one primary and one replica.
-#[tokio::test]
-async fn cluster_runs_on_a_real_node() {
-    let Some(c) = cluster().await else { return };
-    let Some(_node) = node() else { return };
-    install_controller(&c).await;
-    let started = std::time::Instant::now();
-    let deployments: Api<Deployment> = Api::namespaced(c.admin.clone(), CONTROLLER_NAMESPACE);
-    let waited = tokio::time::timeout(Duration::from_secs(180), async {
-        loop {
-            let d = deployments.get(CONTROLLER_ACCOUNT).await.unwrap();
-            if d.status.and_then(|s| s.available_replicas).unwrap_or(0) >= 1 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-    .await;
-    if waited.is_err() {
-        panic!(
-            "the controller Deployment has no available replica after 180 s:{}",
-            describe_pods(&c, CONTROLLER_NAMESPACE).await
-        );
-    }
-    eprintln!("controller available after {:?}", started.elapsed());
-
-    let ns = c.namespace("node").await;
-    let spec = homelab_on_the_node(&ns);
-    pgcluster_core::validate(&spec).expect("the adapted homelab spec is valid");
-    pgcluster_k8s::client_ops::apply(&c.admin, &spec)
-        .await
-        .unwrap();
-    let name = spec.name_any();
-    let clusters: Api<PostgresCluster> = Api::namespaced(c.admin.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(c.admin.clone(), &ns);
-    let applied = std::time::Instant::now();
-    let mut last = String::new();
-    let outcome = tokio::time::timeout(Duration::from_secs(420), async {
-        loop {
-            let cluster = clusters.get(&name).await.unwrap();
-            let line = pgcluster_k8s::client_ops::progress_line(cluster.status.as_ref());
-            let list = pods
-                .list(&ListParams::default().labels("app.kubernetes.io/component=postgres"))
-                .await
-                .unwrap();
-            let roles: BTreeSet<(String, String, bool)> = list
-                .items
-                .iter()
-                .map(|p| {
-                    let info = pgcluster_k8s::client_ops::PodInfo::of(p);
-                    let role = p
-                        .labels()
-                        .get("pgcluster.dev/role")
-                        .cloned()
-                        .unwrap_or_default();
-                    (role, info.name, info.ready)
-                })
-                .collect();
-            let summary = format!("{line}; pods {roles:?}");
-            if summary != last {
-                eprintln!("[{:>5.1}s] {summary}", applied.elapsed().as_secs_f64());
-                last = summary;
-            }
-            let ready_roles: Vec<&str> = roles
-                .iter()
-                .filter(|(_, _, ready)| *ready)
-                .map(|(role, _, _)| role.as_str())
-                .collect();
-            if pgcluster_k8s::client_ops::is_ready(&cluster)
-                && ready_roles == ["primary", "replica"]
-            {
-                return cluster;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-    .await;
-    let cluster = match outcome {
-        Ok(cluster) => cluster,
-        Err(_) => panic!(
-            "no Ready primary and replica after 420 s ({last}):{}",
-            describe_pods(&c, &ns).await
-        ),
-    };
-    eprintln!(
-        "benchmark: 2-instance cluster Ready {:.1}s after apply",
-        applied.elapsed().as_secs_f64()
-    );
-    let status = cluster.status.unwrap();
-    let primary = status.primary.clone().expect("status names the primary");
-    let replica = status
-        .instances
-        .iter()
-        .find(|i| i.role == "replica")
-        .unwrap_or_else(|| panic!("no replica in the status: {status:?}"));
-    assert!(replica.ready, "{status:?}");
-    assert_ne!(replica.name, primary);
-    assert!(
-        replica.lsn.is_some(),
-        "the replica reports no replay position: {status:?}"
-    );
 }

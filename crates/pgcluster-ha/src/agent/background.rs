@@ -7,6 +7,7 @@
 //! ```text
 //! executor --spawn(op, postmaster moved in)--> task --> BgResult{postmaster back, result}
 //! driver tick --poll()--> installs the postmaster, reports a failure as failed_action
+//!                          (a failure first waits out a retry backoff: [`Background::hold`])
 //! ```
 
 use std::time::{Duration, Instant};
@@ -94,6 +95,8 @@ pub struct Background {
     /// Since when.
     pub started: Instant,
     task: JoinHandle<BgResult>,
+    /// A failed result waiting out its retry backoff ([`Background::hold`]).
+    held: bool,
 }
 
 impl Background {
@@ -117,7 +120,34 @@ impl Background {
             op,
             started: Instant::now(),
             task,
+            held: false,
         }
+    }
+
+    /// Holds the failed result `done` of `op` back for `delay`: until then
+    /// the slot stays taken (no operation is spawned, so the machine's next
+    /// request for the same operation is not a retry at once) and whatever
+    /// postmaster the operation left stays with it, exactly as while it
+    /// ran; then `wake` is notified and [`Background::poll`] hands `done`
+    /// over. An abort (stop, fence) ends the wait like it ends a running
+    /// operation.
+    pub fn hold(op: Op, done: BgResult, delay: Duration, wake: Arc<Notify>) -> Self {
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            wake.notify_one();
+            done
+        });
+        Self {
+            op,
+            started: Instant::now(),
+            task,
+            held: true,
+        }
+    }
+
+    /// Whether this is a failed result waiting out its backoff.
+    pub fn held(&self) -> bool {
+        self.held
     }
 
     /// Whether the operation keeps (or brings up) a running server the

@@ -55,6 +55,9 @@ struct Agent<C> {
     request_since: Option<(u64, Instant)>,
     /// The non-routine actions last logged.
     last_logged: Vec<String>,
+    /// Background operations that failed in a row (reset by one that
+    /// succeeds): the next retry waits [`retry_backoff`] of it.
+    failed_in_a_row: u32,
 }
 
 /// The parts of the view whose change must be acted on at once.
@@ -148,6 +151,7 @@ pub async fn run<C: Coordinator>(
         seen: (None, None),
         request_since: None,
         last_logged: Vec::new(),
+        failed_in_a_row: 0,
     };
     let loop_interval = agent.cfg.loop_interval();
     // During a switchover every step waits for another member's next tick:
@@ -222,8 +226,17 @@ impl<C: Coordinator> Agent<C> {
         millis_since(self.epoch)
     }
 
+    /// How long a coordinator read may take: three quarters of a loop, or
+    /// a third of the renew deadline if that is longer. A busy Kubernetes
+    /// API server answers the read (a Lease GET and a pod LIST) in 100-500
+    /// ms; with only ¾ of the default 250 ms loop every read timed out on
+    /// the test node, so a newly promoted primary never renewed and fenced
+    /// itself. A read plus a lease write ([`write_timeout`]: half the renew
+    /// deadline) still fits in one renew deadline.
     fn coord_timeout(&self) -> Duration {
-        (self.cfg.loop_interval() * 3 / 4).max(Duration::from_millis(50))
+        (self.cfg.loop_interval() * 3 / 4)
+            .max(self.cfg.ha.timings.renew_deadline / 3)
+            .max(Duration::from_millis(50))
     }
 
     /// A quick read of the coordinator between ticks: whether a switchover
@@ -350,12 +363,33 @@ impl<C: Coordinator> Agent<C> {
     }
 
     /// Installs the result of a finished background operation; returns the
-    /// kind of a failed one.
+    /// kind of a failed one. A failure is logged at once but reported only
+    /// after a backoff ([`retry_backoff`]): until then it holds the
+    /// background slot, so the machine's next request for the operation
+    /// does not retry it at once (a clone from an unreachable primary was
+    /// retried every 10-30 ms on the real node before this).
     async fn poll_background(&mut self) -> Option<ActionKind> {
         let bg = self.local.background.as_mut()?;
         let done = bg.poll().await?;
         let bg = self.local.background.take()?;
         let elapsed_ms = bg.started.elapsed().as_millis() as u64;
+        if !bg.held()
+            && let Err(error) = &done.result
+        {
+            let text = super::execute::error_chain(error);
+            self.failed_in_a_row = self.failed_in_a_row.saturating_add(1);
+            let delay = retry_backoff(self.cfg.loop_interval(), self.failed_in_a_row);
+            tracing::warn!(op = ?bg.op.kind(), elapsed_ms, error = %text, retry_in_ms = delay.as_millis() as u64, "operation failed");
+            self.last_error = Some(text);
+            let op = bg.op.clone();
+            self.local.background = Some(super::background::Background::hold(
+                op,
+                done,
+                delay,
+                self.local.wake.clone(),
+            ));
+            return None;
+        }
         if let Some(pm) = done.postmaster {
             self.local.postmaster = Some(pm);
         }
@@ -364,6 +398,7 @@ impl<C: Coordinator> Agent<C> {
         self.watchdog.set_pid(self.local.pid());
         match done.result {
             Ok(()) => {
+                self.failed_in_a_row = 0;
                 tracing::info!(op = ?bg.op.kind(), elapsed_ms, "operation finished");
                 if let super::background::Op::Promote { failover, .. } = bg.op {
                     if failover {
@@ -374,12 +409,8 @@ impl<C: Coordinator> Agent<C> {
                 }
                 None
             }
-            Err(error) => {
-                let text = super::execute::error_chain(&error);
-                tracing::warn!(op = ?bg.op.kind(), elapsed_ms, error = %text, "operation failed");
-                self.last_error = Some(text);
-                Some(bg.op.kind())
-            }
+            // Logged when it failed; reported now that its backoff is over.
+            Err(_) => Some(bg.op.kind()),
         }
     }
 
@@ -574,6 +605,20 @@ fn restore_decisions(cfg: &AgentConfig, local: &mut LocalPg) {
     }
 }
 
+/// How long the `failures`-th failed background operation in a row waits
+/// before the machine hears of it (and may ask for it again): one loop
+/// interval, doubling with each further failure, at most
+/// [`MAX_RETRY_BACKOFF`] (or one loop interval if that is longer).
+pub fn retry_backoff(loop_interval: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    loop_interval
+        .saturating_mul(1 << doublings)
+        .min(MAX_RETRY_BACKOFF.max(loop_interval))
+}
+
+/// The longest wait before a failed background operation is retried.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
 /// The timeout of coordinator writes: half the renew deadline, at least
 /// three quarters of a loop.
 pub fn write_timeout(cfg: &AgentConfig) -> Duration {
@@ -591,4 +636,24 @@ pub fn loopback(port: u16) -> SocketAddr {
 /// keeps the armed deadline, so the fencer stops it if the agent cannot.
 pub fn keeps_fence_armed(armed: bool, holds_lease: bool, writable: bool) -> bool {
     armed || holds_lease || writable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed background operation waits one loop, then twice as long
+    /// after each further failure, never longer than the cap.
+    #[test]
+    fn retry_backoff_doubles_from_one_loop_up_to_the_cap() {
+        let ms = |n| retry_backoff(Duration::from_millis(250), n).as_millis();
+        assert_eq!([ms(1), ms(2), ms(3), ms(4)], [250, 500, 1_000, 2_000]);
+        assert_eq!(ms(8), 30_000);
+        assert_eq!(ms(u32::MAX), 30_000);
+        // A loop longer than the cap: one loop.
+        assert_eq!(
+            retry_backoff(Duration::from_secs(60), 5),
+            Duration::from_secs(60)
+        );
+    }
 }

@@ -83,16 +83,6 @@ async fn running(cfg: &AgentConfig, local: &mut LocalPg) -> Result<Observed, PgE
     let (client, statement) = local.observer(cfg).await?;
     let state = postgres::observe_prepared(client, statement).await?;
     local.system_id = Some(state.system_identifier);
-    let timeline = if state.in_recovery {
-        // With the WAL receiver down, PostgreSQL only tells the last
-        // checkpoint's timeline; a history file in pg_wal means the standby
-        // already follows that timeline.
-        state
-            .timeline
-            .max(newest_history(&cfg.instance.layout.data_dir))
-    } else {
-        state.timeline
-    };
     let flushed = state
         .flushed_lsn
         .or(state.received_lsn)
@@ -100,6 +90,15 @@ async fn running(cfg: &AgentConfig, local: &mut LocalPg) -> Result<Observed, PgE
         .unwrap_or_default();
     let received = state.received_lsn.unwrap_or(flushed);
     let replayed = state.replayed_lsn.unwrap_or(flushed);
+    let timeline = if state.in_recovery {
+        standby_timeline(
+            &cfg.instance.layout.data_dir,
+            state.timeline,
+            replayed.max(received),
+        )
+    } else {
+        state.timeline
+    };
     let pg = PgObservation {
         data: DataDir::Initialized(SystemId(state.system_identifier)),
         running: true,
@@ -188,7 +187,7 @@ async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
     }
     pg.in_recovery = data_dir.join("standby.signal").exists();
     if pg.in_recovery {
-        pg.timeline = Timeline(pg.timeline.0.max(newest_history(data_dir)));
+        pg.timeline = Timeline(standby_timeline(data_dir, pg.timeline.0, pg.end_lsn()));
     }
     pg.upstream = if pg.in_recovery {
         local.standby_of.clone()
@@ -335,6 +334,57 @@ pub fn newest_history(data_dir: &std::path::Path) -> u32 {
         .unwrap_or(1)
 }
 
+/// The timeline a running standby follows. With the WAL receiver down,
+/// PostgreSQL only tells the last checkpoint's timeline (`reported`); a
+/// newer history file in pg_wal means the standby follows that timeline,
+/// unless none of its WAL arrived and the history says the new timeline left
+/// `reported` before the standby's `position`: PostgreSQL fetches that file
+/// too, then refuses to
+/// follow it ("new timeline N forked off current database system timeline
+/// T before current recovery point") and retries forever. Found on the test
+/// node: an old primary restarted after kill -9 with WAL beyond the switch
+/// point was reported on the new timeline, so the agent never rewound it.
+fn standby_timeline(data_dir: &std::path::Path, reported: u32, position: Lsn) -> u32 {
+    let newest = newest_history(data_dir);
+    if newest <= reported {
+        return reported;
+    }
+    let wal = data_dir.join("pg_wal");
+    // WAL of the new timeline was received: the standby follows it (past
+    // the switch point on it, with its last restartpoint still on the old
+    // timeline, as right after a rewind or a failover).
+    let followed = std::fs::read_dir(&wal)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name().to_str().is_some_and(|n| {
+                n.len() == 24
+                    && n.starts_with(&format!("{newest:08X}"))
+                    && n.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+        });
+    if followed {
+        return newest;
+    }
+    let history = std::fs::read_to_string(wal.join(format!("{newest:08X}.history")));
+    match history.ok().and_then(|h| switch_point(&h, reported)) {
+        Some(left) if position > left => reported,
+        _ => newest,
+    }
+}
+
+/// Where a timeline history file (`parent<TAB>switchpoint<TAB>reason`
+/// lines) says its timeline line left timeline `from`.
+fn switch_point(history: &str, from: u32) -> Option<Lsn> {
+    history.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let parent: u32 = fields.next()?.parse().ok()?;
+        let at: Lsn = fields.next()?.parse().ok()?;
+        (parent == from).then_some(at)
+    })
+}
+
 /// Parses pg_controldata's C-locale output.
 pub fn parse_controldata(text: &str) -> Option<ControlData> {
     let field = |name: &str| {
@@ -422,6 +472,35 @@ mod tests {
         let high = vec!["0000000100000001000000FF".to_owned()];
         assert_eq!(last_segment_end(&high, 1, mib16), Some(0x2_0000_0000));
         assert_eq!(last_segment_end(&names, 1, 0), None);
+    }
+
+    /// A standby whose replay position lies past the point where the newest
+    /// history file's timeline left its own is not on that timeline
+    /// (PostgreSQL refuses to follow it); at or before it, it is.
+    #[test]
+    fn a_history_file_forked_before_the_position_names_no_followed_timeline() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let wal = dir.path().join("pg_wal");
+        std::fs::create_dir(&wal).expect("pg_wal");
+        std::fs::write(
+            wal.join("00000006.history"),
+            "1\t0/3000160\tno recovery target specified\n\
+             3\t0/48C1568\tno recovery target specified\n\
+             5\t0/5000000\tno recovery target specified\n",
+        )
+        .expect("history written");
+        let at = |s: &str| s.parse::<Lsn>().expect("an LSN");
+        assert_eq!(switch_point("3\t0/48C1568\tx\n", 3), Some(at("0/48C1568")));
+        // Past the switch point: diverged, still on timeline 3.
+        assert_eq!(standby_timeline(dir.path(), 3, at("0/48C15F8")), 3);
+        // At or before it: follows timeline 6.
+        assert_eq!(standby_timeline(dir.path(), 3, at("0/48C1568")), 6);
+        assert_eq!(standby_timeline(dir.path(), 3, at("0/4000000")), 6);
+        // Already on the newest timeline.
+        assert_eq!(standby_timeline(dir.path(), 6, at("0/6000000")), 6);
+        // WAL of timeline 6 arrived: past the switch point on timeline 6.
+        std::fs::write(wal.join("000000060000000000000004"), b"").expect("segment written");
+        assert_eq!(standby_timeline(dir.path(), 3, at("0/48C15F8")), 6);
     }
 
     /// The stopped server's identity, timeline and WAL position come from pg_controldata.

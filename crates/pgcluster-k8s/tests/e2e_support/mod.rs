@@ -5,6 +5,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
+pub mod node;
+pub mod sql;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
