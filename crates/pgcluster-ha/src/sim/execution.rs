@@ -152,6 +152,27 @@ impl World {
             return; // aborted, or its agent died
         }
         let running = mb.host.op.take().expect("checked just above");
+        // A new postmaster's fencer is told the agent's current deadline
+        // (`FenceHub::attach`): one already past fences it as it starts.
+        let starts = match running.op {
+            Op::Bootstrap | Op::Start => true,
+            Op::Promote { .. } => !mb.pg.running,
+            Op::Rewind { .. } | Op::Reclone { .. } | Op::CleanStop { .. } => false,
+        };
+        let passed = mb.host.armed.is_some_and(|d| self.local(m) >= d);
+        if starts && passed && !self.cfg.broken_fence {
+            let mb = &mut self.members[m];
+            mb.pg.stop();
+            if let Some(agent) = &mut mb.agent {
+                agent.op_failed = Some(running.op.kind());
+            }
+            trace!(
+                self,
+                "{} fencer stopped PostgreSQL as it started: the deadline had passed",
+                self.names[m]
+            );
+            return;
+        }
         let ok = self.op_effect(m, &running.op, running.standby_of);
         if !ok && let Some(agent) = &mut self.members[m].agent {
             agent.op_failed = Some(running.op.kind());

@@ -149,10 +149,11 @@ impl World {
         self.push(self.now + wait, Event::Watchdog { m, deadline });
     }
 
-    /// The fencer stops the server (whatever its role) and forgets its deadline.
+    /// The fencer stops the server, whatever its role.
     pub(super) fn fence(&mut self, m: usize, why: &str) {
+        // The agent's hub keeps the deadline: a server started later gets
+        // a fencer told the same (passed) deadline.
         let mb = &mut self.members[m];
-        mb.host.armed = None;
         if !mb.pg.running {
             return;
         }
