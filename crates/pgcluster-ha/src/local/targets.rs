@@ -54,7 +54,7 @@ pub fn targets_of(view: &ClusterView, record: &ClusterRecord) -> RouteTargets {
 
 /// Follows the coordinator and publishes the router's targets: woken by
 /// inotify when the lease or a member state changes (renewals and
-/// heartbeats do not wake it), with a read every [`RECHECK`] besides; where
+/// heartbeats do not wake it), with a read every `RECHECK` (5 s) besides; where
 /// inotify is unavailable, by reading the coordinator every `every`.
 pub fn route_targets(
     layout: &Layout,
