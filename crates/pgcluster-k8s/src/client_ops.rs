@@ -600,6 +600,17 @@ mod tests {
     use crate::testing::api_server::{ApiServerVerifier, Reply, list};
     use crate::testing::objects::{PodFixture, lease, lease_object, pod, postgres_cluster};
 
+    /// The pod list of a healthy pair: pg-0 primary, pg-1 replica, both fresh.
+    fn primary_and_replica_pods() -> Reply {
+        Reply::Ok(list(
+            "PodList",
+            vec![
+                pod("pg-0").state(MemberRole::Primary, 10),
+                pod("pg-1").state(MemberRole::Replica, 10),
+            ],
+        ))
+    }
+
     const CLUSTER: &str = "/apis/pgcluster.dev/v1alpha1/namespaces/db/postgresclusters/pg";
     const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/db/leases/pg-leader";
     const PODS: &str = "/api/v1/namespaces/db/pods";
@@ -657,15 +668,7 @@ mod tests {
     #[tokio::test]
     async fn failover_refused_while_primary_healthy() {
         let (client, mut server) = ApiServerVerifier::new();
-        let pods = || {
-            Reply::Ok(list(
-                "PodList",
-                vec![
-                    pod("pg-0").state(MemberRole::Primary, 10),
-                    pod("pg-1").state(MemberRole::Replica, 10),
-                ],
-            ))
-        };
+        let pods = primary_and_replica_pods;
         // It renews the Lease between the two reads: alive.
         let overrides = vec![
             (
@@ -696,15 +699,7 @@ mod tests {
     #[tokio::test]
     async fn switchover_requests_and_waits() {
         let (client, mut server) = ApiServerVerifier::new();
-        let pods = || {
-            Reply::Ok(list(
-                "PodList",
-                vec![
-                    pod("pg-0").state(MemberRole::Primary, 10),
-                    pod("pg-1").state(MemberRole::Replica, 10),
-                ],
-            ))
-        };
+        let pods = primary_and_replica_pods;
         let before = || Reply::Ok(lease_object(&lease(Some("pg-0"), 2, 10)));
         let overrides = vec![
             (Method::GET, LEASE.to_owned(), before()),
@@ -904,15 +899,7 @@ mod tests {
     #[tokio::test]
     async fn switchover_cleared_without_handover_is_refused() {
         let (client, mut server) = ApiServerVerifier::new();
-        let pods = || {
-            Reply::Ok(list(
-                "PodList",
-                vec![
-                    pod("pg-0").state(MemberRole::Primary, 10),
-                    pod("pg-1").state(MemberRole::Replica, 10),
-                ],
-            ))
-        };
+        let pods = primary_and_replica_pods;
         let held = || Reply::Ok(lease_object(&lease(Some("pg-0"), 2, 10)));
         let mut overrides = vec![
             (Method::GET, LEASE.to_owned(), held()),
