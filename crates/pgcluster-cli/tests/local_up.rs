@@ -13,6 +13,19 @@ use local_support::{
     TestCluster, alive, connect, connect_as, eventually, fast_spec, kill, wait_exit,
 };
 
+/// A second `up` of the same cluster fails and names the running
+/// foreground `up` (PID `up_pid`) as the process to stop.
+fn second_up_names_the_running_up(cluster: &TestCluster, up_pid: u32) {
+    let base = cluster.base.to_string();
+    let spec = cluster.spec.display().to_string();
+    let second = cluster.run(&["up", "-f", &spec, "--port", &base, "--detach"]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && err.contains(&format!("(`pgcluster up`, PID {up_pid})")),
+        "{err}"
+    );
+}
+
 /// Rows written through rw are visible on the replica and through ro; a
 /// second `up` refuses; after down + up every row is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,14 +258,7 @@ async fn foreground_up_stops_everything_on_ctrl_c_and_data_survives() {
     }
 
     // A second `up` names the foreground `up`'s PID, the process to stop.
-    let base = cluster.base.to_string();
-    let spec = cluster.spec.display().to_string();
-    let second = cluster.run(&["up", "-f", &spec, "--port", &base, "--detach"]);
-    let err = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        !second.status.success() && err.contains(&format!("(`pgcluster up`, PID {up_pid})")),
-        "{err}"
-    );
+    second_up_names_the_running_up(&cluster, up_pid);
 
     assert!(kill(up_pid, "INT"), "SIGINT to up");
     let exit = wait_exit(&mut cluster.extra[0], Duration::from_secs(90));
@@ -315,14 +321,7 @@ async fn ctrl_c_during_startup_leaves_nothing_running() {
     })
     .await;
     // A second `up` names the foreground `up`'s PID, the process to stop.
-    let base = cluster.base.to_string();
-    let spec = cluster.spec.display().to_string();
-    let second = cluster.run(&["up", "-f", &spec, "--port", &base, "--detach"]);
-    let err = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        !second.status.success() && err.contains(&format!("(`pgcluster up`, PID {up_pid})")),
-        "{err}"
-    );
+    second_up_names_the_running_up(&cluster, up_pid);
 
     assert!(kill(up_pid, "INT"), "SIGINT to up");
     let exit = wait_exit(&mut cluster.extra[0], Duration::from_secs(90));
