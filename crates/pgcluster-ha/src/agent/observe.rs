@@ -2,11 +2,11 @@
 //! Unix socket while it runs (one prepared statement on a kept connection), from `pg_controldata` and `standby.signal`
 //! while it is stopped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::AgentConfig;
-use super::supervise::{LocalPg, WalEndCache};
+use super::supervise::{LocalPg, WalEndCache, WalEndKey};
 use crate::machine::{
     DataDir, Lsn, MemberName, PgObservation, ReplicaProgress, SyncStandbys, SystemId, Timeline,
 };
@@ -91,11 +91,8 @@ async fn running(cfg: &AgentConfig, local: &mut LocalPg) -> Result<Observed, PgE
     let received = state.received_lsn.unwrap_or(flushed);
     let replayed = state.replayed_lsn.unwrap_or(flushed);
     let timeline = if state.in_recovery {
-        standby_timeline(
-            &cfg.instance.layout.data_dir,
-            state.timeline,
-            replayed.max(received),
-        )
+        WalDir::read(&cfg.instance.layout.data_dir)
+            .standby_timeline(state.timeline, replayed.max(received))
     } else {
         state.timeline
     };
@@ -142,15 +139,34 @@ async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
             connections: None,
         };
     }
+    let wal = WalDir::read(data_dir);
     match controldata(cfg).await {
         Some(c) => {
             local.system_id = Some(c.system_identifier);
             pg.data = DataDir::Initialized(SystemId(c.system_identifier));
-            pg.timeline = Timeline(c.timeline);
+            // The local WAL may go on past the last checkpoint's timeline
+            // (a primary killed right after its promotion, before a
+            // checkpoint): its newest segments say where, and the end of
+            // WAL is read on that timeline, from where it began.
+            let timeline = wal
+                .segment_timeline()
+                .map_or(c.timeline, |t| t.max(c.timeline));
+            let start = if timeline == c.timeline {
+                c.checkpoint_lsn
+            } else {
+                wal.timeline_start(timeline).map_or(c.end_lsn, |l| l.0)
+            };
+            let lower = c.end_lsn.max(start);
+            pg.timeline = Timeline(timeline);
             // The checkpoint location is the *start* of the last checkpoint
             // record; the machine needs the end of local WAL (a standby that
             // received the shutdown checkpoint is exactly there).
-            let key = (c.checkpoint_lsn, c.timeline);
+            let bound = last_segment_end(&wal.names, timeline, c.segment_size);
+            let key = WalEndKey {
+                checkpoint_lsn: c.checkpoint_lsn,
+                timeline,
+                bound,
+            };
             let end = match local.wal_end_cache {
                 Some(cached)
                     if cached.key == key
@@ -158,12 +174,15 @@ async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
                 {
                     cached.end
                 }
-                _ if busy => c.end_lsn,
+                _ if busy => lower,
                 _ => {
-                    let found = wal_end(cfg, &c).await;
+                    let found = match bound.filter(|b| *b > start) {
+                        Some(bound) => wal_end(cfg, timeline, start, bound).await,
+                        None => WalEnd::Unknown,
+                    };
                     let end = match found {
-                        WalEnd::Found(end) => end.max(c.end_lsn),
-                        WalEnd::Unknown | WalEnd::TimedOut => c.end_lsn,
+                        WalEnd::Found(end) => end.max(lower),
+                        WalEnd::Unknown | WalEnd::TimedOut => lower,
                     };
                     // A slow answer (a loaded machine) is asked again, but not
                     // every tick: each try holds the tick up to its timeout.
@@ -187,7 +206,7 @@ async fn stopped(cfg: &AgentConfig, local: &mut LocalPg) -> Observed {
     }
     pg.in_recovery = data_dir.join("standby.signal").exists();
     if pg.in_recovery {
-        pg.timeline = Timeline(standby_timeline(data_dir, pg.timeline.0, pg.end_lsn()));
+        pg.timeline = Timeline(wal.standby_timeline(pg.timeline.0, pg.end_lsn()));
     }
     pg.upstream = if pg.in_recovery {
         local.standby_of.clone()
@@ -231,33 +250,23 @@ async fn controldata(cfg: &AgentConfig) -> Option<ControlData> {
     parse_controldata(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// The end of the valid WAL in a stopped server's pg_wal, read with
-/// pg_waldump from the last checkpoint: the position where it finds no
-/// further record. pg_waldump waits 5 s for a segment file that is not
-/// there (it retries the open), so it is told to stop at the end of the
-/// last segment present; reaching that bound means the WAL fills it.
-async fn wal_end(cfg: &AgentConfig, control: &ControlData) -> WalEnd {
+/// The end of the valid WAL of `timeline` in a stopped server's pg_wal,
+/// read with pg_waldump from `start` (the last checkpoint, or where the
+/// timeline began): the position where it finds no further record.
+/// pg_waldump waits 5 s for a segment file that is not there (it retries
+/// the open), so it is told to stop at `bound`, the end of the last segment
+/// present; reaching that bound means the WAL fills it.
+async fn wal_end(cfg: &AgentConfig, timeline: u32, start: u64, bound: u64) -> WalEnd {
     let pg_wal = cfg.instance.layout.data_dir.join("pg_wal");
-    let names: Vec<String> = std::fs::read_dir(&pg_wal)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    let Some(bound) = last_segment_end(&names, control.timeline, control.segment_size)
-        .filter(|b| *b > control.checkpoint_lsn)
-    else {
-        return WalEnd::Unknown;
-    };
     let mut cmd = cfg.instance.tool("pg_waldump");
     cmd.arg("--path")
         .arg(&pg_wal)
         .arg("--start")
-        .arg(Lsn(control.checkpoint_lsn).to_string())
+        .arg(Lsn(start).to_string())
         .arg("--end")
         .arg(Lsn(bound).to_string())
         .arg("--timeline")
-        .arg(control.timeline.to_string())
+        .arg(timeline.to_string())
         .arg("--quiet")
         .env("LC_ALL", "C");
     // Bounded: the agent's tick waits for this.
@@ -303,74 +312,111 @@ pub fn last_segment_end(names: &[String], timeline: u32, segment_size: u64) -> O
         .map(|segno| (segno + 1) * segment_size)
 }
 
-/// The position where pg_waldump found no further record: the last
-/// "at X/Y" of its error ("error in WAL record at A: invalid record length at B").
+/// The position where pg_waldump found no further record: the last LSN in
+/// its error ("error in WAL record at A: invalid record length at B: wanted
+/// 24, got 0" in PostgreSQL 15, "... at B: expected at least 24, got 0" in
+/// 17, "... in WAL segment S, LSN B, offset 0" for a recycled segment).
+/// Taking the text after the last " at " read "least 24" in PostgreSQL 17,
+/// so every stopped server's end fell back to its last checkpoint (found on
+/// the test node: each switchover's target released the handed-over lease).
 pub fn parse_waldump_end(stderr: &str) -> Option<u64> {
-    if !stderr.contains("error in WAL record at ") {
-        return None;
-    }
-    let rest = stderr.rsplit(" at ").next()?;
-    let lsn: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_hexdigit() || *c == '/')
-        .collect();
-    lsn.parse::<Lsn>().ok().map(|l| l.0)
+    let (_, reason) = stderr.split_once("error in WAL record at ")?;
+    reason
+        .split_whitespace()
+        .rev()
+        .filter(|word| word.contains('/'))
+        .filter_map(|word| word.trim_end_matches([':', ',', '.']).parse::<Lsn>().ok())
+        .next()
+        .map(|l| l.0)
 }
 
-/// The highest timeline with a history file in `data/pg_wal` (1 if none).
-pub fn newest_history(data_dir: &std::path::Path) -> u32 {
-    std::fs::read_dir(data_dir.join("pg_wal"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let id = name.strip_suffix(".history")?;
-            // Placeholders placed before a promotion are empty; they name no switch.
-            (e.metadata().ok()?.len() > 0).then_some(())?;
-            u32::from_str_radix(id, 16).ok()
-        })
-        .max()
-        .unwrap_or(1)
+/// What a data directory's `pg_wal` holds, read once per observation:
+/// the names of its files and its timeline history files.
+pub struct WalDir {
+    /// The file names in pg_wal.
+    pub names: Vec<String>,
+    /// Non-empty history files by timeline (placeholders placed before a
+    /// promotion are empty and name no switch).
+    pub histories: BTreeMap<u32, String>,
 }
 
-/// The timeline a running standby follows. With the WAL receiver down,
-/// PostgreSQL only tells the last checkpoint's timeline (`reported`); a
-/// newer history file in pg_wal means the standby follows that timeline,
-/// unless none of its WAL arrived and the history says the new timeline left
-/// `reported` before the standby's `position`: PostgreSQL fetches that file
-/// too, then refuses to
-/// follow it ("new timeline N forked off current database system timeline
-/// T before current recovery point") and retries forever. Found on the test
-/// node: an old primary restarted after kill -9 with WAL beyond the switch
-/// point was reported on the new timeline, so the agent never rewound it.
-fn standby_timeline(data_dir: &std::path::Path, reported: u32, position: Lsn) -> u32 {
-    let newest = newest_history(data_dir);
-    if newest <= reported {
-        return reported;
-    }
-    let wal = data_dir.join("pg_wal");
-    // WAL of the new timeline was received: the standby follows it (past
-    // the switch point on it, with its last restartpoint still on the old
-    // timeline, as right after a rewind or a failover).
-    let followed = std::fs::read_dir(&wal)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            e.file_name().to_str().is_some_and(|n| {
-                n.len() == 24
-                    && n.starts_with(&format!("{newest:08X}"))
-                    && n.bytes().all(|b| b.is_ascii_hexdigit())
+impl WalDir {
+    /// Reads `data_dir/pg_wal` (empty when unreadable).
+    pub fn read(data_dir: &std::path::Path) -> WalDir {
+        let pg_wal = data_dir.join("pg_wal");
+        let names: Vec<String> = std::fs::read_dir(&pg_wal)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        let histories = names
+            .iter()
+            .filter_map(|name| {
+                let id = u32::from_str_radix(name.strip_suffix(".history")?, 16).ok()?;
+                let text = std::fs::read_to_string(pg_wal.join(name)).ok()?;
+                (!text.trim().is_empty()).then_some((id, text))
             })
-        });
-    if followed {
-        return newest;
+            .collect();
+        WalDir { names, histories }
     }
-    let history = std::fs::read_to_string(wal.join(format!("{newest:08X}.history")));
-    match history.ok().and_then(|h| switch_point(&h, reported)) {
-        Some(left) if position > left => reported,
-        _ => newest,
+
+    /// The highest timeline with a WAL segment file: the timeline local WAL
+    /// ends on. PostgreSQL names new and recycled segments after the
+    /// timeline it writes, so no segment names a timeline it never reached.
+    pub fn segment_timeline(&self) -> Option<u32> {
+        self.names
+            .iter()
+            .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter_map(|n| u32::from_str_radix(&n[0..8], 16).ok())
+            .max()
+    }
+
+    /// The highest timeline with a history file (1 if none).
+    pub fn newest_history(&self) -> u32 {
+        self.histories.keys().copied().max().unwrap_or(1)
+    }
+
+    /// Where `timeline` began: the switch point on the last line of its
+    /// history file.
+    pub fn timeline_start(&self, timeline: u32) -> Option<Lsn> {
+        let history = self.histories.get(&timeline)?;
+        history
+            .lines()
+            .rev()
+            .find_map(|line| line.split_whitespace().nth(1)?.parse::<Lsn>().ok())
+    }
+
+    /// The timeline a standby is on. PostgreSQL tells the last
+    /// checkpoint's or restartpoint's timeline (`reported`); local WAL may
+    /// go on past it (the newest segments'). A newer history file means the
+    /// standby will follow that timeline if its own is an ancestor of it and
+    /// `position` lies at or before the point where the new timeline left
+    /// it; otherwise PostgreSQL refuses to follow ("new timeline N forked
+    /// off current database system timeline T before current recovery
+    /// point", or "WAL location ... belongs to timeline 3, but previous
+    /// recovered WAL file came from timeline 4") and retries forever, so
+    /// the standby is reported on its own timeline and the machine rewinds
+    /// it. Found on the test node: old primaries re-joining after kill -9
+    /// with WAL past the switch point, or on a timeline the cluster's
+    /// lineage never took, were reported on the new timeline and never
+    /// rewound.
+    pub fn standby_timeline(&self, reported: u32, position: Lsn) -> u32 {
+        let own = self
+            .segment_timeline()
+            .map_or(reported, |t| t.max(reported));
+        let newest = self.newest_history();
+        if newest <= own {
+            return own;
+        }
+        match self
+            .histories
+            .get(&newest)
+            .and_then(|h| switch_point(h, own))
+        {
+            Some(left) if position <= left => newest,
+            _ => own,
+        }
     }
 }
 
@@ -434,7 +480,16 @@ mod tests {
     fn parses_waldump_end() {
         let err = "pg_waldump: error: error in WAL record at 0/301AB20: invalid record length at 0/301AB98: wanted 24, got 0\n";
         assert_eq!(parse_waldump_end(err), Some(0x0301_AB98));
+        // PostgreSQL 17 (from the test node; "expected at least" holds " at ").
+        let err = "pg_waldump: error: error in WAL record at 0/38853A8: invalid record length at 0/3885420: expected at least 24, got 0\n";
+        assert_eq!(parse_waldump_end(err), Some(0x0388_5420));
+        let err = "pg_waldump: error: error in WAL record at 0/3FFFF80: invalid magic number 0000 in WAL segment 000000020000000000000004, LSN 0/4000000, offset 0\n";
+        assert_eq!(parse_waldump_end(err), Some(0x0400_0000));
         assert_eq!(parse_waldump_end("nothing"), None);
+        assert_eq!(
+            parse_waldump_end("pg_waldump: error: could not open file"),
+            None
+        );
     }
 
     /// Whatever the agent writes as synchronous_standby_names reads back the same.
@@ -490,6 +545,9 @@ mod tests {
         )
         .expect("history written");
         let at = |s: &str| s.parse::<Lsn>().expect("an LSN");
+        let standby_timeline = |dir: &std::path::Path, reported, position| {
+            WalDir::read(dir).standby_timeline(reported, position)
+        };
         assert_eq!(switch_point("3\t0/48C1568\tx\n", 3), Some(at("0/48C1568")));
         // Past the switch point: diverged, still on timeline 3.
         assert_eq!(standby_timeline(dir.path(), 3, at("0/48C15F8")), 3);
@@ -501,6 +559,37 @@ mod tests {
         // WAL of timeline 6 arrived: past the switch point on timeline 6.
         std::fs::write(wal.join("000000060000000000000004"), b"").expect("segment written");
         assert_eq!(standby_timeline(dir.path(), 3, at("0/48C15F8")), 6);
+    }
+
+    /// An old primary promoted to timeline 4 (its segments and history on
+    /// disk) while the cluster's lineage went from 3 to 5 is on timeline 4,
+    /// whatever its last checkpoint says, and does not follow 5: the
+    /// machine rewinds it (bug 9 on the test node).
+    #[test]
+    fn a_standby_with_wal_of_an_abandoned_timeline_is_on_that_timeline() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let wal = dir.path().join("pg_wal");
+        std::fs::create_dir(&wal).expect("pg_wal");
+        let write =
+            |name: &str, text: &[u8]| std::fs::write(wal.join(name), text).expect("written");
+        write("000000030000000000000005", b"");
+        write("00000004.history", b"1\t0/3000160\tx\n3\t0/5800000\tx\n");
+        write("000000040000000000000005", b"");
+        write("00000005.history", b"1\t0/3000160\tx\n3\t0/5894D60\tx\n");
+        write("00000006.history", b"");
+        let at = |s: &str| s.parse::<Lsn>().expect("an LSN");
+        let dir = WalDir::read(dir.path());
+        assert_eq!(dir.segment_timeline(), Some(4));
+        assert_eq!(
+            dir.newest_history(),
+            5,
+            "an empty placeholder names no timeline"
+        );
+        assert_eq!(dir.timeline_start(4), Some(at("0/5800000")));
+        assert_eq!(dir.timeline_start(2), None);
+        // Before timeline 5's switch point, yet not on its lineage.
+        assert_eq!(dir.standby_timeline(3, at("0/5810000")), 4);
+        assert_eq!(dir.standby_timeline(4, at("0/5810000")), 4);
     }
 
     /// The stopped server's identity, timeline and WAL position come from pg_controldata.

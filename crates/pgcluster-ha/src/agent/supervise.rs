@@ -43,11 +43,23 @@ pub struct LocalPg {
     pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
+/// What a cached end of WAL was read for: a new checkpoint, timeline or
+/// segment file reads it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalEndKey {
+    /// The last checkpoint's location.
+    pub checkpoint_lsn: u64,
+    /// The timeline local WAL ends on.
+    pub timeline: u32,
+    /// The end of that timeline's last segment file.
+    pub bound: Option<u64>,
+}
+
 /// The end of a stopped server's WAL as last read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WalEndCache {
-    /// The checkpoint location and timeline it was read for.
-    pub key: (u64, u32),
+    /// What it was read for.
+    pub key: WalEndKey,
     /// The end found (or pg_controldata's lower bound).
     pub end: u64,
     /// Read again after this (set when pg_waldump timed out).
