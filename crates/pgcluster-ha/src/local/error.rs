@@ -110,16 +110,14 @@ pub enum LocalError {
         /// The log's last lines.
         tail: String,
     },
-    /// An SQL statement through the rw endpoint failed.
-    #[error("failed to {what} through the rw endpoint 127.0.0.1:{port}")]
+    /// Creating the spec's roles and databases through the rw endpoint failed.
+    #[error(
+        "failed to bring the spec's roles and databases to the primary through the rw endpoint"
+    )]
     Sql {
-        /// What was being done.
-        what: String,
-        /// The rw port.
-        port: u16,
-        /// The cause.
+        /// The session or statement that failed.
         #[source]
-        source: tokio_postgres::Error,
+        source: crate::postgres::admin::AdminError,
     },
     /// The coordinator could not be used.
     #[error("failed to use the coordinator in {}", .dir.display())]
@@ -168,6 +166,12 @@ impl LocalError {
             LocalError::StopTimeout { .. } => "stop_timeout",
             LocalError::NotTraversable { .. } => "not_traversable",
         }
+    }
+}
+
+impl LocalError {
+    pub(super) fn admin(source: crate::postgres::admin::AdminError) -> LocalError {
+        LocalError::Sql { source }
     }
 }
 

@@ -13,6 +13,7 @@
 //! Instance::connect --> observe() --> ServerState (plain data for the machine)
 //! ```
 
+pub mod admin;
 mod binaries;
 mod command;
 mod config;

@@ -82,7 +82,7 @@ pub enum Error {
         cluster: String,
         /// The database error.
         #[source]
-        source: super::sql::SqlError,
+        source: super::sql::AdminError,
     },
     /// Writing the status subresource failed.
     #[error("failed to write the status of {cluster}")]

@@ -25,7 +25,7 @@ use super::apply;
 use super::dereference::{Dereferenced, dereference};
 use super::error::Error;
 use super::passwords;
-use super::sql::{self, AdminTarget, SqlError};
+use super::sql::{self, AdminError, AdminTarget};
 use super::status::{self, Outcome};
 use super::{Context, FINALIZER};
 use crate::build::labels::LABEL_CLUSTER;
@@ -278,7 +278,7 @@ async fn databases(
     cluster: &ValidatedCluster,
     current: &Dereferenced,
     passwords: &std::collections::BTreeMap<String, String>,
-) -> Result<bool, SqlError> {
+) -> Result<bool, AdminError> {
     let holder = current
         .lease
         .as_ref()
@@ -303,6 +303,7 @@ async fn databases(
             .get(SUPERUSER_ROLE)
             .cloned()
             .expect("passwords() returns the superuser's because secret_names() lists it first"),
+        application: "pgcluster-controller",
     };
     let inventory = ctx.admin.inventory(&target).await?;
     let verifiers = cluster

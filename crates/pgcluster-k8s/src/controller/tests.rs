@@ -13,7 +13,7 @@ use pgcluster_core::api::v1alpha1::{ClusterPhase, PostgresClusterStatus, Retenti
 use pgcluster_ha::machine::MemberRole;
 use serde_json::json;
 
-use super::sql::{AdminTarget, DatabaseAdmin, Inventory, SqlError, Statement};
+use super::sql::{AdminError, AdminTarget, DatabaseAdmin, Inventory, Statement};
 use super::*;
 use crate::testing::api_server::{ApiServerVerifier, Reply, list};
 use crate::testing::objects::{
@@ -38,7 +38,7 @@ impl DatabaseAdmin for FakeAdmin {
     fn inventory<'a>(
         &'a self,
         target: &'a AdminTarget,
-    ) -> BoxFuture<'a, Result<Inventory, SqlError>> {
+    ) -> BoxFuture<'a, Result<Inventory, AdminError>> {
         self.targets.lock().unwrap().push(target.host.clone());
         Box::pin(async { Ok(Inventory::default()) })
     }
@@ -46,7 +46,7 @@ impl DatabaseAdmin for FakeAdmin {
         &'a self,
         _: &'a AdminTarget,
         statements: &'a [Statement],
-    ) -> BoxFuture<'a, Result<(), SqlError>> {
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
         self.executed
             .lock()
             .unwrap()
