@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use pgcluster_core::access::cidr::is_private_net;
-use pgcluster_core::api::v1alpha1::{AccessEndpoint, RetentionPolicy, ServiceEndpoint};
+use pgcluster_core::api::v1alpha1::{AccessEndpoint, ServiceEndpoint};
 use pgcluster_k8s::build::BuildError;
 use pgcluster_k8s::build::secrets::PASSWORD_KEY;
 use pgcluster_k8s::render::{self, RenderError};
@@ -95,9 +95,17 @@ fn containers_are_locked_down() {
 /// Deleting the cluster keeps the data unless the spec says Delete.
 #[test]
 fn volumes_are_retained_by_default() {
-    let policy = |retention| {
-        let mut c = cluster("db", 2);
-        c.storage.retention = retention;
+    let policy = |storage: &str| {
+        let c = pgcluster_core::load::load_one(&format!(
+            "apiVersion: pgcluster.dev/v1alpha1
+kind: PostgresCluster
+metadata: {{name: db, namespace: db}}
+spec: {{instances: 2{storage}}}
+"
+        ))
+        .expect("the spec loads")
+        .validate()
+        .expect("the spec is valid");
         let b = build(&c, &BuildOptions::default()).expect("builds");
         let p = b
             .statefulset
@@ -108,8 +116,13 @@ fn volumes_are_retained_by_default() {
     };
     let retain = Some("Retain".to_owned());
     let delete = Some("Delete".to_owned());
-    assert_eq!(policy(RetentionPolicy::Retain), (retain.clone(), retain));
-    assert_eq!(policy(RetentionPolicy::Delete), (delete.clone(), delete));
+    // No `storage` at all, and `storage` without `retention`: the default.
+    assert_eq!(policy(""), (retain.clone(), retain.clone()));
+    assert_eq!(policy(", storage: {size: 5Gi}"), (retain.clone(), retain));
+    assert_eq!(
+        policy(", storage: {retention: Delete}"),
+        (delete.clone(), delete)
+    );
 }
 
 /// A public source range never reaches the LoadBalancer without services.loadBalancer.allowPublic.
@@ -224,23 +237,26 @@ fn passwords_are_never_rendered() {
 /// Every object carries the standard labels (the controller deletes orphans by pgcluster.dev/cluster).
 #[test]
 fn standard_labels_everywhere() {
-    for (name, bundle) in bundles() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for (case, cluster) in cases::all(&repo) {
+        let bundle = build(&cluster, &BuildOptions::default()).expect("cases build");
+        let name = cluster.name.as_str();
         for object in bundle.objects() {
-            let yaml = render::object_yaml(&object).expect("renders");
-            for key in [
-                "app.kubernetes.io/name: pgcluster",
-                "app.kubernetes.io/instance:",
-                "app.kubernetes.io/component:",
-                "app.kubernetes.io/managed-by: pgcluster",
-                "pgcluster.dev/cluster:",
-            ] {
-                assert!(
-                    yaml.contains(key),
-                    "{name}: {} {} lacks {key}",
-                    object.kind(),
-                    object.name()
-                );
-            }
+            let labels = object.metadata().labels.clone().unwrap_or_default();
+            let what = format!("{case}: {} {}", object.kind(), object.name());
+            let label = |key: &str| labels.get(key).map(String::as_str);
+            assert_eq!(label("app.kubernetes.io/name"), Some("pgcluster"), "{what}");
+            assert_eq!(label("app.kubernetes.io/instance"), Some(name), "{what}");
+            assert_eq!(
+                label("app.kubernetes.io/managed-by"),
+                Some("pgcluster"),
+                "{what}"
+            );
+            assert_eq!(label("pgcluster.dev/cluster"), Some(name), "{what}");
+            assert!(
+                label("app.kubernetes.io/component").is_some_and(|c| !c.is_empty()),
+                "{what}: no app.kubernetes.io/component label in {labels:?}"
+            );
         }
     }
 }

@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use pgcluster_core::ValidatedCluster;
 use pgcluster_core::names::ClusterName;
 
@@ -190,7 +190,12 @@ impl Object<'_> {
 
     /// The object's name.
     pub fn name(&self) -> &str {
-        let meta = match self {
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
             Object::ServiceAccount(o) => &o.metadata,
             Object::Role(o) => &o.metadata,
             Object::RoleBinding(o) => &o.metadata,
@@ -202,8 +207,7 @@ impl Object<'_> {
             Object::NetworkPolicy(o) => &o.metadata,
             Object::ServiceMonitor(o) => &o.metadata,
             Object::PrometheusRule(o) => &o.metadata,
-        };
-        meta.name.as_deref().unwrap_or_default()
+        }
     }
 }
 
