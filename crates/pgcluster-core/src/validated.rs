@@ -10,8 +10,8 @@ use ipnet::IpNet;
 
 use crate::access::AccessModel;
 use crate::api::v1alpha1::{
-    NoStandbyPolicy, PostgresClusterSpec, Privileges, ReplicationMode, RetentionPolicy,
-    ServiceEndpoint,
+    NoStandbyPolicy, PostgresCluster, PostgresClusterSpec, Privileges, ReplicationMode,
+    RetentionPolicy, ServiceEndpoint,
 };
 use crate::names::ClusterName;
 use crate::timing::FailoverTimings;
@@ -51,6 +51,23 @@ pub struct ValidatedCluster {
     pub network: ResolvedNetwork,
     /// Monitoring objects to render.
     pub monitoring: ResolvedMonitoring,
+}
+
+impl ValidatedCluster {
+    /// The cluster as a `PostgresCluster` with every default filled in:
+    /// what the agents in Kubernetes read from the cluster's ConfigMap.
+    /// Validating it again gives the same value.
+    pub fn resolved_object(&self) -> PostgresCluster {
+        let mut object = PostgresCluster::new(self.name.as_str(), self.resolved_spec.clone());
+        object.metadata.namespace = Some(self.namespace.clone());
+        object
+    }
+
+    /// The resolved object as YAML (see [`ValidatedCluster::resolved_object`]).
+    pub fn resolved_yaml(&self) -> String {
+        serde_norway::to_string(&self.resolved_object())
+            .expect("a PostgresCluster serializes to YAML: every map in it has string keys")
+    }
 }
 
 /// PostgreSQL version, image and user parameters.

@@ -220,4 +220,15 @@ proptest! {
         let explicit = PostgresCluster { spec: once, ..c.clone() };
         prop_assert_eq!(validate(&explicit).expect("resolved is valid"), original);
     }
+
+    /// The resolved YAML the agents in Kubernetes read (the ConfigMap's
+    /// `cluster.yaml`) loads and validates to the same cluster.
+    #[test]
+    fn resolved_yaml_is_the_same_cluster(c in cluster()) {
+        let validated = validate(&c).expect("generated specs are valid");
+        let yaml = validated.resolved_yaml();
+        let loaded = load_one(&yaml).expect("the resolved YAML loads");
+        prop_assert!(loaded.problems.is_empty(), "{:?}\n{}", loaded.problems, yaml);
+        prop_assert_eq!(loaded.validate().expect("the resolved YAML is valid"), validated);
+    }
 }

@@ -1,6 +1,8 @@
 //! `pgcluster agent` in Kubernetes mode: the assembly of the agent from what
 //! the StatefulSet gives its pods (see [`crate::build::statefulset::agent_env`]).
 //!
+//! - the cluster from the ConfigMap's `cluster.yaml` (the resolved spec,
+//!   validated here like everywhere else);
 //! - identity from the downward API (`POD_NAME`, `POD_NAMESPACE`, `POD_IP`);
 //! - peers by the headless Service's DNS: `<pod>.<name>-pods.<ns>.svc`;
 //! - the superuser's password from the mounted Secret file;
@@ -8,7 +10,7 @@
 //! - role labels go to [`KubeRoleLabels`], which patches pods in the
 //!   background (the new primary relabels the old primary's pod too).
 //!
-//! The parsing ([`KubeAgentEnv::from_env`]) and the assembly
+//! The parsing ([`KubeAgentEnv::parse`]) and the assembly
 //! ([`KubeAgentEnv::agent_config`]) are pure; [`run`] does the I/O (reads the
 //! password file, finds the PostgreSQL binaries) and hands over to
 //! [`pgcluster_ha::agent::run`].
@@ -25,28 +27,26 @@
 //! `synchronous_standby_names`) are not in the ConfigMap and stay the agent's.
 //!
 //! ```text
-//! env (downward API, StatefulSet) --from_env--> KubeAgentEnv --agent_config--> AgentConfig
+//! env (downward API) + cluster.yaml --parse--> KubeAgentEnv --agent_config--> AgentConfig
 //!                                                        \--coordinator--> KubeLeaseCoordinator
 //! machine SetRoleLabel --RoleLabels::set--> KubeRoleLabels --(task)--> PATCH pod labels
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
-use pgcluster_core::api::v1alpha1::{NoStandbyPolicy, ReplicationMode};
-use pgcluster_core::names::{ClusterName, SUPERUSER_ROLE};
-use pgcluster_core::timing::FailoverTimings;
-use pgcluster_core::validated::ResolvedReplication;
+use pgcluster_core::ValidatedCluster;
+use pgcluster_core::names::SUPERUSER_ROLE;
 use pgcluster_ha::agent::{AgentConfig, AgentError, PeerAddr, RoleLabels};
 use pgcluster_ha::machine::{ConfigError, HaConfig, MemberName, RoleLabel};
 use pgcluster_ha::postgres::{Instance, Layout, OsUser, PgBinaries, PgError, ServerLog, Superuser};
 use tokio::sync::mpsc;
 
-use crate::build::config::POSTGRESQL_CONF;
+use crate::build::config::{CLUSTER_SPEC, POSTGRESQL_CONF};
 use crate::build::statefulset::{PASSFILE, SOCKET_DIR};
 use crate::build::{AGENT_PORT, POSTGRES_PORT};
 use crate::lease::KubeLeaseCoordinator;
@@ -79,6 +79,27 @@ pub enum AgentModeError {
         value: String,
         /// What it should be.
         expected: String,
+    },
+    /// The spec file could not be read.
+    #[error(
+        "failed to read the cluster's spec {path}; the ConfigMap <cluster>-config holds it as cluster.yaml (rendered by the controller): is it mounted?"
+    )]
+    SpecFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spec file is not a valid PostgresCluster.
+    #[error(
+        "the cluster's spec {path} is not a valid PostgresCluster (the controller renders it from the validated spec; was it edited by hand?): {detail}"
+    )]
+    Spec {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the field paths.
+        detail: String,
     },
     /// The HA configuration is inconsistent (member or timings).
     #[error("failed to configure the agent's state machine from the environment")]
@@ -120,6 +141,8 @@ impl AgentModeError {
         match self {
             AgentModeError::MissingVar { .. } => "missing_env",
             AgentModeError::InvalidVar { .. } => "invalid_env",
+            AgentModeError::SpecFile { .. } => "spec_file",
+            AgentModeError::Spec { .. } => "spec",
             AgentModeError::Ha { .. } => "ha_config",
             AgentModeError::Password { .. } => "password",
             AgentModeError::Postgres { .. } => "postgres",
@@ -133,15 +156,13 @@ pub fn selected(vars: &BTreeMap<String, String>) -> bool {
     vars.get("PGCLUSTER_MODE").map(String::as_str) == Some(MODE_KUBERNETES)
 }
 
-/// Everything the agent takes from its pod's environment, parsed.
+/// Everything the agent takes from its pod: the cluster's resolved spec
+/// (the ConfigMap's `cluster.yaml`, validated like every other consumer's)
+/// and the pod's own identity and files from its environment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KubeAgentEnv {
-    /// The cluster (`PGCLUSTER_CLUSTER`).
-    pub cluster: ClusterName,
-    /// Number of instances (`PGCLUSTER_INSTANCES`).
-    pub instances: u32,
-    /// The headless Service (`PGCLUSTER_HEADLESS_SERVICE`).
-    pub headless_service: String,
+    /// The cluster, from `<PGCLUSTER_CONFIG_DIR>/cluster.yaml`.
+    pub cluster: ValidatedCluster,
     /// This pod (`POD_NAME`, downward API): the member name.
     pub pod_name: String,
     /// The namespace (`POD_NAMESPACE`, downward API).
@@ -154,13 +175,6 @@ pub struct KubeAgentEnv {
     pub config_dir: PathBuf,
     /// The superuser's password file (`PGCLUSTER_SUPERUSER_PASSWORD_FILE`).
     pub superuser_password_file: PathBuf,
-    /// Loop, lease and fencing timings (`PGCLUSTER_*_MS`).
-    pub timings: FailoverTimings,
-    /// Replication settings (`PGCLUSTER_REPLICATION_MODE`, `PGCLUSTER_WHEN_NO_STANDBY`,
-    /// `PGCLUSTER_MAX_FAILOVER_LAG_BYTES`).
-    pub replication: ResolvedReplication,
-    /// `PGCLUSTER_AUTOMATIC_FAILOVER`.
-    pub automatic_failover: bool,
 }
 
 fn required<'a>(
@@ -173,23 +187,6 @@ fn required<'a>(
         .ok_or(AgentModeError::MissingVar { name })
 }
 
-fn parsed<T: std::str::FromStr>(
-    vars: &BTreeMap<String, String>,
-    name: &'static str,
-    expected: &str,
-) -> Result<T, AgentModeError> {
-    let value = required(vars, name)?;
-    value.parse().map_err(|_| AgentModeError::InvalidVar {
-        name,
-        value: value.to_owned(),
-        expected: expected.to_owned(),
-    })
-}
-
-fn millis(vars: &BTreeMap<String, String>, name: &'static str) -> Result<Duration, AgentModeError> {
-    parsed::<u64>(vars, name, "a whole number of milliseconds").map(Duration::from_millis)
-}
-
 fn invalid(name: &'static str, value: &str, expected: impl Into<String>) -> AgentModeError {
     AgentModeError::InvalidVar {
         name,
@@ -199,29 +196,51 @@ fn invalid(name: &'static str, value: &str, expected: impl Into<String>) -> Agen
 }
 
 impl KubeAgentEnv {
-    /// Parses the environment the StatefulSet sets. Errors name the variable.
-    pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Self, AgentModeError> {
+    /// Reads the environment and the spec file it names (the one I/O step),
+    /// then parses both ([`KubeAgentEnv::parse`]).
+    pub fn load(vars: &BTreeMap<String, String>) -> Result<Self, AgentModeError> {
+        let path = Path::new(required(vars, "PGCLUSTER_CONFIG_DIR")?).join(CLUSTER_SPEC);
+        let text = std::fs::read_to_string(&path).map_err(|source| AgentModeError::SpecFile {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(vars, &text)
+    }
+
+    /// Parses the environment the StatefulSet sets and the resolved spec
+    /// (`cluster.yaml`). Errors name the variable, or the spec's field.
+    pub fn parse(vars: &BTreeMap<String, String>, spec: &str) -> Result<Self, AgentModeError> {
         let mode = required(vars, "PGCLUSTER_MODE")?;
         if mode != MODE_KUBERNETES {
             return Err(invalid("PGCLUSTER_MODE", mode, MODE_KUBERNETES));
         }
-        let name = required(vars, "PGCLUSTER_CLUSTER")?;
-        let cluster = ClusterName::new(name)
-            .map_err(|e| invalid("PGCLUSTER_CLUSTER", name, e.to_string()))?;
-        let instances: u32 = parsed(vars, "PGCLUSTER_INSTANCES", "a number of instances >= 1")?;
-        if instances == 0 {
-            return Err(invalid("PGCLUSTER_INSTANCES", "0", "a number >= 1"));
-        }
-        let lease = required(vars, "PGCLUSTER_LEASE")?;
-        if lease != cluster.leader_lease() {
+        let config_dir: PathBuf = required(vars, "PGCLUSTER_CONFIG_DIR")?.into();
+        let path = config_dir.join(CLUSTER_SPEC);
+        let loaded =
+            pgcluster_core::load::load_one(spec).map_err(|source| AgentModeError::Spec {
+                path: path.clone(),
+                detail: source.to_string(),
+            })?;
+        let cluster = loaded.validate().map_err(|errors| AgentModeError::Spec {
+            path: path.clone(),
+            detail: errors.to_string(),
+        })?;
+        let namespace = required(vars, "POD_NAMESPACE")?.to_owned();
+        if namespace != cluster.namespace {
             return Err(invalid(
-                "PGCLUSTER_LEASE",
-                lease,
-                format!("the cluster's Lease {}", cluster.leader_lease()),
+                "POD_NAMESPACE",
+                &namespace,
+                format!(
+                    "the cluster's namespace {} (from {})",
+                    cluster.namespace,
+                    path.display()
+                ),
             ));
         }
         let pod_name = required(vars, "POD_NAME")?.to_owned();
-        let members: Vec<String> = (0..instances).map(|i| cluster.instance(i)).collect();
+        let members: Vec<String> = (0..cluster.instances)
+            .map(|i| cluster.name.instance(i))
+            .collect();
         if !members.contains(&pod_name) {
             return Err(invalid(
                 "POD_NAME",
@@ -229,55 +248,16 @@ impl KubeAgentEnv {
                 format!("one of the cluster's pods ({})", members.join(", ")),
             ));
         }
-        let mode = required(vars, "PGCLUSTER_REPLICATION_MODE")?;
-        let mode = match mode {
-            "async" => ReplicationMode::Async,
-            "sync" => ReplicationMode::Sync,
-            other => {
-                return Err(invalid(
-                    "PGCLUSTER_REPLICATION_MODE",
-                    other,
-                    "async or sync",
-                ));
-            }
-        };
-        let when_no_standby = match required(vars, "PGCLUSTER_WHEN_NO_STANDBY")? {
-            "block" => NoStandbyPolicy::Block,
-            "fallbackToAsync" => NoStandbyPolicy::FallbackToAsync,
-            other => {
-                return Err(invalid(
-                    "PGCLUSTER_WHEN_NO_STANDBY",
-                    other,
-                    "block or fallbackToAsync",
-                ));
-            }
-        };
+        let pod_ip = required(vars, "POD_IP")?;
         Ok(Self {
-            instances,
-            headless_service: required(vars, "PGCLUSTER_HEADLESS_SERVICE")?.to_owned(),
             pod_name,
-            namespace: required(vars, "POD_NAMESPACE")?.to_owned(),
-            pod_ip: parsed(vars, "POD_IP", "an IP address")?,
+            namespace,
+            pod_ip: pod_ip
+                .parse()
+                .map_err(|_| invalid("POD_IP", pod_ip, "an IP address"))?,
             pgdata: required(vars, "PGDATA")?.into(),
-            config_dir: required(vars, "PGCLUSTER_CONFIG_DIR")?.into(),
             superuser_password_file: required(vars, "PGCLUSTER_SUPERUSER_PASSWORD_FILE")?.into(),
-            timings: FailoverTimings {
-                lease_duration: millis(vars, "PGCLUSTER_LEASE_DURATION_MS")?,
-                loop_interval: millis(vars, "PGCLUSTER_LOOP_INTERVAL_MS")?,
-                renew_deadline: millis(vars, "PGCLUSTER_RENEW_DEADLINE_MS")?,
-                stop_writes_timeout: millis(vars, "PGCLUSTER_STOP_WRITES_TIMEOUT_MS")?,
-                max_clock_drift: millis(vars, "PGCLUSTER_MAX_CLOCK_DRIFT_MS")?,
-            },
-            replication: ResolvedReplication {
-                mode,
-                when_no_standby,
-                max_failover_lag_bytes: parsed(
-                    vars,
-                    "PGCLUSTER_MAX_FAILOVER_LAG_BYTES",
-                    "a number of bytes",
-                )?,
-            },
-            automatic_failover: parsed(vars, "PGCLUSTER_AUTOMATIC_FAILOVER", "true or false")?,
+            config_dir,
             cluster,
         })
     }
@@ -289,16 +269,20 @@ impl KubeAgentEnv {
 
     /// The DNS name of `pod` behind the headless Service.
     pub fn pod_host(&self, pod: &str) -> String {
-        format!("{pod}.{}.{}.svc", self.headless_service, self.namespace)
+        format!(
+            "{pod}.{}.{}.svc",
+            self.cluster.name.headless_service(),
+            self.namespace
+        )
     }
 
     /// Every member (this one included) and its DNS name.
     pub fn peers(&self) -> BTreeMap<MemberName, PeerAddr> {
         let port =
             |p: i32| u16::try_from(p).expect("the pgcluster ports are constants below 65536");
-        (0..self.instances)
+        (0..self.cluster.instances)
             .map(|i| {
-                let pod = self.cluster.instance(i);
+                let pod = self.cluster.name.instance(i);
                 let addr = PeerAddr {
                     host: self.pod_host(&pod),
                     pg_port: port(POSTGRES_PORT),
@@ -314,9 +298,9 @@ impl KubeAgentEnv {
         HaConfig::new(
             self.me(),
             self.peers().into_keys(),
-            self.timings,
-            self.replication,
-            self.automatic_failover,
+            self.cluster.timings,
+            self.cluster.replication,
+            self.cluster.automatic_failover,
         )
         .map_err(|source| AgentModeError::Ha { source })
     }
@@ -345,7 +329,7 @@ impl KubeAgentEnv {
     ) -> Result<AgentConfig, AgentModeError> {
         let include = self.config_dir.join(POSTGRESQL_CONF);
         Ok(AgentConfig {
-            cluster_name: self.cluster.as_str().to_owned(),
+            cluster_name: self.cluster.name.as_str().to_owned(),
             ha: self.ha_config()?,
             instance: Instance {
                 bin,
@@ -374,7 +358,7 @@ impl KubeAgentEnv {
 
     /// The cluster's Lease coordinator in this pod's namespace.
     pub fn coordinator(&self, client: Client) -> KubeLeaseCoordinator {
-        KubeLeaseCoordinator::new(client, &self.namespace, &self.cluster)
+        KubeLeaseCoordinator::new(client, &self.namespace, &self.cluster.name)
     }
 }
 

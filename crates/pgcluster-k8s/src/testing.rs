@@ -1,5 +1,7 @@
-//! Test fixtures: [`ValidatedCluster`] values built in code, for unit tests here
-//! and in crates that use the builders. Chain the modifiers on the result.
+//! Test fixtures: [`ValidatedCluster`] values for unit tests here and in
+//! crates that use the builders. [`cluster`] goes through the loader and
+//! `validate()`; the modifiers chained on it still set resolved fields
+//! directly (their `resolved_spec` is not updated).
 
 #[cfg(test)]
 pub mod api_server;
@@ -8,71 +10,23 @@ pub mod objects;
 use std::collections::{BTreeMap, BTreeSet};
 
 use pgcluster_core::ValidatedCluster;
-use pgcluster_core::access::{AccessModel, Rule, Source};
-use pgcluster_core::api::v1alpha1::{
-    AccessEndpoint, NoStandbyPolicy, PostgresClusterSpec, ReplicationMode, RetentionPolicy,
-    ServiceEndpoint,
-};
-use pgcluster_core::names::ClusterName;
-use pgcluster_core::timing::FailoverTimings;
-use pgcluster_core::validated::{
-    ResolvedDatabase, ResolvedLoadBalancer, ResolvedMonitoring, ResolvedNetwork, ResolvedPostgres,
-    ResolvedReplication, ResolvedResources, ResolvedRole, ResolvedServices, ResolvedStorage,
-};
+use pgcluster_core::access::{Rule, Source};
+use pgcluster_core::api::v1alpha1::{AccessEndpoint, ServiceEndpoint};
+use pgcluster_core::validated::{ResolvedDatabase, ResolvedLoadBalancer, ResolvedRole};
 
-/// A cluster `name` in namespace `db` with `instances` instances and every default.
+/// A cluster `name` in namespace `db` with `instances` instances and every
+/// default, through the loader and `validate()` like a user's spec.
 pub fn cluster(name: &str, instances: u32) -> ValidatedCluster {
-    ValidatedCluster {
-        name: ClusterName::new(name).expect("fixture names are valid DNS labels"),
-        namespace: "db".to_owned(),
-        resolved_spec: PostgresClusterSpec::default(),
-        instances,
-        postgres: ResolvedPostgres {
-            version: 17,
-            image: "ghcr.io/pgcluster/postgres:17".to_owned(),
-            parameters: BTreeMap::new(),
-        },
-        storage: ResolvedStorage {
-            size: "10Gi".to_owned(),
-            size_bytes: 10 << 30,
-            storage_class: "local-path".to_owned(),
-            retention: RetentionPolicy::Retain,
-        },
-        resources: ResolvedResources {
-            requests_cpu: Some("250m".to_owned()),
-            requests_memory: Some("512Mi".to_owned()),
-            limits_cpu: None,
-            limits_memory: Some("1Gi".to_owned()),
-        },
-        replication: ResolvedReplication {
-            mode: ReplicationMode::Async,
-            when_no_standby: NoStandbyPolicy::Block,
-            max_failover_lag_bytes: 16 << 20,
-        },
-        timings: FailoverTimings::default(),
-        automatic_failover: true,
-        services: ResolvedServices {
-            rw: true,
-            ro: true,
-            load_balancer: None,
-        },
-        access: AccessModel::default(),
-        databases: vec![],
-        roles: vec![],
-        network: ResolvedNetwork {
-            pod_cidr: "10.42.0.0/16".parse().expect("literal CIDR"),
-            service_cidr: "10.43.0.0/16".parse().expect("literal CIDR"),
-        },
-        monitoring: ResolvedMonitoring {
-            enabled: false,
-            namespace: "monitoring".to_owned(),
-            service_monitor: true,
-            prometheus_rule: true,
-            grafana_dashboard: true,
-            labels: BTreeMap::new(),
-            interval: std::time::Duration::from_secs(30),
-        },
-    }
+    pgcluster_core::load::load_one(&format!(
+        "apiVersion: pgcluster.dev/v1alpha1
+kind: PostgresCluster
+metadata: {{name: {name}, namespace: db}}
+spec: {{instances: {instances}}}
+"
+    ))
+    .expect("the fixture spec loads")
+    .validate()
+    .expect("the fixture spec is valid")
 }
 
 /// Modifiers for fixtures.

@@ -53,7 +53,7 @@ fn exec_kubernetes(vars: BTreeMap<String, String>) -> Result<(), CliError> {
             "pgcluster agent needs --local --data-dir DIR --member NAME (local mode), or PGCLUSTER_MODE=kubernetes and the environment the pgcluster StatefulSet sets".to_owned(),
         ));
     }
-    let env = KubeAgentEnv::from_env(&vars).map_err(|e| fail(&e))?;
+    let env = KubeAgentEnv::load(&vars).map_err(|e| fail(&e))?;
     runtime()?.block_on(async {
         let client = kube::Client::try_default().await.map_err(|e| fail(&e))?;
         agent_mode::run(&env, client, shutdown_signal())

@@ -18,8 +18,8 @@ use crate::testing::api_server::{ApiServerVerifier, Reply, not_found};
 
 /// The environment the StatefulSet builder gives a pod, with the downward
 /// API values filled in as the kubelet would.
-fn pod_env(cluster: &pgcluster_core::ValidatedCluster, pod: &str) -> BTreeMap<String, String> {
-    let env: Vec<EnvVar> = crate::build::statefulset::agent_env(cluster);
+fn pod_env(pod: &str) -> BTreeMap<String, String> {
+    let env: Vec<EnvVar> = crate::build::statefulset::agent_env();
     env.into_iter()
         .map(|var| {
             let value = match var.value {
@@ -40,27 +40,36 @@ fn pod_env(cluster: &pgcluster_core::ValidatedCluster, pod: &str) -> BTreeMap<St
         .collect()
 }
 
-fn env() -> KubeAgentEnv {
-    let cluster = crate::testing::cluster("pg", 3);
-    KubeAgentEnv::from_env(&pod_env(&cluster, "pg-1")).unwrap()
+/// The `cluster.yaml` the ConfigMap builder renders for `cluster`.
+fn spec_file(cluster: &pgcluster_core::ValidatedCluster) -> String {
+    let map = crate::build::config::config_map(cluster, None);
+    map.data.unwrap()[crate::build::config::CLUSTER_SPEC].clone()
 }
 
-/// The builder and the agent agree: everything the StatefulSet sets parses
-/// into the cluster's identity, timings and replication settings.
-#[test]
-fn the_statefulset_environment_parses() {
+fn env() -> KubeAgentEnv {
     let cluster = crate::testing::cluster("pg", 3);
-    let vars = pod_env(&cluster, "pg-1");
+    KubeAgentEnv::parse(&pod_env("pg-1"), &spec_file(&cluster)).unwrap()
+}
+
+/// The builders and the agent agree: the StatefulSet's environment and the
+/// ConfigMap's `cluster.yaml` give the agent the very cluster the
+/// controller validated, and the pod's identity.
+#[test]
+fn the_statefulset_environment_and_the_spec_file_parse() {
+    let mut cluster = crate::testing::cluster("pg", 3);
+    cluster.resolved_spec.failover = Some(pgcluster_core::api::v1alpha1::FailoverSpec {
+        lease_duration: Some("5s".to_owned()),
+        ..Default::default()
+    });
+    let cluster = pgcluster_core::validate(&cluster.resolved_object()).unwrap();
+    let vars = pod_env("pg-1");
     assert!(selected(&vars));
-    let env = KubeAgentEnv::from_env(&vars).unwrap();
-    assert_eq!(env.cluster.as_str(), "pg");
-    assert_eq!(env.instances, 3);
+    let env = KubeAgentEnv::parse(&vars, &spec_file(&cluster)).unwrap();
+    assert_eq!(env.cluster, cluster);
+    assert_eq!(env.cluster.timings.lease_duration, Duration::from_secs(5));
     assert_eq!(env.pod_name, "pg-1");
     assert_eq!(env.namespace, "db");
     assert_eq!(env.pod_ip, "10.42.1.7".parse::<IpAddr>().unwrap());
-    assert_eq!(env.timings, cluster.timings);
-    assert_eq!(env.replication, cluster.replication);
-    assert_eq!(env.automatic_failover, cluster.automatic_failover);
     assert_eq!(
         env.superuser_password_file,
         PathBuf::from(crate::build::statefulset::SUPERUSER_PASSWORD_FILE)
@@ -71,12 +80,12 @@ fn the_statefulset_environment_parses() {
 /// Every required variable, when missing, is named in the error.
 #[test]
 fn a_missing_variable_is_named() {
-    let cluster = crate::testing::cluster("pg", 2);
-    let full = pod_env(&cluster, "pg-0");
+    let spec = spec_file(&crate::testing::cluster("pg", 2));
+    let full = pod_env("pg-0");
     for name in full.keys().filter(|n| *n != "NODE_NAME") {
         let mut vars = full.clone();
         vars.remove(name);
-        let error = KubeAgentEnv::from_env(&vars).unwrap_err();
+        let error = KubeAgentEnv::parse(&vars, &spec).unwrap_err();
         assert!(
             matches!(&error, AgentModeError::MissingVar { name: n } if n == name),
             "{name}: {error}"
@@ -88,26 +97,55 @@ fn a_missing_variable_is_named() {
 /// Values that would make a wrong agent are refused with the variable's name.
 #[test]
 fn invalid_values_are_refused() {
-    let cluster = crate::testing::cluster("pg", 2);
-    let full = pod_env(&cluster, "pg-0");
+    let spec = spec_file(&crate::testing::cluster("pg", 2));
+    let full = pod_env("pg-0");
     for (name, value) in [
         ("PGCLUSTER_MODE", "local"),
         ("POD_NAME", "pg-5"),
         ("POD_IP", "not-an-ip"),
-        ("PGCLUSTER_INSTANCES", "0"),
-        ("PGCLUSTER_LEASE", "other-leader"),
-        ("PGCLUSTER_LOOP_INTERVAL_MS", "1s"),
-        ("PGCLUSTER_REPLICATION_MODE", "semi"),
-        ("PGCLUSTER_AUTOMATIC_FAILOVER", "yes"),
+        ("POD_NAMESPACE", "elsewhere"),
     ] {
         let mut vars = full.clone();
         vars.insert(name.to_owned(), value.to_owned());
-        let error = KubeAgentEnv::from_env(&vars).unwrap_err();
+        let error = KubeAgentEnv::parse(&vars, &spec).unwrap_err();
         assert!(
             matches!(&error, AgentModeError::InvalidVar { name: n, .. } if *n == name),
             "{name}={value}: {error}"
         );
     }
+}
+
+/// A spec file that does not load or validate is refused naming the file
+/// and the field; a missing file names the file.
+#[test]
+fn a_bad_spec_file_is_refused_with_its_path_and_field() {
+    let vars = pod_env("pg-0");
+    let spec = spec_file(&crate::testing::cluster("pg", 2));
+    for (bad, field) in [
+        (
+            spec.replace("instances: 2", "instances: 0"),
+            "spec.instances",
+        ),
+        ("not: [a, spec".to_owned(), "cluster.yaml"),
+    ] {
+        let error = KubeAgentEnv::parse(&vars, &bad).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, AgentModeError::Spec { .. }), "{text}");
+        assert!(
+            text.contains("cluster.yaml") && text.contains(field),
+            "{text}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = vars;
+    vars.insert(
+        "PGCLUSTER_CONFIG_DIR".to_owned(),
+        dir.path().display().to_string(),
+    );
+    let error = KubeAgentEnv::load(&vars).unwrap_err();
+    assert!(matches!(error, AgentModeError::SpecFile { .. }), "{error}");
+    std::fs::write(dir.path().join("cluster.yaml"), &spec).unwrap();
+    assert_eq!(KubeAgentEnv::load(&vars).unwrap().cluster.instances, 2);
 }
 
 /// Peers are the StatefulSet's pods by the headless Service's DNS, on the
@@ -246,7 +284,7 @@ async fn first_tick_acquires_the_lease_as_this_pod() {
     assert_eq!(post.body["spec"]["holderIdentity"], "pg-1");
     assert_eq!(
         post.body["spec"]["leaseDurationSeconds"],
-        env.timings.lease_duration.as_millis().div_ceil(1000) as u64
+        env.cluster.timings.lease_duration.as_millis().div_ceil(1000) as u64
     );
     assert!(matches!(task.await.unwrap().unwrap(), CasOutcome::Won(_)));
 }

@@ -1,6 +1,9 @@
 //! The ConfigMap `<name>-config`: `postgresql.conf` (pgcluster's defaults,
-//! the user's parameters, then the static parameters pgcluster manages) and
-//! `pg_hba.conf` (rendered by the core access model). The agent includes
+//! the user's parameters, then the static parameters pgcluster manages),
+//! `pg_hba.conf` (rendered by the core access model) and `cluster.yaml`, the
+//! resolved spec the agents validate at start into the same
+//! `ValidatedCluster` as every other consumer (no spec in environment
+//! variables). The agent includes
 //! `postgresql.conf` from PGDATA and sets the per-instance managed parameters
 //! (`primary_conninfo`, `synchronous_standby_names`, `cluster_name`, ...)
 //! itself at runtime.
@@ -20,6 +23,8 @@ use super::statefulset::{CONFIG_MOUNT, SOCKET_DIR};
 pub const POSTGRESQL_CONF: &str = "postgresql.conf";
 /// Key of pg_hba.conf in the ConfigMap.
 pub const PG_HBA_CONF: &str = "pg_hba.conf";
+/// Key of the resolved spec in the ConfigMap (see the module docs).
+pub const CLUSTER_SPEC: &str = "cluster.yaml";
 
 /// The managed parameters that are the same on every instance, with their
 /// values. Every name here is in core's `MANAGED_PARAMETERS` table (a test checks it).
@@ -96,6 +101,7 @@ pub fn config_map(cluster: &ValidatedCluster, owner: Option<&OwnerReference>) ->
         data: Some(BTreeMap::from([
             (POSTGRESQL_CONF.to_owned(), postgresql_conf(cluster)),
             (PG_HBA_CONF.to_owned(), cluster.pg_hba()),
+            (CLUSTER_SPEC.to_owned(), cluster.resolved_yaml()),
         ])),
         ..ConfigMap::default()
     }

@@ -96,77 +96,56 @@ fn env_field(name: &str, path: &str) -> EnvVar {
     }
 }
 
-/// The agent's environment, sorted by name. This is the contract between the
-/// builders and `pgcluster agent` in Kubernetes mode.
-pub fn agent_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
+/// The agent's environment, sorted by name: the mode, where its files are
+/// and the pod's identity (downward API). The spec itself is the
+/// ConfigMap's `cluster.yaml` ([`super::config::CLUSTER_SPEC`]) in
+/// `PGCLUSTER_CONFIG_DIR`. This is the contract between the builders and
+/// `pgcluster agent` in Kubernetes mode.
+pub fn agent_env() -> Vec<EnvVar> {
+    vec![
+        env_field("NODE_NAME", "spec.nodeName"),
+        env_value("PGCLUSTER_CONFIG_DIR", CONFIG_MOUNT),
+        env_value("PGCLUSTER_MODE", "kubernetes"),
+        env_value("PGCLUSTER_SUPERUSER_PASSWORD_FILE", SUPERUSER_PASSWORD_FILE),
+        env_value("PGDATA", PGDATA),
+        env_field("POD_IP", "status.podIP"),
+        env_field("POD_NAME", "metadata.name"),
+        env_field("POD_NAMESPACE", "metadata.namespace"),
+    ]
+}
+
+/// The pod template annotation that carries [`ha_settings`].
+pub const HA_SETTINGS_ANNOTATION: &str = "pgcluster.dev/ha-settings";
+
+/// What the agents take from the spec at start and act on together, in one
+/// readable line: a change of it must restart them, so it is a pod template
+/// annotation (the StatefulSet rolls the pods; the agents then read the
+/// updated `cluster.yaml`). Other spec changes (parameters, roles, access)
+/// do not restart PostgreSQL.
+pub fn ha_settings(cluster: &ValidatedCluster) -> String {
     let t = &cluster.timings;
     let r = &cluster.replication;
-    let ms = |d: std::time::Duration| d.as_millis().to_string();
-    let mut env: BTreeMap<String, EnvVar> = BTreeMap::new();
-    let mut put = |var: EnvVar| {
-        env.insert(var.name.clone(), var);
-    };
-    put(env_value("PGCLUSTER_MODE", "kubernetes"));
-    put(env_value("PGCLUSTER_CLUSTER", cluster.name.as_str()));
-    put(env_value(
-        "PGCLUSTER_INSTANCES",
-        cluster.instances.to_string(),
-    ));
-    put(env_value(
-        "PGCLUSTER_HEADLESS_SERVICE",
-        cluster.name.headless_service(),
-    ));
-    put(env_value("PGCLUSTER_LEASE", cluster.name.leader_lease()));
-    put(env_value("PGCLUSTER_CONFIG_DIR", CONFIG_MOUNT));
-    put(env_value(
-        "PGCLUSTER_LEASE_DURATION_MS",
-        ms(t.lease_duration),
-    ));
-    put(env_value("PGCLUSTER_LOOP_INTERVAL_MS", ms(t.loop_interval)));
-    put(env_value(
-        "PGCLUSTER_RENEW_DEADLINE_MS",
-        ms(t.renew_deadline),
-    ));
-    put(env_value(
-        "PGCLUSTER_STOP_WRITES_TIMEOUT_MS",
-        ms(t.stop_writes_timeout),
-    ));
-    put(env_value(
-        "PGCLUSTER_MAX_CLOCK_DRIFT_MS",
-        ms(t.max_clock_drift),
-    ));
-    put(env_value(
-        "PGCLUSTER_AUTOMATIC_FAILOVER",
-        cluster.automatic_failover.to_string(),
-    ));
-    put(env_value(
-        "PGCLUSTER_REPLICATION_MODE",
+    let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
+    format!(
+        "instances={} replication={}/{} maxFailoverLagBytes={} automaticFailover={} lease={} \
+         loop={} renewDeadline={} stopWritesTimeout={} maxClockDrift={}",
+        cluster.instances,
         match r.mode {
             ReplicationMode::Async => "async",
             ReplicationMode::Sync => "sync",
         },
-    ));
-    put(env_value(
-        "PGCLUSTER_WHEN_NO_STANDBY",
         match r.when_no_standby {
             NoStandbyPolicy::Block => "block",
             NoStandbyPolicy::FallbackToAsync => "fallbackToAsync",
         },
-    ));
-    put(env_value(
-        "PGCLUSTER_MAX_FAILOVER_LAG_BYTES",
-        r.max_failover_lag_bytes.to_string(),
-    ));
-    put(env_value("PGDATA", PGDATA));
-    put(env_field("POD_NAME", "metadata.name"));
-    put(env_field("POD_NAMESPACE", "metadata.namespace"));
-    put(env_field("POD_IP", "status.podIP"));
-    put(env_field("NODE_NAME", "spec.nodeName"));
-    put(env_value(
-        "PGCLUSTER_SUPERUSER_PASSWORD_FILE",
-        SUPERUSER_PASSWORD_FILE,
-    ));
-    env.into_values().collect()
+        r.max_failover_lag_bytes,
+        cluster.automatic_failover,
+        ms(t.lease_duration),
+        ms(t.loop_interval),
+        ms(t.renew_deadline),
+        ms(t.stop_writes_timeout),
+        ms(t.max_clock_drift),
+    )
 }
 
 fn http_probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
@@ -236,7 +215,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
         image: Some(cluster.postgres.image.clone()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         command: Some(vec!["pgcluster".to_owned(), "agent".to_owned()]),
-        env: Some(agent_env(cluster)),
+        env: Some(agent_env()),
         ports: Some(vec![
             port(POSTGRES_PORT_NAME, POSTGRES_PORT),
             port(AGENT_PORT_NAME, AGENT_PORT),
@@ -397,10 +376,13 @@ pub fn statefulset(cluster: &ValidatedCluster, owner: Option<&OwnerReference>) -
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        "kubectl.kubernetes.io/default-container".to_owned(),
-                        CONTAINER_NAME.to_owned(),
-                    )])),
+                    annotations: Some(BTreeMap::from([
+                        (
+                            "kubectl.kubernetes.io/default-container".to_owned(),
+                            CONTAINER_NAME.to_owned(),
+                        ),
+                        (HA_SETTINGS_ANNOTATION.to_owned(), ha_settings(cluster)),
+                    ])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec(cluster)),
