@@ -16,7 +16,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
+#[path = "e2e/checks.rs"]
+mod checks;
 mod e2e_support;
+#[path = "e2e/fence.rs"]
+mod fence;
 #[path = "e2e/ha.rs"]
 mod ha;
 #[path = "e2e/running.rs"]

@@ -1,7 +1,7 @@
 //! High availability on the real node: traffic through the Services from a
 //! pod, failover by kill -9 of the primary's container, switchover and
-//! forced failover through the `pgcluster` CLI, failsafe while the API
-//! server is paused, and the fence of a primary whose agent is paused.
+//! forced failover through the `pgcluster` CLI, and failsafe while the API
+//! server is paused. (The fence tests are in `fence.rs`.)
 //!
 //! The writers and SQL checks run in the node's network namespace (pod IPs
 //! and ClusterIPs are routed there); processes are found through the pod's
@@ -14,86 +14,15 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams, PostParams};
 use pgcluster_core::api::v1alpha1::{PostgresCluster, ReplicationMode};
 
+use super::checks::{APP, assert_roles_in_postgres, create_table, ids, on_pod, writes_flow};
 use super::running::{
     self, CONTAINER, Running, cluster_ip, lease_holder, members, pod, role_target, settled_primary,
 };
 use super::{describe_pods, node};
-use crate::e2e_support::node::{Paused, apiserver_pid, container_processes};
-use crate::e2e_support::sql::{self, Target, Writer, missing};
+use crate::e2e_support::node::{Paused, apiserver_pid, container_id, container_processes, signal};
+use crate::e2e_support::sql::{Writer, min_median_max, missing};
 use crate::e2e_support::{TestCluster, cluster, wait_for};
-
-/// The application role (and database) of the homelab spec the tests use.
-const APP: &str = "gitea";
-
-/// Runs SQL on one instance pod (by IP) until it answers, bounded.
-async fn on_pod(target: &Target, sql: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..50 {
-        match sql::scalar(target, sql).await {
-            Ok(v) => return v,
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{sql} on {}: no answer in 50 tries: {last}", target.host)
-}
-
-/// `pg_is_in_recovery()` of each pod, by name.
-async fn recovery(c: &TestCluster, r: &Running, app: &Target) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (name, m) in members(c, r).await {
-        let ip = m.ip.unwrap_or_else(|| panic!("{name} has no IP"));
-        out.push((
-            name,
-            on_pod(&app.at(&ip), "SELECT pg_is_in_recovery()").await,
-        ));
-    }
-    out
-}
-
-/// Asserts `primary` is the only member not in recovery.
-async fn assert_roles_in_postgres(c: &TestCluster, r: &Running, app: &Target, primary: &str) {
-    for (name, in_recovery) in recovery(c, r, app).await {
-        let want = if name == primary { "f" } else { "t" };
-        assert_eq!(
-            in_recovery, want,
-            "{name}: pg_is_in_recovery() = {in_recovery}, but {primary} should be the only primary"
-        );
-    }
-}
-
-/// Creates the writers' table through `target` (retried while the
-/// controller is still creating the role and database).
-async fn create_table(target: &Target, table: &str) {
-    let sql = format!("CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, at timestamptz)");
-    let mut last = String::new();
-    for _ in 0..100 {
-        match sql::query(target, &sql).await {
-            Ok(_) => return,
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    panic!("creating {table} through {}: {last}", target.host);
-}
-
-/// Every id in `table`, read through `target`.
-async fn ids(target: &Target, table: &str) -> BTreeSet<i64> {
-    sql::query(target, &format!("SELECT id FROM {table}"))
-        .await
-        .unwrap_or_else(|e| panic!("reading {table}: {e}"))
-        .into_iter()
-        .filter_map(|row| row.first().cloned().flatten()?.parse().ok())
-        .collect()
-}
-
-/// Waits until `writer` acknowledged `more` commits beyond `from`.
-async fn writes_flow(writer: &Writer, from: u64, more: u64, what: &str) {
-    wait_for(what, Duration::from_secs(90), || async {
-        (writer.acked() >= from + more).then_some(())
-    })
-    .await;
-}
+use nix::sys::signal::Signal;
 
 /// A pod in the cluster's namespace, running the instance image's psql as
 /// an application would: writes a row through `<cluster>-rw.<ns>.svc`
@@ -208,6 +137,189 @@ async fn cluster_runs_on_a_real_node() {
     );
 }
 
+/// Sets the replication mode to sync (the homelab spec's, asserted).
+fn synchronous(spec: &mut PostgresCluster) {
+    let replication = spec.spec.replication.get_or_insert_with(Default::default);
+    replication.mode = Some(ReplicationMode::Sync);
+}
+
+/// Kills every process of `name`'s instance container with SIGKILL (as a
+/// crash of the container would); returns when.
+async fn kill_container(c: &TestCluster, r: &Running, name: &str) -> Instant {
+    let p = pod(c, r, name).await;
+    let procs = container_processes(&p, CONTAINER);
+    assert!(
+        procs.iter().any(|p| p.cmdline.contains("pgcluster agent")),
+        "{name}: no agent among the container's processes: {procs:?}"
+    );
+    let killed = Instant::now();
+    for p in &procs {
+        signal(p.pid, Signal::SIGKILL);
+    }
+    killed
+}
+
+/// A primary whose container crashes and stays down: kill -9 of its
+/// processes, and again each time the kubelet restarts it, until another
+/// member holds the Lease. (Killed once, the kubelet restarts it within a
+/// second and its agent resumes its own unexpired Lease: a restart in
+/// place, no failover.) Returns the last kill, the new holder and the
+/// number of kills.
+async fn crash_until_failover(c: &TestCluster, r: &Running, old: &str) -> (Instant, String, u32) {
+    let mut killed: BTreeSet<String> = container_id(&pod(c, r, old).await, CONTAINER)
+        .into_iter()
+        .collect();
+    let mut last_kill = kill_container(c, r, old).await;
+    let mut kills = 1;
+    let since = Instant::now();
+    loop {
+        if let Some(holder) = lease_holder(c, r).await.filter(|h| h != old) {
+            return (last_kill, holder, kills);
+        }
+        let p = pod(c, r, old).await;
+        if let Some(id) = container_id(&p, CONTAINER)
+            && !killed.contains(&id)
+            && !container_processes(&p, CONTAINER).is_empty()
+        {
+            last_kill = kill_container(c, r, old).await;
+            killed.insert(id);
+            kills += 1;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60) && kills <= 20,
+            "no other member took the Lease within {:?} and {kills} kills of {old}:{}",
+            since.elapsed(),
+            describe_pods(c, &r.ns).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Failover by kill -9, five times, in sync mode with three instances
+/// (the homelab spec's `sync`/`block`; a third instance keeps a synchronous
+/// standby while the killed one is down): each time the primary's
+/// container is killed and kept down, another member takes the real Lease
+/// and is promoted, the rw Service's endpoint follows, the killed pod is
+/// restarted by the kubelet and re-joins as a replica, and no commit
+/// acknowledged to the writer through rw is lost. Prints the write windows
+/// (the writer's last commit before the final kill to its first after).
+#[tokio::test]
+async fn failover_by_kill_loses_no_acknowledged_write() {
+    let Some(c) = cluster().await else { return };
+    let Some(_node) = node() else { return };
+    let r = running::start(&c, "kill", 3, |spec| {
+        synchronous(spec);
+        running::ci_timings(spec);
+    })
+    .await;
+    let rw_ip = cluster_ip(&c, &r, &r.name.rw_service()).await;
+    let app = role_target(&c, &r, APP, &rw_ip).await;
+    create_table(&app, "e2e_kill").await;
+    let writer = Writer::start(
+        "e2e-writer",
+        app.clone(),
+        "e2e_kill",
+        1,
+        Duration::from_millis(20),
+    );
+    let mut kills = Vec::new();
+    let mut lease_moved = Vec::new();
+    for round in 1..=5 {
+        running::wait_ready(&c, &r, Duration::from_secs(180)).await;
+        let old = settled_primary(&c, &r, Duration::from_secs(60)).await;
+        writes_flow(
+            &writer,
+            writer.acked(),
+            5,
+            "writes through rw before the kill",
+        )
+        .await;
+        let restarts = members(&c, &r).await[&old].restarts;
+        let first_kill = Instant::now();
+        let (last_kill, new, times) = crash_until_failover(&c, &r, &old).await;
+        let took_lease = last_kill.elapsed();
+        let acked_at_move = writer.acked();
+        let settled = settled_primary(&c, &r, Duration::from_secs(60)).await;
+        assert_eq!(
+            settled, new,
+            "round {round}: the Lease moved to {new} but {settled} serves rw"
+        );
+        writes_flow(
+            &writer,
+            acked_at_move,
+            3,
+            "writes through rw after the failover",
+        )
+        .await;
+        let new_ip = members(&c, &r).await[&new].ip.clone().unwrap();
+        assert_eq!(
+            on_pod(&app.at(&new_ip), "SELECT pg_is_in_recovery()").await,
+            "f"
+        );
+        // The kubelet restarts the killed container; it re-joins as a replica.
+        wait_for(
+            "the killed pod to be restarted and re-join as a ready replica",
+            Duration::from_secs(120),
+            || async {
+                let m = members(&c, &r).await.remove(&old)?;
+                (m.restarts > restarts && m.role == "replica" && m.ready).then_some(())
+            },
+        )
+        .await;
+        let old_ip = members(&c, &r).await[&old].ip.clone().unwrap();
+        assert_eq!(
+            on_pod(&app.at(&old_ip), "SELECT pg_is_in_recovery()").await,
+            "t"
+        );
+        eprintln!(
+            "round {round}: {old} killed {times}x over {:.1}s; {new} took the Lease {:.1}s after \
+             the last kill",
+            (last_kill - first_kill).as_secs_f64(),
+            took_lease.as_secs_f64()
+        );
+        kills.push(last_kill);
+        lease_moved.push(took_lease);
+    }
+    let log = writer.finish().await;
+    let present = ids(&app, "e2e_kill").await;
+    let lost = missing(&log.acks, &present);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged commits lost (of {}): {:?}",
+        lost.len(),
+        log.acks.len(),
+        &lost[..lost.len().min(20)]
+    );
+    let windows: Vec<Duration> = kills
+        .iter()
+        .map(|&k| {
+            let before = log
+                .last_acked_before(k)
+                .expect("writes acknowledged before each kill");
+            let after = log
+                .first_sent_after(k)
+                .expect("writes acknowledged after each kill");
+            after.acked - before.acked
+        })
+        .collect();
+    let (min, median, max) = min_median_max(&windows).unwrap();
+    let (lmin, lmedian, lmax) = min_median_max(&lease_moved).unwrap();
+    eprintln!(
+        "benchmark: failover by kill -9 on the node (sync, 3 instances, {} failovers): write \
+         window min {} ms, median {} ms, max {} ms; Lease taken after min {} ms, median {} ms, \
+         max {} ms; {} acknowledged commits, none lost, {} failed attempts",
+        windows.len(),
+        min.as_millis(),
+        median.as_millis(),
+        max.as_millis(),
+        lmin.as_millis(),
+        lmedian.as_millis(),
+        lmax.as_millis(),
+        log.acks.len(),
+        log.failures.len()
+    );
+}
+
 /// The `pgcluster` binary (built by cargo: `PGCLUSTER_E2E_CLI`, set by
 /// scripts/test-k8s) run with the test cluster's kubeconfig; fails the
 /// test when it exits non-zero unless `may_fail`.
@@ -236,7 +348,7 @@ fn pgcluster_ok(args: &[&str]) -> String {
     text
 }
 
-/// `pgcluster apply -f`, `status` (text and `-o json`) and `failover --to`
+/// `pgcluster apply -f`, `status` (text and `-o json`), `failover --to` and `switchover --to`
 /// run as the real CLI binary against the API server: after each, the Lease
 /// holder, the pod labels and pg_is_in_recovery() agree on the new primary.
 /// (`switchover` back is not here yet: on the node the target releases the
@@ -351,6 +463,23 @@ async fn cli_apply_status_and_failover_to_move_the_primary() {
         paused_for.as_secs_f64()
     );
 
+    // switchover --to the old primary, now a replica again.
+    let started = Instant::now();
+    pgcluster_ok(&["switchover", &name, "-n", &ns, "--to", &first]);
+    let switchover = started.elapsed();
+    assert_eq!(lease_holder(&c, &r).await.as_deref(), Some(first.as_str()));
+    assert_eq!(
+        settled_primary(&c, &r, Duration::from_secs(60)).await,
+        first
+    );
+    let settled_after_switchover = started.elapsed();
+    running::wait_ready(&c, &r, Duration::from_secs(120)).await;
+    assert_roles_in_postgres(&c, &r, &app, &first).await;
+    eprintln!(
+        "benchmark: pgcluster switchover {:.2}s (rw endpoint moved after {:.2}s)",
+        switchover.as_secs_f64(),
+        settled_after_switchover.as_secs_f64(),
+    );
     drop(file);
 }
 
@@ -458,111 +587,5 @@ async fn failsafe_keeps_the_primary_writable_while_the_api_server_is_paused() {
         paused_for.as_secs_f64(),
         duration.as_secs(),
         max_gap.as_millis()
-    );
-}
-
-/// Issue 10 on Kubernetes: the primary's agent alone paused (SIGSTOP; the
-/// fencer and PostgreSQL keep running) for longer than the lease: its
-/// server stops acknowledging writes before the replica is promoted (a
-/// writer pinned to the old primary's pod IP sees its last commit before a
-/// writer pinned to the replica sees its first), then, resumed, the old
-/// primary re-joins as a replica. Async mode, so that the new primary
-/// writes at once and an overlap would show.
-#[tokio::test]
-async fn fence_stops_a_primary_whose_agent_is_paused() {
-    let Some(c) = cluster().await else { return };
-    let Some(_node) = node() else { return };
-    let r = running::start(&c, "fence", 2, |spec| {
-        running::ci_timings(spec);
-        let replication = spec.spec.replication.get_or_insert_with(Default::default);
-        replication.mode = Some(ReplicationMode::Async);
-    })
-    .await;
-    let old = settled_primary(&c, &r, Duration::from_secs(60)).await;
-    let all = members(&c, &r).await;
-    let replica = all.keys().find(|m| **m != old).unwrap().clone();
-    let old_ip = all[&old].ip.clone().unwrap();
-    let replica_ip = all[&replica].ip.clone().unwrap();
-    let rw_ip = cluster_ip(&c, &r, &r.name.rw_service()).await;
-    let app = role_target(&c, &r, APP, &rw_ip).await;
-    create_table(&app, "e2e_fence").await;
-    // Two writers, one pinned to each server; ids apart.
-    let on_old = Writer::start(
-        "e2e-fence-old",
-        app.at(&old_ip),
-        "e2e_fence",
-        1,
-        Duration::from_millis(10),
-    );
-    let on_new = Writer::start(
-        "e2e-fence-new",
-        app.at(&replica_ip),
-        "e2e_fence",
-        1_000_000_000,
-        Duration::from_millis(10),
-    );
-    writes_flow(&on_old, 0, 5, "writes on the primary before the pause").await;
-    assert_eq!(
-        on_new.acked(),
-        0,
-        "the replica accepted a write before any failover"
-    );
-
-    let procs = container_processes(&pod(&c, &r, &old).await, CONTAINER);
-    let agent: Vec<i32> = procs
-        .iter()
-        .filter(|p| p.cmdline.contains("pgcluster agent"))
-        .map(|p| p.pid)
-        .collect();
-    assert_eq!(agent.len(), 1, "one agent process in {old}: {procs:?}");
-    let paused = Paused::stop(&format!("the agent of {old}"), agent);
-    let new = wait_for(
-        "the replica to take the Lease",
-        Duration::from_secs(60),
-        || async { lease_holder(&c, &r).await.filter(|h| *h != old) },
-    )
-    .await;
-    assert_eq!(new, replica);
-    let promoted_after = paused.since.elapsed();
-    writes_flow(&on_new, 0, 5, "writes on the new primary").await;
-    let paused_at = paused.since;
-    let paused_for = paused.resume();
-    let old_log = on_old.finish().await;
-    let new_log = on_new.finish().await;
-    let last_old = old_log
-        .last_acked_before(Instant::now())
-        .expect("writes acknowledged by the old primary");
-    let first_new = new_log
-        .acks
-        .first()
-        .copied()
-        .expect("writes acknowledged by the new primary");
-    assert!(
-        last_old.acked < first_new.sent,
-        "split brain: the old primary acknowledged a commit {:?} after the new primary's first \
-         was sent",
-        last_old.acked - first_new.sent
-    );
-    let fenced_after = last_old.acked.saturating_duration_since(paused_at);
-    // Resumed: the old primary re-joins as a replica of the new one.
-    wait_for(
-        "the old primary to re-join as a ready replica",
-        Duration::from_secs(120),
-        || async {
-            let m = members(&c, &r).await.remove(&old)?;
-            (m.role == "replica" && m.ready).then_some(())
-        },
-    )
-    .await;
-    assert_eq!(settled_primary(&c, &r, Duration::from_secs(60)).await, new);
-    assert_roles_in_postgres(&c, &r, &app, &new).await;
-    eprintln!(
-        "benchmark: fence on the node: agent of {old} paused {:.1}s; its server's last commit \
-         {} ms before the new primary's first write was sent; {new} took the Lease {:.1}s into \
-         the pause; last old commit {:.1}s into the pause",
-        paused_for.as_secs_f64(),
-        (first_new.sent - last_old.acked).as_millis(),
-        promoted_after.as_secs_f64(),
-        fenced_after.as_secs_f64(),
     );
 }
