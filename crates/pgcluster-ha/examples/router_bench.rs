@@ -50,7 +50,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
     let clients: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(8);
-    let server = TestServer::primary_with("bench", |c| c.max_connections = 260).await;
+    let server = TestServer::primary_with("bench", |c| {
+        c.extra.insert("max_connections".into(), "260".into());
+    })
+    .await;
     let pgbench = server.instance.bin.tool("pgbench");
     let scratch = PathBuf::from(server.dir());
     bench::init(&pgbench, &target(server.instance.port), 1).await?;

@@ -136,7 +136,7 @@ spec:
             ),
         ]),
         api_listen: api,
-        parameters: BTreeMap::new(),
+        server_settings: server.config.server.clone(),
         start_timeout: Duration::from_secs(30),
         role_labels: None,
     };

@@ -350,7 +350,7 @@ impl KubeAgentEnv {
                 u16::try_from(AGENT_PORT).expect("the agent port is a constant below 65536"),
             ),
             // The ConfigMap's postgresql.conf, last: its values win (see the module docs).
-            parameters: BTreeMap::from([("include".to_owned(), include.display().to_string())]),
+            server_settings: vec![("include".to_owned(), include.display().to_string())],
             start_timeout: START_TIMEOUT,
             role_labels,
         })

@@ -88,8 +88,11 @@ pub struct AgentConfig {
     pub peers: BTreeMap<MemberName, PeerAddr>,
     /// Where the agent API listens.
     pub api_listen: SocketAddr,
-    /// User PostgreSQL parameters from the spec (already validated).
-    pub parameters: BTreeMap<String, String>,
+    /// The server's settings in file order, from core's one renderer
+    /// ([`pgcluster_core::postgres::settings`]): local mode renders them
+    /// for this member; a pod includes the ConfigMap's postgresql.conf,
+    /// rendered by the same code.
+    pub server_settings: Vec<pgcluster_core::postgres::settings::Setting>,
     /// How long a start (including crash recovery) may take.
     pub start_timeout: Duration,
     /// Where role labels go (`None`: local mode, labels are not set).

@@ -111,12 +111,10 @@ impl LocalPg {
     /// The managed configuration for the current decisions.
     pub fn managed_config(&self, cfg: &AgentConfig) -> Result<ManagedConfig, PgError> {
         let inst = &cfg.instance;
-        let mut config = ManagedConfig::local(
-            inst.port,
-            inst.layout.socket_dir.clone(),
+        let mut config = ManagedConfig::new(
+            cfg.server_settings.clone(),
             &format!("{}/{}", cfg.cluster_name, cfg.me()),
         );
-        config.extra = cfg.parameters.clone();
         config.synchronous_standby_names = self.sync.to_setting();
         config.standby = match &self.standby_of {
             None => None,

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use pgcluster_core::ValidatedCluster;
+use pgcluster_core::postgres::settings;
 
 use super::error::{LocalError, pg_err};
 use super::layout::{ClusterRecord, Layout, LayoutError};
@@ -138,13 +139,22 @@ pub async fn agent_config(
             )
         })
         .collect();
+    let server_settings = settings::server_settings(
+        cluster.instances,
+        &cluster.postgres.parameters,
+        &settings::Placement::local(
+            me.pg_port,
+            &instance.layout.socket_dir.display().to_string(),
+        ),
+    )
+    .lines();
     Ok(AgentConfig {
         cluster_name: record.name.clone(),
         ha,
         instance,
         peers,
         api_listen: SocketAddr::from(([127, 0, 0, 1], me.api_port)),
-        parameters: cluster.postgres.parameters.clone(),
+        server_settings,
         start_timeout: Duration::from_secs(120),
         role_labels: None,
     })

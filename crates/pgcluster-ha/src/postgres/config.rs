@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use pgcluster_core::postgres::settings::{Placement, Setting, render_lines, server_settings};
+
 use super::error::PgError;
 use super::instance::Instance;
 
@@ -22,129 +24,82 @@ pub struct StandbySettings {
     pub primary_slot_name: Option<String>,
 }
 
-/// Every parameter pgcluster sets; rendered into `pgcluster.conf`.
+/// Everything `pgcluster.conf` sets: the server's settings (core's one
+/// renderer, [`pgcluster_core::postgres::settings`]) and what this agent
+/// decides at runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagedConfig {
-    /// TCP port.
-    pub port: u16,
-    /// `listen_addresses` (local mode: `127.0.0.1`).
-    pub listen_addresses: String,
-    /// Where the Unix socket lives.
-    pub unix_socket_directories: PathBuf,
+    /// The server's settings in file order (local mode: core's defaults,
+    /// the user's parameters and the managed settings; a pod: the include
+    /// of the ConfigMap's postgresql.conf, which core renders the same way).
+    pub server: Vec<Setting>,
     /// `cluster_name` (shows in `ps` and logs).
     pub cluster_name: String,
-    /// `max_connections`.
-    pub max_connections: u32,
-    /// `max_wal_senders`.
-    pub max_wal_senders: u32,
-    /// `max_replication_slots`.
-    pub max_replication_slots: u32,
-    /// `max_slot_wal_keep_size`: how much WAL a dead replica's slot may pin
-    /// before the slot is invalidated, so it cannot fill the disk (e.g. `2GB`).
-    pub max_slot_wal_keep_size: String,
-    /// `wal_keep_size`: WAL kept regardless of slots, so that a diverged
-    /// old primary can still be rewound (pg_rewind reads its own WAL back
-    /// to the last common checkpoint).
-    pub wal_keep_size: String,
     /// `synchronous_standby_names` (empty: asynchronous).
     pub synchronous_standby_names: String,
     /// `Some` on a replica: primary_conninfo, primary_slot_name and a
     /// `standby.signal` file.
     pub standby: Option<StandbySettings>,
-    /// User parameters (already validated against the managed-parameter table).
+    /// Lines after everything else (tests: `fsync = off`, small buffers).
     pub extra: BTreeMap<String, String>,
 }
 
 impl ManagedConfig {
-    /// Defaults for a local-mode instance on `port`.
-    pub fn local(port: u16, unix_socket_directories: PathBuf, cluster_name: &str) -> Self {
+    /// `server` settings for the member named `cluster_name`, no standby.
+    pub fn new(server: Vec<Setting>, cluster_name: &str) -> Self {
         Self {
-            port,
-            listen_addresses: "127.0.0.1".to_owned(),
-            unix_socket_directories,
+            server,
             cluster_name: cluster_name.to_owned(),
-            max_connections: 100,
-            max_wal_senders: 10,
-            max_replication_slots: 10,
-            max_slot_wal_keep_size: "2GB".to_owned(),
-            wal_keep_size: "512MB".to_owned(),
             synchronous_standby_names: String::new(),
             standby: None,
             extra: BTreeMap::new(),
         }
     }
 
-    /// The parameters in file order (fixed ones first, then `extra`).
-    pub fn parameters(&self) -> Vec<(String, String)> {
-        let mut params: Vec<(String, String)> = [
-            ("port", self.port.to_string()),
-            ("listen_addresses", self.listen_addresses.clone()),
+    /// A local-mode server on `port` with pgcluster's settings for a
+    /// 2-instance cluster and no user parameters (tests, tools without a spec).
+    pub fn local(port: u16, unix_socket_directories: PathBuf, cluster_name: &str) -> Self {
+        let placement = Placement::local(port, &unix_socket_directories.display().to_string());
+        Self::new(
+            server_settings(2, &BTreeMap::new(), &placement).lines(),
+            cluster_name,
+        )
+    }
+
+    /// The parameters in file order: the server's, then the agent's, then `extra`.
+    pub fn parameters(&self) -> Vec<Setting> {
+        let standby = self.standby.as_ref();
+        let mut params = self.server.clone();
+        params.extend([
+            ("cluster_name".to_owned(), self.cluster_name.clone()),
             (
-                "unix_socket_directories",
-                self.unix_socket_directories.display().to_string(),
-            ),
-            ("cluster_name", self.cluster_name.clone()),
-            ("max_connections", self.max_connections.to_string()),
-            ("wal_level", "replica".to_owned()),
-            ("hot_standby", "on".to_owned()),
-            ("wal_log_hints", "on".to_owned()),
-            ("max_wal_senders", self.max_wal_senders.to_string()),
-            (
-                "max_replication_slots",
-                self.max_replication_slots.to_string(),
-            ),
-            (
-                "max_slot_wal_keep_size",
-                self.max_slot_wal_keep_size.clone(),
-            ),
-            ("wal_keep_size", self.wal_keep_size.clone()),
-            ("hot_standby_feedback", "on".to_owned()),
-            // A standby whose connection attempt failed (its new primary
-            // still starting) retries after this; PostgreSQL's 5 s default
-            // showed up whole in sync-mode write windows. Users may override.
-            ("wal_retrieve_retry_interval", "500ms".to_owned()),
-            // An idle standby's replies (which release commits waiting for
-            // it) come at least this often; PostgreSQL's default is 10 s.
-            ("wal_receiver_status_interval", "1s".to_owned()),
-            (
-                "synchronous_standby_names",
+                "synchronous_standby_names".to_owned(),
                 self.synchronous_standby_names.clone(),
             ),
-            ("logging_collector", "off".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let standby = self.standby.as_ref();
-        params.push((
-            "primary_conninfo".into(),
-            standby
-                .map(|s| s.primary_conninfo.clone())
-                .unwrap_or_default(),
-        ));
-        params.push((
-            "primary_slot_name".into(),
-            standby
-                .and_then(|s| s.primary_slot_name.clone())
-                .unwrap_or_default(),
-        ));
+            (
+                "primary_conninfo".to_owned(),
+                standby
+                    .map(|s| s.primary_conninfo.clone())
+                    .unwrap_or_default(),
+            ),
+            (
+                "primary_slot_name".to_owned(),
+                standby
+                    .and_then(|s| s.primary_slot_name.clone())
+                    .unwrap_or_default(),
+            ),
+        ]);
         params.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         params
     }
 
     /// The text of `pgcluster.conf`.
     pub fn render(&self) -> String {
-        let mut out = String::from("# Managed by pgcluster: changes here are overwritten.\n");
-        for (name, value) in self.parameters() {
-            out.push_str(&format!("{name} = {}\n", quote(&value)));
-        }
-        out
+        format!(
+            "# Managed by pgcluster: changes here are overwritten.\n{}",
+            render_lines(&self.parameters())
+        )
     }
-}
-
-/// Quotes a configuration value (single quotes doubled).
-pub fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// Authentication methods pgcluster writes into pg_hba.conf.
@@ -331,33 +286,6 @@ mod tests {
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
-        }
-    }
-
-    /// The retry and status intervals are defaults, not managed: validation
-    /// accepts them in `spec.postgres.parameters`, and the user's line comes
-    /// later, so PostgreSQL (which takes the last) uses it.
-    #[test]
-    fn retry_and_status_intervals_are_overridable() {
-        use pgcluster_core::postgres::params::MANAGED_PARAMETERS;
-        let mut config = sample();
-        for name in [
-            "wal_retrieve_retry_interval",
-            "wal_receiver_status_interval",
-        ] {
-            assert!(
-                MANAGED_PARAMETERS.iter().all(|p| p.name != name),
-                "{name} is managed, so users could not set it"
-            );
-            config.extra.insert(name.to_owned(), "7s".to_owned());
-        }
-        let text = config.render();
-        for name in [
-            "wal_retrieve_retry_interval",
-            "wal_receiver_status_interval",
-        ] {
-            let last = text.lines().rfind(|l| l.starts_with(&format!("{name} = ")));
-            assert_eq!(last, Some(format!("{name} = '7s'").as_str()), "{text}");
         }
     }
 

@@ -29,8 +29,7 @@ mod replication;
 pub use crate::machine::{Lsn, ParseLsnError};
 pub use binaries::PgBinaries;
 pub use config::{
-    AuthMethod, HbaRule, MANAGED_FILE, ManagedConfig, StandbySettings, local_mode_hba, quote,
-    render_hba,
+    AuthMethod, HbaRule, MANAGED_FILE, ManagedConfig, StandbySettings, local_mode_hba, render_hba,
 };
 pub use control::{
     SlotState, checkpoint, create_physical_slot, drop_physical_slot, list_physical_slots,

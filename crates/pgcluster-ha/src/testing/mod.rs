@@ -105,7 +105,7 @@ impl TestServer {
         // Speed on a busy CI box; crash tests only kill processes, not the OS.
         config.extra.insert("fsync".into(), "off".into());
         config.extra.insert("shared_buffers".into(), "32MB".into());
-        config.wal_keep_size = "128MB".into();
+        config.extra.insert("wal_keep_size".into(), "128MB".into());
         Self {
             instance,
             config,
@@ -142,7 +142,6 @@ impl TestServer {
     /// pg_basebackup, standby config, start.
     pub async fn replica_of(primary: &TestServer, member: &str) -> Self {
         let mut server = Self::new(member).await;
-        server.config.max_connections = primary.config.max_connections;
         let slot = slot_name_for(member).expect("test member names are valid slot names");
         let client = primary.client().await;
         crate::postgres::create_physical_slot(&client, &slot)

@@ -205,14 +205,26 @@ async fn agent_config_assembly() {
         cfg.api_listen,
         "10.42.1.7:8008".parse::<SocketAddr>().unwrap()
     );
-    // The agent's pgcluster.conf ends with the include of the ConfigMap.
-    let mut managed = pgcluster_ha::postgres::ManagedConfig::local(5432, SOCKET_DIR.into(), "pg");
-    managed.extra = cfg.parameters.clone();
-    let rendered = managed.render();
+    // The agent's pgcluster.conf includes the ConfigMap's settings and adds
+    // only what the agent decides at runtime.
+    let rendered =
+        pgcluster_ha::postgres::ManagedConfig::new(cfg.server_settings.clone(), "pg/pg-1").render();
+    let names: Vec<&str> = rendered
+        .lines()
+        .filter_map(|l| l.split(" = ").next())
+        .filter(|n| !n.starts_with('#'))
+        .collect();
     assert_eq!(
-        rendered.lines().last(),
-        Some("include = '/etc/pgcluster/postgresql.conf'")
+        names,
+        [
+            "include",
+            "cluster_name",
+            "synchronous_standby_names",
+            "primary_conninfo",
+            "primary_slot_name"
+        ]
     );
+    assert!(rendered.contains("include = '/etc/pgcluster/postgresql.conf'\n"));
     // ...and the ConfigMap sets what local-mode defaults would get wrong in a pod.
     let conf = crate::build::config::postgresql_conf(&crate::testing::cluster("pg", 3));
     assert!(conf.contains("listen_addresses = '*'"));
@@ -284,7 +296,11 @@ async fn first_tick_acquires_the_lease_as_this_pod() {
     assert_eq!(post.body["spec"]["holderIdentity"], "pg-1");
     assert_eq!(
         post.body["spec"]["leaseDurationSeconds"],
-        env.cluster.timings.lease_duration.as_millis().div_ceil(1000) as u64
+        env.cluster
+            .timings
+            .lease_duration
+            .as_millis()
+            .div_ceil(1000) as u64
     );
     assert!(matches!(task.await.unwrap().unwrap(), CasOutcome::Won(_)));
 }
