@@ -150,6 +150,7 @@ pub mod coordinator;
 pub mod fence;
 pub mod local;
 pub mod machine;
+pub mod ops;
 pub mod postgres;
 pub mod sim;
 #[cfg(feature = "testing")]

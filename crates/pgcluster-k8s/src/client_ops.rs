@@ -9,11 +9,10 @@
 //!   the applied generation, reporting each change, or gives the reason.
 //! - [`status`]: the object's status plus the live view from the Lease and
 //!   the pods (what `pgcluster status` shows in local mode).
-//! - [`switchover`] / [`failover`]: a switchover request (forced for a
-//!   failover) in the Lease's [`ANNOTATION_SWITCHOVER`](crate::lease::ANNOTATION_SWITCHOVER)
-//!   annotation, which every agent reads with the Lease; then waiting until
-//!   the lease holder is the target, reporting a refusal (the request
-//!   cleared without a hand-over), and withdrawing the request on timeout.
+//! - [`switchover`] / [`failover`]: pgcluster-ha's [`ops`] (the same code
+//!   local mode runs) over the [`KubeLeaseCoordinator`]: the request goes in
+//!   the Lease's [`ANNOTATION_SWITCHOVER`](crate::lease::ANNOTATION_SWITCHOVER)
+//!   annotation, which every agent reads with the Lease.
 
 use std::time::Duration;
 
@@ -22,8 +21,9 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use pgcluster_core::api::v1alpha1::{PostgresCluster, PostgresClusterStatus};
 use pgcluster_core::names::ClusterName;
-use pgcluster_ha::coordinator::{Coordinator, CoordinatorError};
-use pgcluster_ha::machine::{ClusterView, MemberName, SwitchoverRequest};
+use pgcluster_ha::coordinator::CoordinatorError;
+use pgcluster_ha::machine::ClusterView;
+use pgcluster_ha::ops::{self, Wait};
 
 use crate::lease::KubeLeaseCoordinator;
 
@@ -63,38 +63,10 @@ pub enum OpsError {
         #[source]
         source: CoordinatorError,
     },
-    /// A forced failover while the primary is healthy would lose writes.
-    #[error(
-        "refusing to fail over: the primary {primary} is healthy and a failover would lose its newest writes; use switchover instead"
-    )]
-    PrimaryHealthy {
-        /// The healthy primary.
-        primary: String,
-    },
-    /// The target is not a member of the cluster.
-    #[error("failed to find instance {target}: the cluster's instances are {known}")]
-    UnknownTarget {
-        /// The requested target.
-        target: String,
-        /// The known members.
-        known: String,
-    },
-    /// The switchover target already is the primary.
-    #[error(
-        "failed to switch over to {target}: it already is the primary; name another instance or omit --to"
-    )]
-    AlreadyPrimary {
-        /// The requested target.
-        target: String,
-    },
-    /// The agents cleared the request without handing the primary role over.
-    #[error("failed to {operation}: {reason}")]
-    Refused {
-        /// `switch over` or `fail over`.
-        operation: &'static str,
-        /// Who refused and what to check.
-        reason: String,
-    },
+    /// A switchover or failover was refused, timed out or could not be
+    /// requested (pgcluster-ha's [`ops`](pgcluster_ha::ops), shared with local mode).
+    #[error(transparent)]
+    Operation(#[from] pgcluster_ha::ops::OpsError),
     /// The wait ran out of time.
     #[error("timed out after {waited:?}: {reason}")]
     Timeout {
@@ -127,10 +99,7 @@ impl OpsError {
             OpsError::Connect { .. } => "connect",
             OpsError::Api { .. } => "api",
             OpsError::Coordinator { .. } => "coordinator",
-            OpsError::PrimaryHealthy { .. } => "primary_healthy",
-            OpsError::UnknownTarget { .. } => "unknown_target",
-            OpsError::AlreadyPrimary { .. } => "already_primary",
-            OpsError::Refused { .. } => "refused",
+            OpsError::Operation(e) => e.category(),
             OpsError::Timeout { .. } => "timeout",
         }
     }
@@ -325,12 +294,14 @@ pub async fn status(
     })
 }
 
-fn holder(view: &ClusterView) -> Option<&MemberName> {
-    view.lease.as_ref().and_then(|l| l.record.holder.as_ref())
-}
+/// How often the CLI re-reads the Lease while it waits (the API server is
+/// shared; the agents react within a loop anyway).
+const POLL: Duration = Duration::from_millis(500);
 
 /// Requests a switchover (to `target`, or the best replica) and waits until
-/// the lease moved. `id` identifies the request (e.g. the current time in ms).
+/// another member holds the lease and serves as primary
+/// ([`pgcluster_ha::ops::switchover`]). `id` identifies the request (e.g. the
+/// current time in ms). Returns the new primary.
 pub async fn switchover(
     client: &Client,
     namespace: &str,
@@ -340,28 +311,21 @@ pub async fn switchover(
     timeout: Duration,
 ) -> Result<String, OpsError> {
     let coordinator = coordinator(client, namespace, name)?;
-    let view = read(&coordinator, name).await?;
-    if let Some(t) = target {
-        check_member(&view, t)?;
-    }
-    let from = holder(&view).cloned();
-    if let Some(t) = target
-        && from.as_ref().is_some_and(|f| f.as_str() == t)
-    {
-        return Err(OpsError::AlreadyPrimary {
-            target: t.to_owned(),
-        });
-    }
-    let request = SwitchoverRequest::switchover(id, target.map(MemberName::from));
-    send(&coordinator, name, &request).await?;
-    wait_for_new_holder(&coordinator, name, from.as_ref(), &request, timeout).await
+    let done = ops::switchover(
+        &coordinator,
+        target,
+        id,
+        Wait {
+            poll: POLL,
+            timeout,
+        },
+    )
+    .await?;
+    Ok(done.to.to_string())
 }
 
-/// A forced failover to `to`: refused while the primary is healthy (its
-/// member state says primary and healthy, and it still renews the Lease or
-/// publishes within one lease duration: a dead or paused primary's last
-/// state says healthy forever); otherwise a forced request
-/// (`forced: true`), which `to` executes once the old lease has expired.
+/// A forced failover to `to` ([`pgcluster_ha::ops::failover`]): refused
+/// while the primary is healthy. Returns the new primary.
 pub async fn failover(
     client: &Client,
     namespace: &str,
@@ -371,174 +335,17 @@ pub async fn failover(
     timeout: Duration,
 ) -> Result<String, OpsError> {
     let coordinator = coordinator(client, namespace, name)?;
-    let view = read(&coordinator, name).await?;
-    check_member(&view, to)?;
-    let from = holder(&view).cloned();
-    if let Some(primary) = &from
-        && view
-            .members
-            .get(primary)
-            .is_some_and(|m| m.role == MemberRole::Primary && m.healthy)
-        && alive(&coordinator, name, primary, &view).await?
-    {
-        return Err(OpsError::PrimaryHealthy {
-            primary: primary.to_string(),
-        });
-    }
-    let request = SwitchoverRequest::forced_failover(id, MemberName::from(to));
-    send(&coordinator, name, &request).await?;
-    wait_for_new_holder(&coordinator, name, from.as_ref(), &request, timeout).await
-}
-
-/// Whether `primary`, whose last published state says it is a healthy
-/// primary, is still alive: it renews the Lease (or publishes a new
-/// heartbeat) within one lease duration. A killed or paused primary's last
-/// state stays on its pod unchanged, so the state alone cannot tell; this
-/// is the agents' own test of freshness (a heartbeat that moved while
-/// watched).
-async fn alive(
-    coordinator: &KubeLeaseCoordinator,
-    name: &str,
-    primary: &MemberName,
-    view: &ClusterView,
-) -> Result<bool, OpsError> {
-    let Some(lease) = &view.lease else {
-        return Ok(false);
-    };
-    let heartbeat = view.members.get(primary).map(|m| m.heartbeat);
-    let watch = Duration::from_millis(lease.record.duration_ms) + POLL;
-    let start = tokio::time::Instant::now();
-    while start.elapsed() < watch {
-        tokio::time::sleep(POLL).await;
-        let now = read(coordinator, name).await?;
-        let Some(current) = &now.lease else {
-            return Ok(false);
-        };
-        if current.record.holder.as_ref() != Some(primary) {
-            return Ok(false);
-        }
-        if current.version != lease.version
-            || now.members.get(primary).map(|m| m.heartbeat) != heartbeat
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-async fn read(coordinator: &KubeLeaseCoordinator, name: &str) -> Result<ClusterView, OpsError> {
-    coordinator
-        .read_view()
-        .await
-        .map_err(|source| OpsError::Coordinator {
-            action: "read the cluster view",
-            name: name.to_owned(),
-            source,
-        })
-}
-
-fn check_member(view: &ClusterView, target: &str) -> Result<(), OpsError> {
-    if view.members.contains_key(&MemberName::from(target)) {
-        return Ok(());
-    }
-    Err(OpsError::UnknownTarget {
-        target: target.to_owned(),
-        known: view
-            .members
-            .keys()
-            .map(MemberName::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
-}
-
-async fn send(
-    coordinator: &KubeLeaseCoordinator,
-    name: &str,
-    request: &SwitchoverRequest,
-) -> Result<(), OpsError> {
-    coordinator
-        .request_switchover(request.clone())
-        .await
-        .map_err(|source| OpsError::Coordinator {
-            action: "request a switchover",
-            name: name.to_owned(),
-            source,
-        })
-}
-
-/// How often the wait re-reads the Lease.
-const POLL: Duration = Duration::from_millis(500);
-
-/// Waits until a member other than `from` (and the request's target, when
-/// it names one) holds the lease. A request that disappears while the lease
-/// stays put (still so one poll later) was refused; on timeout the request
-/// is withdrawn.
-async fn wait_for_new_holder(
-    coordinator: &KubeLeaseCoordinator,
-    name: &str,
-    from: Option<&MemberName>,
-    request: &SwitchoverRequest,
-    timeout: Duration,
-) -> Result<String, OpsError> {
-    let target = request.target.as_ref();
-    let start = tokio::time::Instant::now();
-    let mut cleared_polls = 0;
-    loop {
-        let view = read(coordinator, name).await?;
-        let now = holder(&view);
-        if let Some(h) = now
-            && Some(h) != from
-            && target.is_none_or(|t| h == t)
-        {
-            return Ok(h.to_string());
-        }
-        let pending = view.switchover.as_ref().is_some_and(|r| r.id == request.id);
-        cleared_polls = if pending { 0 } else { cleared_polls + 1 };
-        if cleared_polls >= 2 {
-            return Err(refused(request, from));
-        }
-        if start.elapsed() >= timeout {
-            // Best effort: a request left behind would fire later.
-            let withdrawn = coordinator.clear_switchover(request.id).await.is_ok();
-            return Err(OpsError::Timeout {
-                waited: timeout,
-                reason: format!(
-                    "the leader is still {}; the request {}",
-                    now.map_or_else(|| "none".to_owned(), MemberName::to_string),
-                    if withdrawn {
-                        "was withdrawn"
-                    } else {
-                        "could not be withdrawn (clear the Lease's pgcluster.dev/switchover annotation)"
-                    }
-                ),
-            });
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-fn refused(request: &SwitchoverRequest, from: Option<&MemberName>) -> OpsError {
-    let primary = from.map_or_else(|| "none".to_owned(), MemberName::to_string);
-    if request.forced {
-        OpsError::Refused {
-            operation: "fail over",
-            reason: format!(
-                "{} cleared the forced request (it must be a replica of the cluster's data and \
-                 lineage, and in sync mode a synchronous standby); see its pod's log",
-                request.target.as_ref().map_or("-", MemberName::as_str)
-            ),
-        }
-    } else {
-        OpsError::Refused {
-            operation: "switch over",
-            reason: format!(
-                "the primary {primary} cleared the request without handing over (the target \
-                 must be a healthy replica streaming from it); see `pgcluster status` and the \
-                 primary pod's log"
-            ),
-        }
-    }
+    let done = ops::failover(
+        &coordinator,
+        to,
+        id,
+        Wait {
+            poll: POLL,
+            timeout,
+        },
+    )
+    .await?;
+    Ok(done.to.to_string())
 }
 
 /// Connects with the local kubeconfig (optionally another `context`), or the
@@ -596,6 +403,9 @@ mod tests {
     use ::http::Method;
     use serde_json::json;
 
+    use pgcluster_ha::coordinator::Coordinator;
+    use pgcluster_ha::machine::{MemberName, SwitchoverRequest};
+
     use super::*;
     use crate::testing::api_server::{ApiServerVerifier, Reply, list};
     use crate::testing::objects::{PodFixture, lease, lease_object, pod, postgres_cluster};
@@ -607,6 +417,17 @@ mod tests {
             vec![
                 pod("pg-0").state(MemberRole::Primary, 10),
                 pod("pg-1").state(MemberRole::Replica, 10),
+            ],
+        ))
+    }
+
+    /// The pod list once pg-1 took over and serves as primary.
+    fn handed_over_pods() -> Reply {
+        Reply::Ok(list(
+            "PodList",
+            vec![
+                pod("pg-0").state(MemberRole::Replica, 11),
+                pod("pg-1").state(MemberRole::Primary, 11),
             ],
         ))
     }
@@ -695,7 +516,8 @@ mod tests {
         assert!(server.seen.iter().all(|s| s.method == Method::GET));
     }
 
-    /// A switchover writes the request on the Lease and returns the new holder.
+    /// A switchover writes the request on the Lease and returns the new
+    /// holder once it serves as primary.
     #[tokio::test]
     async fn switchover_requests_and_waits() {
         let (client, mut server) = ApiServerVerifier::new();
@@ -711,7 +533,7 @@ mod tests {
                 LEASE.to_owned(),
                 Reply::Ok(lease_object(&lease(Some("pg-1"), 3, 10))),
             ),
-            (Method::GET, PODS.to_owned(), pods()),
+            (Method::GET, PODS.to_owned(), handed_over_pods()),
         ];
         let to = server
             .serve_while(
@@ -868,7 +690,7 @@ mod tests {
                 LEASE.to_owned(),
                 Reply::Ok(lease_object(&lease(Some("pg-1"), 3, 10))),
             ),
-            (Method::GET, PODS.to_owned(), pods()),
+            (Method::GET, PODS.to_owned(), handed_over_pods()),
         ];
         let to = server
             .serve_while(

@@ -50,10 +50,8 @@ pub fn ops_error(e: &OpsError) -> CliError {
         source = s.source();
     }
     match e {
-        OpsError::PrimaryHealthy { .. }
-        | OpsError::UnknownTarget { .. }
-        | OpsError::InvalidName { .. }
-        | OpsError::Incomplete { .. } => CliError::Invalid(message),
+        OpsError::Operation(op) if op.is_usage() => CliError::Invalid(message),
+        OpsError::InvalidName { .. } | OpsError::Incomplete { .. } => CliError::Invalid(message),
         _ => CliError::Other(anyhow!(message)),
     }
 }

@@ -471,7 +471,7 @@ async fn run_mode(
                 println!(
                     "  [{mode}] switchover {}: {} -> {} in {:.2} s, writes unavailable {}",
                     k + 1,
-                    done.from.unwrap_or_default(),
+                    done.from.map(|m| m.to_string()).unwrap_or_default(),
                     done.to,
                     done.took.as_secs_f64(),
                     gap.map_or_else(|| "(no write after it)".to_owned(), |g| format!("{g:.2} s"))

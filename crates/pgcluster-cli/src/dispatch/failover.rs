@@ -3,11 +3,7 @@
 //! `pgcluster switchover`, which loses nothing. Without NAME the local
 //! cluster; with NAME a PostgresCluster in Kubernetes ([`super::kube`]).
 
-use std::net::SocketAddr;
 use std::time::Duration;
-
-use pgcluster_ha::agent::client;
-use pgcluster_ha::local::cluster;
 
 use super::kube::{self, ClusterArgs, Route};
 use super::local::{fail, require_running, runtime};
@@ -50,37 +46,18 @@ pub fn exec(args: Args) -> Result<(), CliError> {
     let layout = target.layout()?;
     let record = layout.read_record().map_err(|e| fail(&e))?;
     require_running(&layout, &record)?;
-    runtime()?.block_on(async {
-        let coord = cluster::coordinator(&layout, Duration::from_secs(2)).map_err(|e| fail(&e))?;
-        let view = coord.read_now().map_err(|e| fail(&e))?;
-        if let Some(holder) = view.lease.as_ref().and_then(|l| l.record.holder.clone())
-            && let Some(m) = record.member(holder.as_str())
-        {
-            let addr = SocketAddr::from(([127, 0, 0, 1], m.api_port));
-            if let Ok((200, body)) = client::get(addr, "/readyz", Duration::from_secs(1)).await
-                && body.contains("primary")
-            {
-                return Err(CliError::Invalid(format!(
-                    "the primary {holder} is healthy; a failover would lose its newest writes. \
-                     Use `pgcluster switchover --to {}` instead",
-                    args.to
-                )));
-            }
-        }
-        let done = send_and_wait(
-            &layout,
-            &record,
-            Some(&args.to),
-            true,
-            Duration::from_secs(args.timeout.unwrap_or(60)),
-        )
-        .await?;
-        println!(
-            "failover done: {} -> {} in {} ms",
-            done.from.as_deref().unwrap_or("-"),
-            done.to,
-            done.took.as_millis()
-        );
-        Ok(())
-    })
+    let done = runtime()?.block_on(send_and_wait(
+        &layout,
+        &record,
+        Some(&args.to),
+        true,
+        Duration::from_secs(args.timeout.unwrap_or(60)),
+    ))?;
+    println!(
+        "failover done: {} -> {} in {} ms",
+        done.from.as_ref().map_or("-", |m| m.as_str()),
+        done.to,
+        done.took.as_millis()
+    );
+    Ok(())
 }
