@@ -1,25 +1,29 @@
-//! A minimal HTTP/1.1 client for the agent API on 127.0.0.1 (peers' failsafe
-//! probes, `pgcluster status`, `up`'s readiness checks): one request per
-//! connection, `Connection: close`, bounded in time.
+//! The HTTP client for the agent API (peers' failsafe probes, `pgcluster
+//! status`, `up`'s readiness checks): hyper's HTTP/1.1 client, one request
+//! per connection, bounded in time.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 /// Why a call to an agent failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Connecting, writing or reading failed.
+    /// Connecting, sending or reading the answer failed.
     #[error("failed to call the agent API at http://{addr}{path}; is the agent running?")]
     Io {
         /// The agent.
         addr: SocketAddr,
         /// The path.
         path: String,
-        /// The I/O error.
+        /// The client's error.
         #[source]
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// No answer in time.
     #[error("failed to get an answer from http://{addr}{path} within {timeout:?}")]
@@ -31,14 +35,6 @@ pub enum ClientError {
         /// The time allowed.
         timeout: Duration,
     },
-    /// The answer was not HTTP.
-    #[error("failed to parse the answer of http://{addr}{path}")]
-    Malformed {
-        /// The agent.
-        addr: SocketAddr,
-        /// The path.
-        path: String,
-    },
 }
 
 /// `GET path`; returns the status code and body.
@@ -47,7 +43,7 @@ pub async fn get(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), ClientError> {
-    request(addr, "GET", path, None, timeout).await
+    request(addr, hyper::Method::GET, path, None, timeout).await
 }
 
 /// `POST path` with a JSON body; returns the status code and body.
@@ -57,73 +53,54 @@ pub async fn post_json(
     body: &str,
     timeout: Duration,
 ) -> Result<(u16, String), ClientError> {
-    request(addr, "POST", path, Some(body), timeout).await
+    request(addr, hyper::Method::POST, path, Some(body), timeout).await
 }
 
 async fn request(
     addr: SocketAddr,
-    method: &str,
+    method: hyper::Method,
     path: &str,
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), ClientError> {
-    let io = |source| ClientError::Io {
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Io {
         addr,
         path: path.to_owned(),
         source,
     };
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header(hyper::header::CONNECTION, "close");
+    if body.is_some() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let req = builder
+        .body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))
+        .map_err(|e| fail(e.into()))?;
+    // No pool: a call is rare (probes, CLI) and a kept connection to a
+    // peer that died would only fail the next one.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(HttpConnector::new());
     let call = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        if let Some(b) = body {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-                b.len()
-            ));
-        } else {
-            req.push_str("\r\n");
-        }
-        stream.write_all(req.as_bytes()).await.map_err(io)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.map_err(io)?;
-        Ok::<Vec<u8>, ClientError>(raw)
+        let response = client.request(req).await.map_err(|e| fail(e.into()))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| fail(e.into()))?
+            .to_bytes();
+        Ok::<_, ClientError>((status, String::from_utf8_lossy(&bytes).into_owned()))
     };
-    let raw = tokio::time::timeout(timeout, call)
+    tokio::time::timeout(timeout, call)
         .await
         .map_err(|_| ClientError::Timeout {
             addr,
             path: path.to_owned(),
             timeout,
-        })??;
-    parse(&raw).ok_or_else(|| ClientError::Malformed {
-        addr,
-        path: path.to_owned(),
-    })
-}
-
-/// Status code and body of a full HTTP/1.1 response (identity or chunked body).
-fn parse(raw: &[u8]) -> Option<(u16, String)> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    if !chunked {
-        return Some((code, body.to_owned()));
-    }
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let (size, after) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
-        if size == 0 {
-            return Some((code, out));
-        }
-        out.push_str(after.get(..size)?);
-        rest = after.get(size + 2..)?;
-    }
+        })?
 }
 
 /// Sends a failsafe probe to every peer at once; the replies that come
@@ -167,17 +144,58 @@ pub async fn probe_peers(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 mod tests {
     use super::*;
 
-    /// Plain and chunked bodies are both understood.
-    #[test]
-    fn parses_responses() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
-        assert_eq!(parse(plain), Some((200, "ok\n".to_owned())));
-        let chunked =
-            b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse(chunked), Some((503, "abcde".to_owned())));
-        assert_eq!(parse(b"garbage"), None);
+    /// A real HTTP server on 127.0.0.1: status and body of GET and POST
+    /// come back as sent (a chunked body too); a server that never answers
+    /// is a timeout naming the address; nobody listening is an I/O error.
+    #[tokio::test]
+    async fn calls_a_real_server() {
+        use axum::routing::{get as route_get, post};
+        let app = axum::Router::new()
+            .route(
+                "/down",
+                route_get(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready") }),
+            )
+            .route("/echo", post(|body: String| async move { body }))
+            .route(
+                "/chunked",
+                route_get(|| async {
+                    // Two chunks: Transfer-Encoding: chunked.
+                    axum::body::Body::from_stream(futures::stream::iter([
+                        Ok::<_, std::io::Error>("abc"),
+                        Ok("de"),
+                    ]))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let t = Duration::from_secs(5);
+        assert_eq!(
+            get(addr, "/down", t).await.unwrap(),
+            (503, "not ready".to_owned())
+        );
+        assert_eq!(
+            post_json(addr, "/echo", "{\"a\":1}", t).await.unwrap(),
+            (200, "{\"a\":1}".to_owned())
+        );
+        assert_eq!(
+            get(addr, "/chunked", t).await.unwrap(),
+            (200, "abcde".to_owned())
+        );
+
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let error = get(silent_addr, "/status", Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClientError::Timeout { .. }), "{error}");
+        assert!(error.to_string().contains(&silent_addr.to_string()));
+        drop(silent);
+        let error = get(silent_addr, "/status", t).await.unwrap_err();
+        assert!(matches!(error, ClientError::Io { .. }), "{error}");
     }
 }

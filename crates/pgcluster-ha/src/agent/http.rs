@@ -186,7 +186,7 @@ async fn status(State(state): State<ApiState>) -> Json<AgentStatus> {
 
 async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
     (
-        [("content-type", "text/plain; version=0.0.4")],
+        [("content-type", metrics::CONTENT_TYPE)],
         metrics::render(&snapshot(&state)),
     )
 }
