@@ -198,6 +198,49 @@ fn failsafe_keeps_the_primary_while_every_replica_confirms() {
         }));
 }
 
+/// Failsafe: confirmations fed as they arrive (after the probing batch)
+/// re-arm the fence at once with the deadline they extend; partial or
+/// stale ones arm nothing later than the machine would.
+#[test]
+fn failsafe_replies_re_arm_the_fence_as_they_arrive() {
+    let s = leader(config("pg-0"));
+    // The deadline from the last renewal, before any confirmation.
+    let before = s.write_deadline();
+    let (s, a) = step(
+        s,
+        Millis(2250),
+        Observation::FailsafeReplies(vec![confirm("pg-1", 2000)]),
+    );
+    assert_eq!(
+        s.write_deadline(),
+        before,
+        "one of two peers extends nothing"
+    );
+    assert!(
+        a.iter().all(|a| matches!(a, Action::ArmWatchdog { .. })),
+        "{a:?}"
+    );
+    let (s, a) = step(
+        s,
+        Millis(2260),
+        Observation::FailsafeReplies(vec![confirm("pg-2", 2000)]),
+    );
+    assert_eq!(s.write_deadline(), Some(Millis(2000 + 1200)));
+    assert_eq!(
+        a,
+        vec![Action::ArmWatchdog {
+            deadline: Millis(3200)
+        }]
+    );
+    // Past the deadline: nothing to arm (the fencer has fired).
+    let (_, a) = step(
+        s,
+        Millis(3300),
+        Observation::FailsafeReplies(vec![confirm("pg-1", 2000)]),
+    );
+    assert!(a.is_empty(), "{a:?}");
+}
+
 /// Failsafe: one replica that does not confirm is enough to fence.
 #[test]
 fn failsafe_fences_when_one_replica_does_not_confirm() {

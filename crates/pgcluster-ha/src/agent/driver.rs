@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::instrument;
 
 use super::execute::{BatchOutcome, Executor};
-use super::host::AgentHost;
+use super::host::{AgentHost, Host};
 use super::http::{self, ApiState, ProbeRequest};
 use super::observe::{Observed, observe};
 use super::status::AgentStatus;
@@ -275,14 +275,35 @@ impl<C: Coordinator> Agent<C> {
         )
         .await;
         self.watchdog.set_pid(self.local.pid());
-        let read = tokio::time::timeout(self.coord_timeout(), self.coord.read_view());
+        // A lease write that got no answer most likely met an unreachable
+        // coordinator: go straight to the failsafe probes instead of spending
+        // a read timeout first. A renewal that hung for the write timeout
+        // plus a read that hangs too left too little of the renew deadline to
+        // probe the peers (the failsafe test on the node, with the API server
+        // stopped between a read and the renewal). The read after the probes
+        // tells whether the write landed.
+        let write_unanswered = matches!(self.carry.lease_outcome, Some(LeaseOutcome::Failed));
+        let read_timeout = self.coord_timeout();
+        let coord = &self.coord;
+        let read = async move {
+            if write_unanswered {
+                return Err(());
+            }
+            tokio::time::timeout(read_timeout, coord.read_view())
+                .await
+                .map_err(|_| ())
+        };
         let view = match answering(read, &mut self.machine, epoch, probes).await {
             Ok(Ok(view)) => Some(view),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "could not read the coordinator");
                 None
             }
-            Err(_) => {
+            Err(()) if write_unanswered => {
+                tracing::warn!("the last lease write got no answer: probing the peers first");
+                None
+            }
+            Err(()) => {
                 tracing::warn!("reading the coordinator timed out");
                 None
             }
@@ -330,6 +351,23 @@ impl<C: Coordinator> Agent<C> {
         }
         .run(actions);
         let outcome = answering(batch, &mut self.machine, epoch, probes).await;
+        if !outcome.failsafe_replies.is_empty() {
+            // Confirmations extend the fence's deadline now, not a tick later.
+            let observation = Observation::FailsafeReplies(outcome.failsafe_replies.clone());
+            let (next, actions) = step(self.machine.clone(), self.now(), observation);
+            self.machine = next;
+            for action in actions {
+                if let Action::ArmWatchdog { deadline } = action {
+                    let mut host = AgentHost {
+                        cfg: &self.cfg,
+                        local: &mut self.local,
+                        watchdog: &self.watchdog,
+                        epoch: self.epoch,
+                    };
+                    host.arm(deadline);
+                }
+            }
+        }
         let writable = observed.pg.running && !observed.pg.in_recovery;
         if !keeps_fence_armed(outcome.armed, self.machine.held_lease().is_some(), writable) {
             self.watchdog.disarm();

@@ -13,6 +13,14 @@ pub enum Observation {
     /// member follows it and will not promote. The machine answers with
     /// [`crate::machine::Action::AnswerProbe`]; the driver sends that reply back.
     FailsafeProbe(FailsafeProbe),
+    /// Answers to this member's own failsafe probes, fed as soon as they
+    /// arrive (after the batch that sent the probes), not only with the next
+    /// tick: the machine answers with at most an
+    /// [`crate::machine::Action::ArmWatchdog`] for the deadline the
+    /// confirmations extend. A tick may first spend a whole read timeout on
+    /// an unreachable coordinator, which left too little of the renew
+    /// deadline on the test node.
+    FailsafeReplies(Vec<FailsafeReply>),
 }
 
 /// What the driver observed for one loop.

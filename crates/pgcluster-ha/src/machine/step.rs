@@ -27,6 +27,14 @@ pub fn step(
             let reply = answer_probe(&mut state, now, &probe);
             out.push(Action::AnswerProbe(reply));
         }
+        Observation::FailsafeReplies(replies) => {
+            absorb_failsafe_replies(&mut state, &replies);
+            if let Some(deadline) = state.write_deadline()
+                && now < deadline
+            {
+                out.push(Action::ArmWatchdog { deadline });
+            }
+        }
         Observation::Tick(tick) => on_tick(&mut state, now, &tick, &mut out),
     }
     (state, out)

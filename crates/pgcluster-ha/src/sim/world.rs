@@ -500,7 +500,29 @@ impl World {
             }
             Some(false) => self.push(after, Event::Exec { m, inc }),
             None => {
-                // The batch is over: the driver's disarm rule.
+                // The batch is over: as the driver does, confirmations that
+                // came in re-arm the fence at once (they also go into the
+                // next tick).
+                let replies = self.agent(m).replies.clone();
+                if !replies.is_empty() {
+                    let local = self.local(m);
+                    let agent = self.agent(m);
+                    let state = agent
+                        .state
+                        .take()
+                        .expect("an agent always has a state between events");
+                    let (state, actions) =
+                        step(state, local, Observation::FailsafeReplies(replies));
+                    agent.state = Some(state);
+                    for action in actions {
+                        if let Action::ArmWatchdog { deadline } = action {
+                            self.members[m].host.armed = Some(deadline);
+                            let wait = self.real_for(m, deadline.since(local));
+                            self.push(self.now + wait, Event::Watchdog { m, deadline });
+                        }
+                    }
+                }
+                // The driver's disarm rule.
                 let agent = self.agent(m);
                 let holds = agent
                     .state
