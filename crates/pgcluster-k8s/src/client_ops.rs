@@ -64,7 +64,7 @@ pub enum OpsError {
         source: CoordinatorError,
     },
     /// A switchover or failover was refused, timed out or could not be
-    /// requested (pgcluster-ha's [`ops`](pgcluster_ha::ops), shared with local mode).
+    /// requested (pgcluster-ha's [`ops`], shared with local mode).
     #[error(transparent)]
     Operation(#[from] pgcluster_ha::ops::OpsError),
     /// The wait ran out of time.
