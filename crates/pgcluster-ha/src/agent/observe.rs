@@ -2,7 +2,7 @@
 //! Unix socket while it runs (one prepared statement on a kept connection), from `pg_controldata` and `standby.signal`
 //! while it is stopped.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::AgentConfig;
@@ -330,14 +330,18 @@ pub fn parse_waldump_end(stderr: &str) -> Option<u64> {
         .map(|l| l.0)
 }
 
-/// What a data directory's `pg_wal` holds, read once per observation:
-/// the names of its files and its timeline history files.
+/// What a data directory's `pg_wal` holds, listed once per observation:
+/// the names of its files and which timelines have a history file. A
+/// history file's text is read only when a question needs it (a running
+/// standby asks every tick, and rarely needs one).
 pub struct WalDir {
+    /// The directory.
+    pub pg_wal: std::path::PathBuf,
     /// The file names in pg_wal.
     pub names: Vec<String>,
-    /// Non-empty history files by timeline (placeholders placed before a
-    /// promotion are empty and name no switch).
-    pub histories: BTreeMap<u32, String>,
+    /// Timelines with a non-empty history file (placeholders placed before
+    /// a promotion are empty and name no switch).
+    pub histories: BTreeSet<u32>,
 }
 
 impl WalDir {
@@ -354,11 +358,23 @@ impl WalDir {
             .iter()
             .filter_map(|name| {
                 let id = u32::from_str_radix(name.strip_suffix(".history")?, 16).ok()?;
-                let text = std::fs::read_to_string(pg_wal.join(name)).ok()?;
-                (!text.trim().is_empty()).then_some((id, text))
+                let size = std::fs::metadata(pg_wal.join(name)).ok()?.len();
+                (size > 0).then_some(id)
             })
             .collect();
-        WalDir { names, histories }
+        WalDir {
+            pg_wal,
+            names,
+            histories,
+        }
+    }
+
+    /// The text of `timeline`'s history file, if it has one.
+    fn history(&self, timeline: u32) -> Option<String> {
+        if !self.histories.contains(&timeline) {
+            return None;
+        }
+        std::fs::read_to_string(self.pg_wal.join(format!("{timeline:08X}.history"))).ok()
     }
 
     /// The highest timeline with a WAL segment file: the timeline local WAL
@@ -374,14 +390,13 @@ impl WalDir {
 
     /// The highest timeline with a history file (1 if none).
     pub fn newest_history(&self) -> u32 {
-        self.histories.keys().copied().max().unwrap_or(1)
+        self.histories.iter().copied().max().unwrap_or(1)
     }
 
     /// Where `timeline` began: the switch point on the last line of its
     /// history file.
     pub fn timeline_start(&self, timeline: u32) -> Option<Lsn> {
-        let history = self.histories.get(&timeline)?;
-        history
+        self.history(timeline)?
             .lines()
             .rev()
             .find_map(|line| line.split_whitespace().nth(1)?.parse::<Lsn>().ok())
@@ -409,11 +424,7 @@ impl WalDir {
         if newest <= own {
             return own;
         }
-        match self
-            .histories
-            .get(&newest)
-            .and_then(|h| switch_point(h, own))
-        {
+        match self.history(newest).and_then(|h| switch_point(&h, own)) {
             Some(left) if position <= left => newest,
             _ => own,
         }
