@@ -298,6 +298,13 @@ pub async fn status(
 /// shared; the agents react within a loop anyway).
 const POLL: Duration = Duration::from_millis(500);
 
+fn wait(timeout: Duration) -> Wait {
+    Wait {
+        poll: POLL,
+        timeout,
+    }
+}
+
 /// Requests a switchover (to `target`, or the best replica) and waits until
 /// another member holds the lease and serves as primary
 /// ([`pgcluster_ha::ops::switchover`]). `id` identifies the request (e.g. the
@@ -311,16 +318,7 @@ pub async fn switchover(
     timeout: Duration,
 ) -> Result<String, OpsError> {
     let coordinator = coordinator(client, namespace, name)?;
-    let done = ops::switchover(
-        &coordinator,
-        target,
-        id,
-        Wait {
-            poll: POLL,
-            timeout,
-        },
-    )
-    .await?;
+    let done = ops::switchover(&coordinator, target, id, wait(timeout)).await?;
     Ok(done.to.to_string())
 }
 
@@ -335,16 +333,7 @@ pub async fn failover(
     timeout: Duration,
 ) -> Result<String, OpsError> {
     let coordinator = coordinator(client, namespace, name)?;
-    let done = ops::failover(
-        &coordinator,
-        to,
-        id,
-        Wait {
-            poll: POLL,
-            timeout,
-        },
-    )
-    .await?;
+    let done = ops::failover(&coordinator, to, id, wait(timeout)).await?;
     Ok(done.to.to_string())
 }
 
