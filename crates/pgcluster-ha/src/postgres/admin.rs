@@ -42,6 +42,17 @@ pub enum AdminError {
     },
 }
 
+impl AdminError {
+    /// Whether the session was refused or dropped (a server restarting, a
+    /// proxy closing it) rather than a statement failing on a live one.
+    pub fn session_lost(&self) -> bool {
+        match self {
+            AdminError::Connect { .. } => true,
+            AdminError::Execute { source, .. } => source.is_closed(),
+        }
+    }
+}
+
 /// Where and as whom to connect.
 #[derive(Clone)]
 pub struct AdminTarget {
