@@ -28,8 +28,14 @@
 //! * **Bootstrap** — no lease exists: members with an empty data directory
 //!   compare-and-swap against version 0; exactly one wins and runs initdb.
 //!   Members with data never bootstrap over it.
-//! * **Steady state** — the holder renews every loop (compare-and-swap on the
-//!   version it last wrote) and re-arms a watchdog; replicas follow it.
+//! * **Steady state** — the holder renews (compare-and-swap on the version it
+//!   last wrote) and re-arms a watchdog; replicas follow it. While nothing
+//!   moves, members tick at an idle interval instead of every loop (350 ms
+//!   with the defaults; [`machine::cadence`]): what the renew deadline leaves
+//!   after a hanging write and a loop of failsafe probes. A replica also
+//!   ticks at the instant the lease it watches would expire, and anything
+//!   that is not routine (a failed renewal, a request, a role change) brings
+//!   back the loop interval.
 //! * **Failover** — a replica judges the lease expired when the version it
 //!   reads has not changed for a full lease duration *by its own clock*
 //!   (members never compare clocks). Eligible replicas (same system
@@ -123,15 +129,15 @@
 //! | parameter | default | role |
 //! |---|---|---|
 //! | `leaseDuration` | 2 s | how long a silent holder keeps the role |
-//! | `loopInterval` | 250 ms | observation and renewal period |
+//! | `loopInterval` | 250 ms | observation and renewal period while anything moves (the idle interval is derived from it) |
 //! | `renewDeadline` | 1200 ms | a primary fences this long after its last confirmed renewal |
 //! | `stopWritesTimeout` | 500 ms | budget for fencing to take effect |
 //! | `maxClockDrift` | 200 ms | clock divergence allowed over a lease |
 //!
-//! After a node crash, replicas saw the last renewal at most one loop after
-//! it was written, wait `leaseDuration` from then and notice within one more
-//! loop: a new primary is writable within `leaseDuration + 2 × loopInterval`
-//! plus coordinator round trips and the promotion itself — under 3 s with the
+//! After a node crash, replicas saw the last renewal at most one idle
+//! interval after it was written and wait `leaseDuration` from then, waking
+//! at that instant: a new primary is writable within `leaseDuration` plus an
+//! idle interval plus coordinator round trips and the promotion itself — under 3 s with the
 //! defaults (the simulator measures 1.9–2.8 s over tens of thousands of
 //! crashes). A coordinator stall of any length, with members reachable to
 //! each other, demotes no one: the failsafe confirmations keep the primary's

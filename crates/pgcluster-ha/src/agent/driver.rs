@@ -20,9 +20,10 @@ use super::supervise::{LocalPg, orphan_postmaster, stop_orphan};
 use super::watchdog::Watchdog;
 use super::{AgentConfig, AgentError};
 use crate::coordinator::Coordinator;
+use crate::machine::cadence::routine;
 use crate::machine::{
     Action, ActionKind, ClusterView, FailsafeReply, LeaseOutcome, MachineState, MemberName, Millis,
-    Observation, Phase, TickObservation, step,
+    Observation, Phase, TickObservation, next_tick, step,
 };
 use crate::postgres::{self, MANAGED_FILE};
 
@@ -79,8 +80,9 @@ enum Next {
     Now,
     /// Soon: a switchover is under way (every step waits on another member).
     Soon,
-    /// After a loop interval.
-    Later,
+    /// At this instant: a loop interval away, or longer while the member is
+    /// steady ([`crate::machine::cadence`]).
+    At(Instant),
 }
 
 /// Runs the agent until `shutdown` resolves, then stops PostgreSQL cleanly
@@ -183,7 +185,7 @@ pub async fn run<C: Coordinator>(
             _ = interval.tick() => match agent.tick(&mut probe_rx).await {
                 Next::Now => interval.reset_immediately(),
                 Next::Soon => interval.reset_after(soon),
-                Next::Later => {}
+                Next::At(at) => interval.reset_at(at.into()),
             },
             () = wake.notified() => interval.reset_immediately(),
             _ = quick_tick.tick(), if quick.is_some() => {
@@ -320,8 +322,10 @@ impl<C: Coordinator> Agent<C> {
             failsafe_replies: carry.failsafe_replies,
         };
         let now = self.now();
+        let step_at = Instant::now();
         let (next, actions) = step(self.machine.clone(), now, Observation::Tick(Box::new(tick)));
         self.machine = next;
+        let cadence = next_tick(&self.machine, now, &actions);
         if self.machine.phase() != self.last_phase {
             tracing::info!(from = ?self.last_phase, to = ?self.machine.phase(), "phase changed");
             self.last_phase = self.machine.phase();
@@ -351,6 +355,7 @@ impl<C: Coordinator> Agent<C> {
         }
         .run(actions);
         let outcome = answering(batch, &mut self.machine, epoch, probes).await;
+        let next_in = Duration::from_millis(cadence.after(outcome.lease_outcome.as_ref()));
         if !outcome.failsafe_replies.is_empty() {
             // Confirmations extend the fence's deadline now, not a tick later.
             let observation = Observation::FailsafeReplies(outcome.failsafe_replies.clone());
@@ -396,7 +401,7 @@ impl<C: Coordinator> Agent<C> {
         } else if switching {
             Next::Soon
         } else {
-            Next::Later
+            Next::At(step_at + next_in)
         }
     }
 
@@ -584,16 +589,6 @@ fn millis_since(epoch: Instant) -> Millis {
 }
 
 /// Actions that happen every loop and are not worth an info log.
-fn routine(a: &Action) -> bool {
-    matches!(
-        a,
-        Action::RenewLease { .. }
-            | Action::ArmWatchdog { .. }
-            | Action::PublishState(_)
-            | Action::SetRoleLabel { .. }
-    )
-}
-
 fn describe(a: &Action) -> String {
     match a {
         Action::StartAsReplica { of } => format!("StartAsReplica({of})"),
@@ -657,10 +652,9 @@ pub fn retry_backoff(loop_interval: Duration, failures: u32) -> Duration {
 /// The longest wait before a failed background operation is retried.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The timeout of coordinator writes: half the renew deadline, at least
-/// three quarters of a loop.
+/// The timeout of coordinator writes ([`crate::machine::HaConfig::write_timeout`]).
 pub fn write_timeout(cfg: &AgentConfig) -> Duration {
-    (cfg.ha.timings.renew_deadline / 2).max(cfg.loop_interval() * 3 / 4)
+    cfg.ha.write_timeout()
 }
 
 /// `127.0.0.1:port`.

@@ -41,6 +41,11 @@ impl MemoryCoordinator {
         self.lock().clone()
     }
 
+    /// Whether a switchover request is pending.
+    pub fn switchover_pending(&self) -> bool {
+        self.lock().switchover.is_some()
+    }
+
     /// The current lease.
     pub fn lease(&self) -> Option<Lease> {
         self.lock().lease.clone()

@@ -1,5 +1,7 @@
 //! [`HaConfig`]: what one member's state machine needs from the cluster spec.
 
+use std::time::Duration;
+
 use pgcluster_core::ValidatedCluster;
 use pgcluster_core::api::v1alpha1::{NoStandbyPolicy, ReplicationMode};
 use pgcluster_core::timing::{FailoverTimings, TimingError};
@@ -30,7 +32,14 @@ pub(crate) struct TimingsMs {
     pub lease: u64,
     pub loop_interval: u64,
     pub renew_deadline: u64,
-    /// A member whose heartbeat did not change for this long is stale.
+    /// How often a steady member ticks (see [`super::cadence`]): what is
+    /// left of the renew deadline after a write timeout and a loop, between
+    /// one and two loops.
+    pub idle: u64,
+    /// A member whose heartbeat did not change for this long is stale: two
+    /// idle intervals (a steady member beats once per idle interval, and an
+    /// observer may read just before a beat) plus two loops of slack, and
+    /// never less than four loops.
     pub stale_after: u64,
     /// How long a switchover waits for its target before giving up.
     pub switchover_timeout: u64,
@@ -95,6 +104,14 @@ impl HaConfig {
         }
         let lease = duration_ms(timings.lease_duration);
         let loop_interval = duration_ms(timings.loop_interval).max(1);
+        let renew_deadline = duration_ms(timings.renew_deadline);
+        // A steady primary renews every `idle`. A renewal that hangs for the
+        // whole write timeout must still leave a loop for the failsafe
+        // probes before the renew deadline, as at the loop cadence.
+        let write_timeout = duration_ms(write_timeout(&timings));
+        let idle = renew_deadline
+            .saturating_sub(write_timeout + loop_interval)
+            .clamp(loop_interval, 2 * loop_interval);
         Ok(Self {
             me,
             members: list,
@@ -104,8 +121,9 @@ impl HaConfig {
             ms: TimingsMs {
                 lease,
                 loop_interval,
-                renew_deadline: duration_ms(timings.renew_deadline),
-                stale_after: loop_interval * 4,
+                renew_deadline,
+                idle,
+                stale_after: (2 * idle + 2 * loop_interval).max(4 * loop_interval),
                 switchover_timeout: lease * 2,
             },
         })
@@ -123,6 +141,11 @@ impl HaConfig {
         )
     }
 
+    /// How long a coordinator write may take before it counts as unanswered.
+    pub fn write_timeout(&self) -> Duration {
+        write_timeout(&self.timings)
+    }
+
     /// Whether commits wait for a synchronous standby.
     pub fn sync_mode(&self) -> bool {
         self.replication.mode == ReplicationMode::Sync
@@ -137,4 +160,10 @@ impl HaConfig {
     pub fn peers(&self) -> impl Iterator<Item = &MemberName> {
         self.members.iter().filter(move |m| **m != self.me)
     }
+}
+
+/// The timeout of coordinator writes: half the renew deadline, at least
+/// three quarters of a loop.
+fn write_timeout(t: &FailoverTimings) -> Duration {
+    (t.renew_deadline / 2).max(t.loop_interval * 3 / 4)
 }

@@ -6,6 +6,7 @@
 //! safety argument.
 
 pub mod action;
+pub mod cadence;
 pub mod config;
 pub mod election;
 mod lsn;
@@ -18,6 +19,7 @@ pub mod units;
 pub mod view;
 
 pub use action::{Action, ActionKind, RoleLabel, StopMode};
+pub use cadence::{Cadence, next_tick};
 pub use config::{ConfigError, HaConfig};
 pub use election::{Candidate, Ineligible};
 pub use observation::{

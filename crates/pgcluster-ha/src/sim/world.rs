@@ -13,8 +13,8 @@ use crate::agent::driver::keeps_fence_armed;
 use crate::agent::execute::{BatchOutcome, acquires};
 use crate::coordinator::memory::MemoryCoordinator;
 use crate::machine::{
-    Action, ActionKind, ClusterView, FailsafeProbe, FailsafeReply, HaConfig, MachineState,
-    MemberName, Millis, Observation, PgObservation, TickObservation, Timeline, step,
+    Action, ActionKind, Cadence, ClusterView, FailsafeProbe, FailsafeReply, HaConfig, MachineState,
+    MemberName, Millis, Observation, PgObservation, TickObservation, Timeline, next_tick, step,
 };
 
 /// The cluster's system identifier in every run.
@@ -113,6 +113,8 @@ pub(super) struct Agent {
     pub(super) replies: Vec<FailsafeReply>,
     pub(super) view: Option<ClusterView>,
     pub(super) tick_started: u64,
+    /// When the last step ran and the cadence it asked for ([`next_tick`]).
+    pub(super) cadence: (u64, Cadence),
 }
 
 /// One simulated member.
@@ -309,8 +311,10 @@ impl World {
         mb.inc += 1;
         let inc = mb.inc;
         let local = self.local(m);
+        let state = MachineState::new(self.configs[m].clone(), local);
+        let cadence = next_tick(&state, local, &[]);
         self.members[m].agent = Some(Agent {
-            state: Some(MachineState::new(self.configs[m].clone(), local)),
+            state: Some(state),
             batch: VecDeque::new(),
             out: BatchOutcome::default(),
             acquired: false,
@@ -319,6 +323,7 @@ impl World {
             replies: Vec::new(),
             view: None,
             tick_started: at,
+            cadence: (at, cadence),
         });
         self.push(at, Event::Tick { m, inc });
     }
@@ -483,7 +488,10 @@ impl World {
             .take()
             .expect("an agent always has a state between events");
         let (state, actions) = step(state, local, Observation::Tick(Box::new(tick)));
+        let cadence = next_tick(&state, local, &actions);
+        let now = self.now;
         let agent = self.agent(m);
+        agent.cadence = (now, cadence);
         agent.state = Some(state);
         agent.acquired = acquires(&actions);
         agent.batch = actions.into();
@@ -532,9 +540,19 @@ impl World {
                 if !keeps_fence_armed(agent.out.armed, holds, writable) {
                     self.members[m].host.armed = None;
                 }
-                let started = self.agent(m).tick_started;
-                let interval = self.real_for(m, self.configs[m].ms.loop_interval);
-                self.push((started + interval).max(after + 1), Event::Tick { m, inc });
+                // The driver's cadence: every loop while a switchover request
+                // is pending (the driver watches the coordinator for one and
+                // speeds up), else what the machine asked for.
+                let agent = self.agent(m);
+                let (stepped, cadence) = agent.cadence;
+                let next_in = cadence.after(agent.out.lease_outcome.as_ref());
+                let started = agent.tick_started;
+                let next = if self.coord.switchover_pending() {
+                    started + self.real_for(m, self.configs[m].ms.loop_interval)
+                } else {
+                    stepped + self.real_for(m, next_in)
+                };
+                self.push(next.max(after + 1), Event::Tick { m, inc });
             }
         }
     }
