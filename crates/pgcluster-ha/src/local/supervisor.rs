@@ -7,19 +7,30 @@
 //! lease); then the wait doubles, to at least 30 s, reset after a minute up. The restarted agent re-joins its
 //! server as a replica (rewind or re-clone) like any returning member.
 //! Runs inside whatever process lives as long as the cluster: the
-//! foreground `pgcluster up`, or the detached router.
+//! foreground `pgcluster up`, or the detached router. It sleeps until an
+//! agent exits (a pidfd per agent becomes readable), a restart is due, or a
+//! slow re-check of the record ([`RECHECK`]); it does not poll the agents,
+//! so an idle cluster's router stays asleep.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::task::JoinSet;
 
 use super::layout::{Layout, LayoutError};
 use super::prepare::pid_is_ours;
 use super::spawn::spawn_agent;
 
-/// How often the agents are checked: each check reads the record and each
-/// agent's command line, and the first restart waits seconds anyway.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the record is read again with no agent exit in between: to
+/// notice agents that someone else started or recorded.
+const RECHECK: Duration = Duration::from_secs(10);
+/// How often the agents are checked where a process cannot be watched
+/// (no pidfd): each check reads the record and each agent's command line,
+/// and the first restart waits seconds anyway.
+const POLL_EVERY: Duration = Duration::from_secs(1);
 /// A restart that stays up this long resets the back-off.
 const RESET_AFTER: Duration = Duration::from_secs(60);
 
@@ -47,25 +58,25 @@ struct Watch {
 /// stopping the cluster). `exe` is the `pgcluster` binary.
 pub async fn supervise(layout: Layout, exe: PathBuf, first: Duration) {
     let mut watch: BTreeMap<String, Watch> = BTreeMap::new();
+    let mut exits = Exits::default();
     loop {
-        tokio::time::sleep(CHECK_EVERY).await;
         let record = match layout.read_record() {
             Ok(r) => r,
             Err(LayoutError::NoCluster { .. }) => return,
             Err(error) => {
                 tracing::warn!(%error, "supervisor: could not read the cluster record");
+                exits.wait(POLL_EVERY).await;
                 continue;
             }
         };
-        if record.stopping {
-            continue;
-        }
-        for m in &record.members {
+        let mut due = RECHECK;
+        for m in record.members.iter().filter(|_| !record.stopping) {
             let w = watch.entry(m.name.clone()).or_default();
             let Some(pid) = m.agent_pid else {
                 continue;
             };
             if pid_is_ours(pid, Some(layout.root())) {
+                exits.watch(pid);
                 w.down_since = None;
                 if w.started.is_some_and(|s| s.elapsed() >= RESET_AFTER) {
                     w.in_a_row = 0;
@@ -74,7 +85,8 @@ pub async fn supervise(layout: Layout, exe: PathBuf, first: Duration) {
             }
             let since = *w.down_since.get_or_insert_with(Instant::now);
             let wait = backoff(first, w.in_a_row);
-            if since.elapsed() < wait {
+            if let Some(left) = wait.checked_sub(since.elapsed()).filter(|l| !l.is_zero()) {
+                due = due.min(left);
                 continue;
             }
             match spawn_agent(&layout, &m.name, &exe) {
@@ -82,6 +94,7 @@ pub async fn supervise(layout: Layout, exe: PathBuf, first: Duration) {
                     w.in_a_row += 1;
                     w.started = Some(Instant::now());
                     w.down_since = None;
+                    exits.watch(new);
                     let restarts = m.restarts + 1;
                     let _ = layout.update_record(|r| {
                         if let Some(rec) = r.members.iter_mut().find(|x| x.name == m.name) {
@@ -91,11 +104,87 @@ pub async fn supervise(layout: Layout, exe: PathBuf, first: Duration) {
                     tracing::warn!(member = %m.name, old_pid = pid, new_pid = new, restarts, next_backoff_s = backoff(first, w.in_a_row).as_secs(), "the agent had stopped; restarted it");
                 }
                 Err(error) => {
+                    due = due.min(POLL_EVERY);
                     tracing::warn!(member = %m.name, %error, "could not restart the agent")
                 }
             }
         }
+        if !exits.supported {
+            due = due.min(POLL_EVERY);
+        }
+        exits.wait(due).await;
     }
+}
+
+/// The agents watched for their exit, one pidfd each.
+struct Exits {
+    watched: BTreeSet<u32>,
+    tasks: JoinSet<u32>,
+    /// Whether this kernel gives pidfds (Linux 5.3 and later).
+    supported: bool,
+}
+
+impl Default for Exits {
+    fn default() -> Self {
+        Self {
+            watched: BTreeSet::new(),
+            tasks: JoinSet::new(),
+            supported: true,
+        }
+    }
+}
+
+impl Exits {
+    /// Watches `pid` for its exit, once.
+    fn watch(&mut self, pid: u32) {
+        if self.watched.contains(&pid) {
+            return;
+        }
+        match pidfd(pid) {
+            Ok(fd) => {
+                self.watched.insert(pid);
+                self.tasks.spawn(async move {
+                    // A pidfd becomes readable when its process exits.
+                    let _ = fd.readable().await;
+                    pid
+                });
+            }
+            Err(error) => {
+                if self.supported {
+                    tracing::debug!(pid, %error, "cannot watch the agent's exit; polling");
+                }
+                self.supported = false;
+            }
+        }
+    }
+
+    /// Returns when a watched process exits or after `timeout`.
+    async fn wait(&mut self, timeout: Duration) {
+        let exited = async {
+            match self.tasks.join_next().await {
+                Some(Ok(pid)) => {
+                    self.watched.remove(&pid);
+                }
+                Some(Err(_)) => {}
+                None => std::future::pending().await,
+            }
+        };
+        let _ = tokio::time::timeout(timeout, exited).await;
+    }
+}
+
+fn pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)?;
+    // `AsyncFd::new` is deprecated because a wrapped type could close its
+    // descriptor while registered; an `OwnedFd` keeps it open for the
+    // AsyncFd's whole life, and `register` would need unsafe code, which
+    // this workspace forbids (as in `coordinator::watch`).
+    #[allow(deprecated)]
+    AsyncFd::new(fd)
 }
 
 #[cfg(test)]
