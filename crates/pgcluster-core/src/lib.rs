@@ -26,7 +26,7 @@
 //! ";
 //! let loaded = pgcluster_core::load::load_one(yaml).expect("well-formed");
 //! let cluster = loaded.validate().expect("valid");
-//! assert_eq!(cluster.instances, 2); // the default: one primary, one replica
+//! assert_eq!(cluster.instances(), 2); // the default: one primary, one replica
 //!
 //! let pod: Client = "namespace/apps".parse().expect("a client");
 //! let decision = cluster.explain(&pod, AccessEndpoint::Rw, "app", "app");

@@ -16,44 +16,112 @@ use crate::api::v1alpha1::{
 use crate::names::ClusterName;
 use crate::timing::FailoverTimings;
 
-/// A cluster spec that passed validation, fully resolved.
+/// A cluster spec that passed validation, fully resolved. Only
+/// [`validate`](crate::validate::validate) makes one and nothing changes it
+/// afterwards (its fields are private), so holding one proves the spec was
+/// checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatedCluster {
     /// Cluster name (DNS-1123, short enough for every derived object name).
-    pub name: ClusterName,
+    pub(crate) name: ClusterName,
     /// Namespace of the cluster object.
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// The user's spec with every default filled in (what `resolve` returns).
-    pub resolved_spec: PostgresClusterSpec,
+    pub(crate) resolved_spec: PostgresClusterSpec,
     /// Number of instances (1..=9).
-    pub instances: u32,
+    pub(crate) instances: u32,
     /// PostgreSQL settings.
-    pub postgres: ResolvedPostgres,
+    pub(crate) postgres: ResolvedPostgres,
     /// Storage of each instance.
-    pub storage: ResolvedStorage,
+    pub(crate) storage: ResolvedStorage,
     /// Container resources.
-    pub resources: ResolvedResources,
+    pub(crate) resources: ResolvedResources,
     /// Replication behaviour.
-    pub replication: ResolvedReplication,
+    pub(crate) replication: ResolvedReplication,
     /// HA loop timings (already checked by [`FailoverTimings::check`]).
-    pub timings: FailoverTimings,
+    pub(crate) timings: FailoverTimings,
     /// Whether replicas take over automatically on lease expiry.
-    pub automatic_failover: bool,
+    pub(crate) automatic_failover: bool,
     /// Endpoints.
-    pub services: ResolvedServices,
+    pub(crate) services: ResolvedServices,
     /// The access model every rendering (NetworkPolicy, LB source ranges, pg_hba) derives from.
-    pub access: AccessModel,
+    pub(crate) access: AccessModel,
     /// Application databases, in spec order.
-    pub databases: Vec<ResolvedDatabase>,
+    pub(crate) databases: Vec<ResolvedDatabase>,
     /// Application roles, in spec order.
-    pub roles: Vec<ResolvedRole>,
+    pub(crate) roles: Vec<ResolvedRole>,
     /// Kubernetes network ranges.
-    pub network: ResolvedNetwork,
+    pub(crate) network: ResolvedNetwork,
     /// Monitoring objects to render.
-    pub monitoring: ResolvedMonitoring,
+    pub(crate) monitoring: ResolvedMonitoring,
 }
 
 impl ValidatedCluster {
+    /// Cluster name (DNS-1123, short enough for every derived object name).
+    pub fn name(&self) -> &ClusterName {
+        &self.name
+    }
+    /// Namespace of the cluster object.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    /// The user's spec with every default filled in.
+    pub fn resolved_spec(&self) -> &PostgresClusterSpec {
+        &self.resolved_spec
+    }
+    /// Number of instances (1..=9).
+    pub fn instances(&self) -> u32 {
+        self.instances
+    }
+    /// PostgreSQL settings.
+    pub fn postgres(&self) -> &ResolvedPostgres {
+        &self.postgres
+    }
+    /// Storage of each instance.
+    pub fn storage(&self) -> &ResolvedStorage {
+        &self.storage
+    }
+    /// Container resources.
+    pub fn resources(&self) -> &ResolvedResources {
+        &self.resources
+    }
+    /// Replication behaviour.
+    pub fn replication(&self) -> ResolvedReplication {
+        self.replication
+    }
+    /// HA loop timings (already checked by [`FailoverTimings::check`]).
+    pub fn timings(&self) -> FailoverTimings {
+        self.timings
+    }
+    /// Whether replicas take over automatically on lease expiry.
+    pub fn automatic_failover(&self) -> bool {
+        self.automatic_failover
+    }
+    /// Endpoints.
+    pub fn services(&self) -> &ResolvedServices {
+        &self.services
+    }
+    /// The access model every rendering (NetworkPolicy, LB source ranges, pg_hba) derives from.
+    pub fn access(&self) -> &AccessModel {
+        &self.access
+    }
+    /// Application databases, in spec order.
+    pub fn databases(&self) -> &[ResolvedDatabase] {
+        &self.databases
+    }
+    /// Application roles, in spec order.
+    pub fn roles(&self) -> &[ResolvedRole] {
+        &self.roles
+    }
+    /// Kubernetes network ranges.
+    pub fn network(&self) -> &ResolvedNetwork {
+        &self.network
+    }
+    /// Monitoring objects to render.
+    pub fn monitoring(&self) -> &ResolvedMonitoring {
+        &self.monitoring
+    }
+
     /// The cluster as a `PostgresCluster` with every default filled in:
     /// what the agents in Kubernetes read from the cluster's ConfigMap.
     /// Validating it again gives the same value.

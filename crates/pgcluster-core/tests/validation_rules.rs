@@ -305,6 +305,20 @@ const CASES: &[Case] = &[
         Check::LoadBalancerUnused,
     ),
     (
+        // Pods never come through the LoadBalancer; its Service would have
+        // no source ranges (found by access_props once its clusters went
+        // through validate()).
+        "LB admitted only from pods",
+        |c| {
+            c.spec.access[2].endpoints = vec![AccessEndpoint::Rw];
+            c.spec.access[0]
+                .endpoints
+                .push(AccessEndpoint::LoadBalancer);
+        },
+        "spec.services.loadBalancer.enabled",
+        Check::LoadBalancerUnused,
+    ),
+    (
         "public CIDR",
         |c| c.spec.access[2].from.cidrs = vec!["8.8.8.0/24".into()],
         "spec.access[2].from.cidrs[0]",
@@ -668,19 +682,19 @@ fn two_line_spec_is_a_working_cluster() {
     )
     .expect("loads");
     let v = loaded.validate().expect("valid");
-    assert_eq!(v.instances, 2);
-    assert_eq!(v.storage.storage_class, "local-path");
-    assert_eq!(v.postgres.version, 17);
-    assert!(v.services.rw && v.services.ro && v.services.load_balancer.is_none());
+    assert_eq!(v.instances(), 2);
+    assert_eq!(v.storage().storage_class, "local-path");
+    assert_eq!(v.postgres().version, 17);
+    assert!(v.services().rw && v.services().ro && v.services().load_balancer.is_none());
     assert_eq!(
-        v.timings,
+        v.timings(),
         pgcluster_core::timing::FailoverTimings::default()
     );
-    assert_eq!(v.network.pod_cidr.to_string(), "10.42.0.0/16");
+    assert_eq!(v.network().pod_cidr.to_string(), "10.42.0.0/16");
     // The resolved spec is fully explicit and validates to the same cluster.
     let again = pgcluster_core::validate(&PostgresCluster {
         metadata: loaded.cluster.metadata.clone(),
-        spec: v.resolved_spec.clone(),
+        spec: v.resolved_spec().clone(),
         status: None,
     })
     .expect("resolved spec is valid");
@@ -691,14 +705,14 @@ fn two_line_spec_is_a_working_cluster() {
 #[test]
 fn missing_namespace_defaults() {
     let v = validate(&homelab().with(|c| c.metadata.namespace = None)).expect("valid");
-    assert_eq!(v.namespace, "default");
+    assert_eq!(v.namespace(), "default");
 }
 
 /// Pod sources without namespaces resolve to the cluster's namespace in the access model.
 #[test]
 fn empty_namespaces_resolve_to_cluster_namespace() {
     let v = validate(&homelab().with(|c| c.spec.access[0].from.namespaces.clear())).expect("valid");
-    match &v.access.rules[0].sources[0] {
+    match &v.access().rules[0].sources[0] {
         pgcluster_core::access::Source::Pods { namespaces, .. } => {
             assert_eq!(namespaces.iter().collect::<Vec<_>>(), ["databases"]);
         }

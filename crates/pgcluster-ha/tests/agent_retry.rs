@@ -100,7 +100,7 @@ spec:
         .expect("spec loads")
         .validate()
         .expect("spec is valid");
-    let loop_interval = validated.timings.loop_interval;
+    let loop_interval = validated.timings().loop_interval;
 
     // The primary's PostgreSQL port: accepts and closes, counting attempts.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -226,20 +226,20 @@ impl KubeAgentEnv {
             detail: errors.to_string(),
         })?;
         let namespace = required(vars, "POD_NAMESPACE")?.to_owned();
-        if namespace != cluster.namespace {
+        if namespace != cluster.namespace() {
             return Err(invalid(
                 "POD_NAMESPACE",
                 &namespace,
                 format!(
                     "the cluster's namespace {} (from {})",
-                    cluster.namespace,
+                    cluster.namespace(),
                     path.display()
                 ),
             ));
         }
         let pod_name = required(vars, "POD_NAME")?.to_owned();
-        let members: Vec<String> = (0..cluster.instances)
-            .map(|i| cluster.name.instance(i))
+        let members: Vec<String> = (0..cluster.instances())
+            .map(|i| cluster.name().instance(i))
             .collect();
         if !members.contains(&pod_name) {
             return Err(invalid(
@@ -271,7 +271,7 @@ impl KubeAgentEnv {
     pub fn pod_host(&self, pod: &str) -> String {
         format!(
             "{pod}.{}.{}.svc",
-            self.cluster.name.headless_service(),
+            self.cluster.name().headless_service(),
             self.namespace
         )
     }
@@ -280,9 +280,9 @@ impl KubeAgentEnv {
     pub fn peers(&self) -> BTreeMap<MemberName, PeerAddr> {
         let port =
             |p: i32| u16::try_from(p).expect("the pgcluster ports are constants below 65536");
-        (0..self.cluster.instances)
+        (0..self.cluster.instances())
             .map(|i| {
-                let pod = self.cluster.name.instance(i);
+                let pod = self.cluster.name().instance(i);
                 let addr = PeerAddr {
                     host: self.pod_host(&pod),
                     pg_port: port(POSTGRES_PORT),
@@ -298,9 +298,9 @@ impl KubeAgentEnv {
         HaConfig::new(
             self.me(),
             self.peers().into_keys(),
-            self.cluster.timings,
-            self.cluster.replication,
-            self.cluster.automatic_failover,
+            self.cluster.timings(),
+            self.cluster.replication(),
+            self.cluster.automatic_failover(),
         )
         .map_err(|source| AgentModeError::Ha { source })
     }
@@ -329,7 +329,7 @@ impl KubeAgentEnv {
     ) -> Result<AgentConfig, AgentModeError> {
         let include = self.config_dir.join(POSTGRESQL_CONF);
         Ok(AgentConfig {
-            cluster_name: self.cluster.name.as_str().to_owned(),
+            cluster_name: self.cluster.name().as_str().to_owned(),
             ha: self.ha_config()?,
             instance: Instance {
                 bin,
@@ -358,7 +358,7 @@ impl KubeAgentEnv {
 
     /// The cluster's Lease coordinator in this pod's namespace.
     pub fn coordinator(&self, client: Client) -> KubeLeaseCoordinator {
-        KubeLeaseCoordinator::new(client, &self.namespace, &self.cluster.name)
+        KubeLeaseCoordinator::new(client, &self.namespace, self.cluster.name())
     }
 }
 

@@ -1,7 +1,8 @@
 //! Test fixtures: [`ValidatedCluster`] values for unit tests here and in
 //! crates that use the builders. [`cluster`] goes through the loader and
-//! `validate()`; the modifiers chained on it still set resolved fields
-//! directly (their `resolved_spec` is not updated).
+//! `validate()`; a [`Draft`] from [`spec`] takes chained modifiers and is
+//! validated once at the end, so a fixture is always a cluster a user could
+//! have written.
 
 #[cfg(test)]
 pub mod api_server;
@@ -10,9 +11,12 @@ pub mod objects;
 use std::collections::{BTreeMap, BTreeSet};
 
 use pgcluster_core::ValidatedCluster;
-use pgcluster_core::access::{Rule, Source};
-use pgcluster_core::api::v1alpha1::{AccessEndpoint, ServiceEndpoint};
-use pgcluster_core::validated::{ResolvedDatabase, ResolvedLoadBalancer, ResolvedRole};
+use pgcluster_core::access::Source;
+use pgcluster_core::api::v1alpha1::{
+    AccessEndpoint, PostgresCluster, PostgresClusterSpec, ServiceEndpoint,
+};
+use pgcluster_core::validate::ValidationErrors;
+use serde_json::{Value, json};
 
 /// A cluster `name` in namespace `db` with `instances` instances and every
 /// default, through the loader and `validate()` like a user's spec.
@@ -29,40 +33,43 @@ spec: {{instances: {instances}}}
     .expect("the fixture spec is valid")
 }
 
-/// Modifiers for fixtures.
-pub trait Fixture: Sized {
-    /// Adds database `name` owned by a new role of the same name.
-    fn with_app(self, name: &str) -> Self;
-    /// Adds an access rule.
-    fn with_rule(
-        self,
-        name: &str,
-        sources: Vec<Source>,
-        endpoints: &[AccessEndpoint],
-        db: &str,
-        role: &str,
-    ) -> Self;
-    /// Enables a MetalLB LoadBalancer exposing `endpoint`.
-    fn with_load_balancer(self, address: &str, endpoint: ServiceEndpoint) -> Self;
-    /// Enables monitoring.
-    fn with_monitoring(self) -> Self;
+/// A spec being put together by a test: chain modifiers, then
+/// [`Draft::validated`]. Validation runs once at the end, as for a user's
+/// file, so the modifiers may come in any order.
+#[derive(Clone, Debug)]
+pub struct Draft(Value);
+
+/// A draft of cluster `name` in namespace `db` with `instances` instances.
+pub fn spec(name: &str, instances: u32) -> Draft {
+    Draft(json!({
+        "apiVersion": "pgcluster.dev/v1alpha1",
+        "kind": "PostgresCluster",
+        "metadata": {"name": name, "namespace": "db"},
+        "spec": {"instances": instances},
+    }))
 }
 
-impl Fixture for ValidatedCluster {
-    fn with_app(mut self, name: &str) -> Self {
-        self.databases.push(ResolvedDatabase {
-            name: name.to_owned(),
-            owner: name.to_owned(),
-            extensions: vec![],
-        });
-        self.roles.push(ResolvedRole {
-            name: name.to_owned(),
-            grants: BTreeMap::new(),
-            connection_limit: -1,
-        });
+impl Draft {
+    /// Moves the cluster to namespace `namespace`.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.0["metadata"]["namespace"] = json!(namespace);
         self
     }
-    fn with_rule(
+
+    /// Adds database `name` owned by a new role of the same name.
+    pub fn with_app(mut self, name: &str) -> Self {
+        push(
+            &mut self.0["spec"],
+            "databases",
+            json!({"name": name, "owner": name}),
+        );
+        push(&mut self.0["spec"], "roles", json!({"name": name}));
+        self
+    }
+
+    /// Adds an access rule admitting `sources` (one `from`: the pods'
+    /// namespaces and labels, and the CIDRs).
+    pub fn with_rule(
         mut self,
         name: &str,
         sources: Vec<Source>,
@@ -70,28 +77,76 @@ impl Fixture for ValidatedCluster {
         db: &str,
         role: &str,
     ) -> Self {
-        self.access.rules.push(Rule {
-            name: name.to_owned(),
-            sources,
-            endpoints: endpoints.iter().copied().collect(),
-            databases: BTreeSet::from([db.to_owned()]),
-            roles: BTreeSet::from([role.to_owned()]),
+        let mut from = json!({});
+        for source in sources {
+            match source {
+                Source::Pods {
+                    namespaces,
+                    pod_labels,
+                } => {
+                    from["namespaces"] = json!(namespaces);
+                    from["podLabels"] = json!(pod_labels);
+                }
+                Source::Cidr(net) => push(&mut from, "cidrs", json!(net.to_string())),
+            }
+        }
+        let rule = json!({
+            "name": name,
+            "from": from,
+            "endpoints": endpoints,
+            "databases": [db],
+            "roles": [role],
+        });
+        push(&mut self.0["spec"], "access", rule);
+        self
+    }
+
+    /// Enables a MetalLB LoadBalancer exposing `endpoint`.
+    pub fn with_load_balancer(mut self, address: &str, endpoint: ServiceEndpoint) -> Self {
+        self.0["spec"]["services"]["loadBalancer"] = json!({
+            "enabled": true,
+            "address": address,
+            "pool": "homelab",
+            "endpoint": endpoint,
         });
         self
     }
-    fn with_load_balancer(mut self, address: &str, endpoint: ServiceEndpoint) -> Self {
-        self.services.load_balancer = Some(ResolvedLoadBalancer {
-            address: Some(address.parse().expect("fixture addresses are valid")),
-            pool: Some("homelab".to_owned()),
-            endpoint,
-            allowed_ranges: vec![],
-            allow_public: false,
-        });
+
+    /// Enables monitoring.
+    pub fn with_monitoring(mut self) -> Self {
+        self.0["spec"]["monitoring"]["enabled"] = json!(true);
         self
     }
-    fn with_monitoring(mut self) -> Self {
-        self.monitoring.enabled = true;
-        self
+
+    /// Any other change of the spec.
+    pub fn with_spec(self, change: impl FnOnce(&mut PostgresClusterSpec)) -> Self {
+        let mut object = self.object();
+        change(&mut object.spec);
+        Self(serde_json::to_value(object).expect("a cluster serializes"))
+    }
+
+    /// The draft as the API object.
+    pub fn object(&self) -> PostgresCluster {
+        serde_json::from_value(self.0.clone()).expect("the draft has the API's shape")
+    }
+
+    /// What `validate()` says of the draft.
+    pub fn validate(&self) -> Result<ValidatedCluster, ValidationErrors> {
+        pgcluster_core::validate::validate(&self.object())
+    }
+
+    /// The validated cluster; panics with every problem when it is invalid.
+    pub fn validated(&self) -> ValidatedCluster {
+        self.validate()
+            .unwrap_or_else(|errors| panic!("the fixture's spec is invalid:\n{errors}"))
+    }
+}
+
+/// Appends `item` to the array `key` of `object`, creating it.
+fn push(object: &mut Value, key: &str, item: Value) {
+    match &mut object[key] {
+        Value::Array(items) => items.push(item),
+        slot => *slot = json!([item]),
     }
 }
 
@@ -111,7 +166,7 @@ pub fn cidr(net: &str) -> Source {
 /// A cluster shaped like the reference homelab: 2 instances, an app reached from
 /// `apps`, admins on 10.0.10.0/24 through the LoadBalancer, monitoring on.
 pub fn homelab() -> ValidatedCluster {
-    cluster("pg", 2)
+    spec("pg", 2)
         .with_app("app")
         .with_rule(
             "apps",
@@ -129,4 +184,5 @@ pub fn homelab() -> ValidatedCluster {
         )
         .with_load_balancer("10.0.20.200", ServiceEndpoint::Rw)
         .with_monitoring()
+        .validated()
 }

@@ -22,7 +22,7 @@ use pgcluster_core::access::{Client, Rule, Source, explain, hba_allows, hba_line
 use pgcluster_core::api::v1alpha1::{AccessEndpoint, ServiceEndpoint};
 use pgcluster_k8s::build::labels::{LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
 use pgcluster_k8s::build::{AGENT_PORT, AGENT_PORT_NAME, POSTGRES_PORT, POSTGRES_PORT_NAME};
-use pgcluster_k8s::testing::{Fixture, cluster};
+use pgcluster_k8s::testing::spec;
 use pgcluster_k8s::{BuildOptions, Bundle, build};
 use proptest::prelude::*;
 
@@ -89,35 +89,75 @@ fn rule(i: usize) -> impl Strategy<Value = Rule> {
         })
 }
 
-/// A random valid cluster: 1-4 rules; a LoadBalancer exactly when a rule admits it.
+/// A random valid cluster: 1-4 rules; a LoadBalancer exactly when a rule
+/// admits it. Built as a spec and validated like a user's (one spec rule per
+/// source of a model rule); combinations validation refuses are skipped.
 fn model() -> impl Strategy<Value = ValidatedCluster> {
     (
         (1usize..=4).prop_flat_map(|n| (0..n).map(rule).collect::<Vec<_>>()),
         prop_oneof![Just(ServiceEndpoint::Rw), Just(ServiceEndpoint::Ro)],
         1u32..=3,
     )
-        .prop_map(|(rules, lb_endpoint, instances)| {
-            let mut c = cluster("pg", instances);
+        .prop_filter_map("validation refuses the spec", |(rules, lb_endpoint, instances)| {
+            let admits_lb = rules
+                .iter()
+                .any(|r| r.endpoints.contains(&AccessEndpoint::LoadBalancer));
+            let mut c = spec("pg", instances);
             for db in DATABASES {
                 c = c.with_app(db);
             }
-            c.access.rules = rules;
-            let admits_lb = c
-                .access
-                .rules
-                .iter()
-                .any(|r| r.endpoints.contains(&AccessEndpoint::LoadBalancer));
+            let mut object = serde_json::to_value(c.object()).ok()?;
+            let spec = &mut object["spec"];
             if admits_lb {
-                c = c.with_load_balancer("10.0.20.200", lb_endpoint);
+                spec["services"]["loadBalancer"] = serde_json::json!({
+                    "enabled": true,
+                    "address": "10.0.20.200",
+                    "pool": "homelab",
+                    "endpoint": lb_endpoint,
+                });
             }
-            c
+            // The rules' roles may use both databases (validation refuses a
+            // rule admitting a role to a database it has no privilege on).
+            for role in ROLES {
+                let grants: Vec<_> = DATABASES
+                    .iter()
+                    .map(|db| serde_json::json!({"database": db}))
+                    .collect();
+                push(
+                    &mut spec["roles"],
+                    serde_json::json!({"name": role, "grants": grants}),
+                );
+            }
+            for rule in &rules {
+                for (j, source) in rule.sources.iter().enumerate() {
+                    let from = match source {
+                        Source::Pods {
+                            namespaces,
+                            pod_labels,
+                        } => serde_json::json!({"namespaces": namespaces, "podLabels": pod_labels}),
+                        Source::Cidr(net) => serde_json::json!({"cidrs": [net.to_string()]}),
+                    };
+                    push(
+                        &mut spec["access"],
+                        serde_json::json!({
+                            "name": format!("{}-{j}", rule.name),
+                            "from": from,
+                            "endpoints": rule.endpoints,
+                            "databases": rule.databases,
+                            "roles": rule.roles,
+                        }),
+                    );
+                }
+            }
+            pgcluster_core::validate(&serde_json::from_value(object).ok()?).ok()
         })
-        // validation refuses a LoadBalancer no CIDR source can reach
-        .prop_filter("a LoadBalancer needs CIDR sources", |c| {
-            c.services.load_balancer.is_none()
-                || !pgcluster_k8s::build::services::load_balancer_source_ranges(&c.access)
-                    .is_empty()
-        })
+}
+
+fn push(list: &mut serde_json::Value, item: serde_json::Value) {
+    match list {
+        serde_json::Value::Array(items) => items.push(item),
+        slot => *slot = serde_json::json!([item]),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -173,11 +213,12 @@ fn target_role(c: &ValidatedCluster, endpoint: AccessEndpoint) -> &'static str {
     match endpoint {
         AccessEndpoint::Rw => ROLE_PRIMARY,
         AccessEndpoint::Ro => ROLE_REPLICA,
-        AccessEndpoint::LoadBalancer => match c.services.load_balancer.as_ref().map(|l| l.endpoint)
-        {
-            Some(ServiceEndpoint::Ro) => ROLE_REPLICA,
-            _ => ROLE_PRIMARY,
-        },
+        AccessEndpoint::LoadBalancer => {
+            match c.services().load_balancer.as_ref().map(|l| l.endpoint) {
+                Some(ServiceEndpoint::Ro) => ROLE_REPLICA,
+                _ => ROLE_PRIMARY,
+            }
+        }
     }
 }
 
@@ -234,7 +275,7 @@ fn evaluate(c: &ValidatedCluster, bundle: &Bundle, q: &Query) -> Outcome {
     ]);
     let network_policy = network_policy_allows(
         &bundle.network_policies,
-        &c.namespace,
+        c.namespace(),
         &target_pod_labels(bundle, role),
         &named,
         &peer,
@@ -243,18 +284,18 @@ fn evaluate(c: &ValidatedCluster, bundle: &Bundle, q: &Query) -> Outcome {
     let lb_service = bundle
         .services
         .iter()
-        .find(|s| s.metadata.name.as_deref() == Some(c.name.lb_service().as_str()));
+        .find(|s| s.metadata.name.as_deref() == Some(c.name().lb_service().as_str()));
     let source_ranges = (q.endpoint == AccessEndpoint::LoadBalancer)
         .then(|| lb_service.is_some_and(|s| source_ranges_allow(s, ip)));
-    let lines = hba_lines(&c.access, c.network.pod_cidr);
+    let lines = hba_lines(c.access(), c.network().pod_cidr);
     let pg_hba = hba_allows(&lines, ip, &q.database, &q.role);
 
     let rule_roles = |r: &Rule| -> BTreeSet<&'static str> {
         r.endpoints.iter().map(|e| target_role(c, *e)).collect()
     };
-    let rules = &c.access.rules;
+    let rules = &c.access().rules;
     Outcome {
-        explain_allows: explain(&c.access, &q.client, q.endpoint, &q.database, &q.role)
+        explain_allows: explain(c.access(), &q.client, q.endpoint, &q.database, &q.role)
             .is_allowed(),
         network_policy,
         source_ranges,
@@ -267,7 +308,7 @@ fn evaluate(c: &ValidatedCluster, bundle: &Bundle, q: &Query) -> Outcome {
                 && r.roles.contains(&q.role)
                 && r.sources.iter().any(|s| match s {
                     Source::Cidr(net) => net.contains(&ip),
-                    Source::Pods { .. } => c.network.pod_cidr.contains(&ip),
+                    Source::Pods { .. } => c.network().pod_cidr.contains(&ip),
                 })
         }),
         model_lb: rules.iter().any(|r| {
@@ -318,7 +359,7 @@ fn layers_cannot_combine(o: &Outcome) -> bool {
 /// CIDR) for d2 passes both layers although no single rule admits it.
 #[test]
 fn gap_needs_two_rules() {
-    let c = cluster("pg", 2)
+    let c = spec("pg", 2)
         .with_app("d1")
         .with_app("d2")
         .with_rule(
@@ -334,7 +375,8 @@ fn gap_needs_two_rules() {
             &[AccessEndpoint::Rw],
             "d2",
             "d2",
-        );
+        )
+        .validated();
     let bundle = build(&c, &BuildOptions::default()).expect("builds");
     let q = Query {
         client: Client::Pod {
@@ -363,13 +405,16 @@ fn gap_needs_two_rules() {
 /// default deny closes it; an allow with a namespace selector opens it to that namespace only.
 #[test]
 fn evaluator_semantics() {
-    let c = cluster("pg", 2).with_app("d1").with_rule(
-        "one",
-        vec![pgcluster_k8s::testing::pods("apps")],
-        &[AccessEndpoint::Rw, AccessEndpoint::Ro],
-        "d1",
-        "d1",
-    );
+    let c = spec("pg", 2)
+        .with_app("d1")
+        .with_rule(
+            "one",
+            vec![pgcluster_k8s::testing::pods("apps")],
+            &[AccessEndpoint::Rw, AccessEndpoint::Ro],
+            "d1",
+            "d1",
+        )
+        .validated();
     let bundle = build(&c, &BuildOptions::default()).expect("builds");
     let named = BTreeMap::new();
     let pod = |ns: &str| Peer::Pod {

@@ -253,9 +253,10 @@ async fn apply_objects(c: &TestCluster, namespace: &str, objects: &[Object<'_>],
 async fn lease_coordinator_on_the_real_api_server() {
     let Some(c) = cluster().await else { return };
     let ns = c.namespace("lease").await;
-    let mut fixture = pgcluster_k8s::testing::cluster("pg", 2);
-    fixture.namespace = ns.clone();
-    let name = fixture.name.clone();
+    let fixture = pgcluster_k8s::testing::spec("pg", 2)
+        .in_namespace(&ns)
+        .validated();
+    let name = fixture.name().clone();
     let bundle = build(&fixture, &BuildOptions::default()).unwrap();
     let objects = bundle.objects();
     apply_objects(
@@ -524,12 +525,12 @@ async fn controller_reconciles_under_the_shipped_cluster_role() {
     }
     let statefulsets: Api<StatefulSet> = Api::namespaced(c.admin.clone(), &ns);
     let sts = statefulsets
-        .get(&validated.name.statefulset())
+        .get(&validated.name().statefulset())
         .await
         .unwrap();
     // The StatefulSet controller accepted it: pod 0 exists (Pending without a kubelet).
     let pods: Api<Pod> = Api::namespaced(c.admin.clone(), &ns);
-    let first = validated.name.instance(0);
+    let first = validated.name().instance(0);
     wait_for(
         "the StatefulSet's first pod",
         Duration::from_secs(60),

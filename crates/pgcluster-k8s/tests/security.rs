@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 
 use pgcluster_core::access::cidr::is_private_net;
 use pgcluster_core::api::v1alpha1::{AccessEndpoint, ServiceEndpoint};
-use pgcluster_k8s::build::BuildError;
 use pgcluster_k8s::build::secrets::PASSWORD_KEY;
 use pgcluster_k8s::render::{self, RenderError};
-use pgcluster_k8s::testing::{Fixture, cidr, cluster, homelab, pods};
+use pgcluster_k8s::testing::{homelab, pods, spec};
 use pgcluster_k8s::{BuildOptions, Bundle, build};
 
 mod cases {
@@ -125,28 +124,51 @@ spec: {{instances: 2{storage}}}
     );
 }
 
-/// A public source range never reaches the LoadBalancer without services.loadBalancer.allowPublic.
+/// A public source range never reaches the LoadBalancer without the rule's
+/// and the LoadBalancer's allowPublic: validation refuses it (the builder
+/// refuses it again, see `PublicSourceRange`), and with both opt-ins the
+/// range is what the Service admits.
 #[test]
 fn no_public_source_range_without_opt_in() {
-    let public = cluster("db", 2)
-        .with_app("app")
-        .with_rule(
-            "net",
-            vec![cidr("8.8.8.0/24")],
-            &[AccessEndpoint::LoadBalancer],
-            "app",
-            "app",
+    let spec = |allow: bool| {
+        format!(
+            "apiVersion: pgcluster.dev/v1alpha1
+kind: PostgresCluster
+metadata: {{name: db, namespace: db}}
+spec:
+  instances: 2
+  databases: [{{name: app, owner: app}}]
+  roles: [{{name: app}}]
+  services:
+    loadBalancer: {{enabled: true, address: 10.0.20.200, endpoint: rw, allowPublic: {allow}}}
+  access:
+    - name: net
+      from: {{cidrs: [8.8.8.0/24], allowPublic: {allow}}}
+      endpoints: [loadBalancer]
+      databases: [app]
+      roles: [app]
+"
         )
-        .with_load_balancer("10.0.20.200", ServiceEndpoint::Rw);
-    assert!(matches!(
-        build(&public, &BuildOptions::default()),
-        Err(BuildError::PublicSourceRange { .. })
-    ));
-    let mut opted_in = public.clone();
-    if let Some(lb) = opted_in.services.load_balancer.as_mut() {
-        lb.allow_public = true;
-    }
-    assert!(build(&opted_in, &BuildOptions::default()).is_ok());
+    };
+    let load = |allow| {
+        pgcluster_core::load::load_one(&spec(allow))
+            .expect("the spec loads")
+            .validate()
+    };
+    let refused = load(false).expect_err("a public range without opt-in is refused");
+    assert!(
+        refused.has_path("spec.access[0].from.cidrs[0]"),
+        "{refused}"
+    );
+    let opted_in = load(true).expect("opted in");
+    let bundle = build(&opted_in, &BuildOptions::default()).expect("opted in builds");
+    let ranges: Vec<String> = bundle
+        .services
+        .iter()
+        .filter_map(|s| s.spec.as_ref()?.load_balancer_source_ranges.clone())
+        .flatten()
+        .collect();
+    assert_eq!(ranges, ["8.8.8.0/24"]);
     // and no golden case admits a public range through the LoadBalancer or a NetworkPolicy
     for (name, bundle) in bundles() {
         let mut ranges: Vec<String> = bundle
@@ -169,23 +191,26 @@ fn no_public_source_range_without_opt_in() {
     }
 }
 
-/// A LoadBalancer that no rule admits would be open to all (empty source ranges): refused.
+/// A LoadBalancer that no rule admits addresses through would be open to
+/// all (a Service with empty source ranges): validation refuses it, also
+/// when only pods are admitted (they never come through it).
 #[test]
 fn load_balancer_needs_source_ranges() {
-    let c = cluster("db", 2)
-        .with_app("app")
-        .with_rule(
-            "apps",
-            vec![pods("apps")],
-            &[AccessEndpoint::Rw],
-            "app",
-            "app",
-        )
-        .with_load_balancer("10.0.20.200", ServiceEndpoint::Rw);
-    assert!(matches!(
-        build(&c, &BuildOptions::default()),
-        Err(BuildError::LoadBalancerWithoutSources { .. })
-    ));
+    for endpoints in [
+        &[AccessEndpoint::Rw][..],
+        &[AccessEndpoint::Rw, AccessEndpoint::LoadBalancer],
+    ] {
+        let refused = spec("db", 2)
+            .with_app("app")
+            .with_rule("apps", vec![pods("apps")], endpoints, "app", "app")
+            .with_load_balancer("10.0.20.200", ServiceEndpoint::Rw)
+            .validate()
+            .expect_err("a LoadBalancer without CIDR sources is refused");
+        assert!(
+            refused.has_path("spec.services.loadBalancer.enabled"),
+            "{endpoints:?}: {refused}"
+        );
+    }
 }
 
 /// Every NetworkPolicy ingress rule names its peers: an empty `from` would admit everyone.
@@ -240,7 +265,7 @@ fn standard_labels_everywhere() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for (case, cluster) in cases::all(&repo) {
         let bundle = build(&cluster, &BuildOptions::default()).expect("cases build");
-        let name = cluster.name.as_str();
+        let name = cluster.name().as_str();
         for object in bundle.objects() {
             let labels = object.metadata().labels.clone().unwrap_or_default();
             let what = format!("{case}: {} {}", object.kind(), object.name());

@@ -58,9 +58,9 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         None => (record.superuser.clone(), layout.superuser_password_file()),
         Some(role) if *role == record.superuser => (role.clone(), layout.superuser_password_file()),
         Some(role) => {
-            if !cluster.roles.iter().any(|r| r.name == *role) {
+            if !cluster.roles().iter().any(|r| r.name == *role) {
                 let known: Vec<&str> = std::iter::once(record.superuser.as_str())
-                    .chain(cluster.roles.iter().map(|r| r.name.as_str()))
+                    .chain(cluster.roles().iter().map(|r| r.name.as_str()))
                     .collect();
                 return Err(CliError::Invalid(format!(
                     "cluster {} has no role {role}; roles: {}",
@@ -73,7 +73,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
     };
     let db = args.db.clone().unwrap_or_else(|| {
         cluster
-            .databases
+            .databases()
             .iter()
             .find(|d| args.role.is_some() && d.owner == user)
             .map_or_else(|| "postgres".to_owned(), |d| d.name.clone())

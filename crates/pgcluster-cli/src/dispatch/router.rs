@@ -40,7 +40,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         // the router never outlives its cluster.
         let exe = std::env::current_exe().map_err(|e| fail(&e))?;
         let (_, validated) = super::local::load(&layout)?;
-        let first = pgcluster_ha::local::supervisor::first_restart(&validated.timings);
+        let first = pgcluster_ha::local::supervisor::first_restart(&validated.timings());
         let supervise = pgcluster_ha::local::supervisor::supervise(layout.clone(), exe, first);
         tokio::select! {
             () = shutdown_signal() => {}

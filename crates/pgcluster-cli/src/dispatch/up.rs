@@ -101,7 +101,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         println!("Running in the foreground; Ctrl-C (or `pgcluster down`) stops the cluster.");
         // Keeps the agents running (restarts with back-off) until Ctrl-C.
         let exe = std::env::current_exe().map_err(|e| fail(&e))?;
-        let first = pgcluster_ha::local::supervisor::first_restart(&validated.timings);
+        let first = pgcluster_ha::local::supervisor::first_restart(&validated.timings());
         let supervise = tokio::spawn(pgcluster_ha::local::supervisor::supervise(
             prepared.layout.clone(),
             exe,
@@ -221,7 +221,7 @@ fn print_ready(prepared: &Prepared, validated: &pgcluster_core::ValidatedCluster
     );
     println!("  rw: {}", psql(r.rw_port, &r.superuser, "postgres"));
     println!("  ro: {}", psql(r.ro_port, &r.superuser, "postgres"));
-    for db in &validated.databases {
+    for db in validated.databases() {
         println!(
             "  database {} as {}: {}",
             db.name,

@@ -229,8 +229,8 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         .iter()
         .map(|(doc, v)| {
             let mut c = doc.cluster.clone();
-            c.metadata.namespace = Some(v.namespace.clone());
-            c.spec = v.resolved_spec.clone();
+            c.metadata.namespace = Some(v.namespace().to_string());
+            c.spec = v.resolved_spec().clone();
             c
         })
         .collect();
@@ -263,33 +263,36 @@ pub fn exec(args: Args) -> Result<(), CliError> {
 pub fn summary(file: &str, doc: &LoadedCluster, v: &ValidatedCluster) -> String {
     let mut out = format!(
         "{file}: PostgresCluster {}/{} is valid\n",
-        v.namespace, v.name
+        v.namespace(),
+        v.name()
     );
     if doc.cluster.metadata.namespace.is_none() {
         out.push_str(&format!(
             "  note        metadata.namespace is not set; using `{}`\n",
-            v.namespace
+            v.namespace()
         ));
     }
-    let replicas = v.instances - 1;
+    let replicas = v.instances() - 1;
     out.push_str(&format!(
         "  instances   {} (1 primary + {replicas} replica{}), PostgreSQL {} ({})\n",
-        v.instances,
+        v.instances(),
         if replicas == 1 { "" } else { "s" },
-        v.postgres.version,
-        v.postgres.image
+        v.postgres().version,
+        v.postgres().image
     ));
     out.push_str(&format!(
         "  storage     {} on {} ({:?})\n",
-        v.storage.size, v.storage.storage_class, v.storage.retention
+        v.storage().size,
+        v.storage().storage_class,
+        v.storage().retention
     ));
-    let mode = match v.replication.mode {
+    let mode = match v.replication().mode {
         pgcluster_core::api::v1alpha1::ReplicationMode::Async => format!(
             "async (a replica at most {} bytes behind may be promoted)",
-            v.replication.max_failover_lag_bytes
+            v.replication().max_failover_lag_bytes
         ),
         pgcluster_core::api::v1alpha1::ReplicationMode::Sync => {
-            match v.replication.when_no_standby {
+            match v.replication().when_no_standby {
                 pgcluster_core::api::v1alpha1::NoStandbyPolicy::Block => {
                     "sync (writes wait while no standby is healthy)".to_owned()
                 }
@@ -302,31 +305,34 @@ pub fn summary(file: &str, doc: &LoadedCluster, v: &ValidatedCluster) -> String 
     out.push_str(&format!("  replication {mode}\n"));
     out.push_str(&format!(
         "  failover    {}, a replica may take over {:?} after the primary's last renewal\n",
-        if v.automatic_failover {
+        if v.automatic_failover() {
             "automatic"
         } else {
             "manual"
         },
-        v.timings.worst_case_takeover()
+        v.timings().worst_case_takeover()
     ));
     let mut endpoints = Vec::new();
-    if v.services.rw {
-        endpoints.push(v.name.rw_service());
+    if v.services().rw {
+        endpoints.push(v.name().rw_service());
     }
-    if v.services.ro {
-        endpoints.push(v.name.ro_service());
+    if v.services().ro {
+        endpoints.push(v.name().ro_service());
     }
-    if let Some(lb) = &v.services.load_balancer {
+    if let Some(lb) = &v.services().load_balancer {
         let addr = lb.address.map(|a| format!(" {a}")).unwrap_or_default();
         let exposes = match lb.endpoint {
             pgcluster_core::api::v1alpha1::ServiceEndpoint::Rw => "rw",
             pgcluster_core::api::v1alpha1::ServiceEndpoint::Ro => "ro",
         };
-        endpoints.push(format!("{}{addr} (exposes {exposes})", v.name.lb_service()));
+        endpoints.push(format!(
+            "{}{addr} (exposes {exposes})",
+            v.name().lb_service()
+        ));
     }
     out.push_str(&format!("  endpoints   {}\n", endpoints.join(", ")));
     let dbs: Vec<_> = v
-        .databases
+        .databases()
         .iter()
         .map(|d| format!("{} (owner {})", d.name, d.owner))
         .collect();
@@ -338,7 +344,7 @@ pub fn summary(file: &str, doc: &LoadedCluster, v: &ValidatedCluster) -> String 
             dbs.join(", ")
         }
     ));
-    let roles: Vec<_> = v.roles.iter().map(|r| r.name.as_str()).collect();
+    let roles: Vec<_> = v.roles().iter().map(|r| r.name.as_str()).collect();
     out.push_str(&format!(
         "  roles       {}\n",
         if roles.is_empty() {
@@ -348,7 +354,7 @@ pub fn summary(file: &str, doc: &LoadedCluster, v: &ValidatedCluster) -> String 
         }
     ));
     let rules: Vec<_> = v
-        .access
+        .access()
         .rules
         .iter()
         .map(|r| {
@@ -370,10 +376,11 @@ pub fn summary(file: &str, doc: &LoadedCluster, v: &ValidatedCluster) -> String 
     ));
     out.push_str(&format!(
         "  monitoring  {}\n",
-        if v.monitoring.enabled {
+        if v.monitoring().enabled {
             format!(
                 "on (namespace {}, every {:?})",
-                v.monitoring.namespace, v.monitoring.interval
+                v.monitoring().namespace,
+                v.monitoring().interval
             )
         } else {
             "off".to_owned()

@@ -281,41 +281,31 @@ fn revoke_undeclared(cluster: &ValidatedCluster, inventory: &Inventory, out: &mu
 #[allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 mod tests {
     use super::*;
-    use crate::validated::{ResolvedDatabase, ResolvedRole};
+
+    fn load(spec: &str) -> ValidatedCluster {
+        crate::load::load_one(&format!(
+            "apiVersion: pgcluster.dev/v1alpha1
+kind: PostgresCluster
+metadata: {{name: pg, namespace: default}}
+spec: {spec}
+"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap()
+    }
 
     /// A valid two-instance cluster with database `app` owned by role `app`.
     fn with_app() -> ValidatedCluster {
-        let mut c = crate::load::load_one(
-            "apiVersion: pgcluster.dev/v1alpha1
-kind: PostgresCluster
-metadata: {name: pg, namespace: default}
-spec: {instances: 2}
-",
-        )
-        .unwrap()
-        .validate()
-        .unwrap();
-        c.databases.push(ResolvedDatabase {
-            name: "app".into(),
-            owner: "app".into(),
-            extensions: vec![],
-        });
-        c.roles.push(ResolvedRole {
-            name: "app".into(),
-            grants: BTreeMap::new(),
-            connection_limit: -1,
-        });
-        c
+        load("{instances: 2, databases: [{name: app, owner: app}], roles: [{name: app}]}")
     }
 
+    /// [`with_app`] and a read-only role `reporting` limited to 5 connections.
     fn reporting() -> ValidatedCluster {
-        let mut c = with_app();
-        c.roles.push(ResolvedRole {
-            name: "reporting".into(),
-            grants: BTreeMap::from([("app".to_owned(), Privileges::ReadOnly)]),
-            connection_limit: 5,
-        });
-        c
+        load(
+            "{instances: 2, databases: [{name: app, owner: app}], roles: [{name: app}, \
+             {name: reporting, connectionLimit: 5, grants: [{database: app, privileges: readOnly}]}]}",
+        )
     }
 
     fn sqls(statements: &[Statement]) -> Vec<String> {

@@ -353,16 +353,18 @@ pub(crate) fn check_access(
             roles: rule.roles.iter().cloned().collect(),
         });
     }
+    // Pods do not come through the LoadBalancer, and a Service without
+    // source ranges would admit every address: only rules with cidrs count
+    // (as written: a CIDR refused above is not reported twice).
     if services.load_balancer.is_some()
-        && !model
-            .rules
-            .iter()
-            .any(|r| r.endpoints.contains(&AccessEndpoint::LoadBalancer))
+        && !rules.iter().any(|r| {
+            r.endpoints.contains(&AccessEndpoint::LoadBalancer) && !r.from.cidrs.is_empty()
+        })
     {
         problems.push(
             Check::LoadBalancerUnused,
             "spec.services.loadBalancer.enabled",
-            "the LoadBalancer is enabled but no access rule admits clients through it",
+            "the LoadBalancer is enabled but no access rule admits addresses (cidrs) through it",
             "add `loadBalancer` to the endpoints of a rule with cidrs, or disable the LoadBalancer",
         );
     }

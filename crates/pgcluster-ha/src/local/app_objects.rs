@@ -48,7 +48,7 @@ pub async fn create_app_objects(
         &prepared.superuser_password,
     );
     let mut verifiers = BTreeMap::new();
-    for role in &cluster.roles {
+    for role in cluster.roles() {
         let password = prepared
             .layout
             .ensure_password(&prepared.layout.role_password_file(&role.name))?;

@@ -106,7 +106,7 @@ pub fn running_process(layout: &Layout, record: &ClusterRecord) -> Option<(u32, 
 /// the secrets. Refuses when the cluster runs, when the directory holds
 /// another cluster and when a port is taken.
 pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
-    let name = opts.cluster.name.to_string();
+    let name = opts.cluster.name().to_string();
     let root = opts
         .data_dir
         .clone()
@@ -133,16 +133,16 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
                 dir: root,
             });
         }
-        if rec.members.len() != opts.cluster.instances as usize {
+        if rec.members.len() != opts.cluster.instances() as usize {
             return Err(LocalError::InstanceCount {
                 name,
                 had: rec.members.len(),
-                wants: opts.cluster.instances,
+                wants: opts.cluster.instances(),
             });
         }
     }
     let ports = match (&existing, opts.base_port) {
-        (_, Some(base)) => Ports::from_base(base, opts.cluster.instances),
+        (_, Some(base)) => Ports::from_base(base, opts.cluster.instances()),
         (Some(rec), None) => Ports {
             rw: rec.rw_port,
             ro: rec.ro_port,
@@ -152,7 +152,9 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
                 .map(|m| (m.pg_port, m.api_port))
                 .collect(),
         },
-        (None, None) => Ports::from_base(super::layout::DEFAULT_BASE_PORT, opts.cluster.instances),
+        (None, None) => {
+            Ports::from_base(super::layout::DEFAULT_BASE_PORT, opts.cluster.instances())
+        }
     };
     check_ports(&ports, &opts.cluster)?;
     let bin = PgBinaries::locate(opts.pg_bin.as_deref())
@@ -178,12 +180,12 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
     }
     let superuser_password = layout.ensure_password(&layout.superuser_password_file())?;
     let mut logins = vec![(SUPERUSER_ROLE.to_owned(), superuser_password.clone())];
-    for role in &opts.cluster.roles {
+    for role in opts.cluster.roles() {
         let password = layout.ensure_password(&layout.role_password_file(&role.name))?;
         logins.push((role.name.clone(), password));
     }
     for (i, _) in ports.members.iter().enumerate() {
-        let member = opts.cluster.name.instance(i as u32);
+        let member = opts.cluster.name().instance(i as u32);
         os_user
             .create_dir(&layout.member_dir(&member), 0o700)
             .map_err(pg_err)?;
@@ -205,7 +207,7 @@ pub async fn prepare(opts: &UpOptions) -> Result<Prepared, LocalError> {
             .iter()
             .enumerate()
             .map(|(i, (pg, api))| MemberRecord {
-                name: opts.cluster.name.instance(i as u32),
+                name: opts.cluster.name().instance(i as u32),
                 pg_port: *pg,
                 api_port: *api,
                 agent_pid: None,
@@ -239,7 +241,7 @@ fn check_ports(ports: &Ports, cluster: &ValidatedCluster) -> Result<(), LocalErr
     let mut named = vec![(ports.rw, "the rw endpoint".to_owned())];
     named.push((ports.ro, "the ro endpoint".to_owned()));
     for (i, (pg, api)) in ports.members.iter().enumerate() {
-        let m = cluster.name.instance(i as u32);
+        let m = cluster.name().instance(i as u32);
         named.push((*pg, format!("PostgreSQL of {m}")));
         named.push((*api, format!("the agent API of {m}")));
     }

@@ -140,8 +140,8 @@ pub async fn agent_config(
         })
         .collect();
     let server_settings = settings::server_settings(
-        cluster.instances,
-        &cluster.postgres.parameters,
+        cluster.instances(),
+        &cluster.postgres().parameters,
         &settings::Placement::local(
             me.pg_port,
             &instance.layout.socket_dir.display().to_string(),

@@ -131,13 +131,13 @@ impl HaConfig {
 
     /// The config of instance `me` (e.g. `pg-1`) of a validated cluster.
     pub fn from_validated(cluster: &ValidatedCluster, me: &str) -> Result<Self, ConfigError> {
-        let members = (0..cluster.instances).map(|i| MemberName::new(cluster.name.instance(i)));
+        let members = (0..cluster.instances()).map(|i| MemberName::new(cluster.name().instance(i)));
         Self::new(
             MemberName::new(me),
             members,
-            cluster.timings,
-            cluster.replication,
-            cluster.automatic_failover,
+            cluster.timings(),
+            cluster.replication(),
+            cluster.automatic_failover(),
         )
     }
 

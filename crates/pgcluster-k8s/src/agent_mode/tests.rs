@@ -56,17 +56,19 @@ fn env() -> KubeAgentEnv {
 /// controller validated, and the pod's identity.
 #[test]
 fn the_statefulset_environment_and_the_spec_file_parse() {
-    let mut cluster = crate::testing::cluster("pg", 3);
-    cluster.resolved_spec.failover = Some(pgcluster_core::api::v1alpha1::FailoverSpec {
-        lease_duration: Some("5s".to_owned()),
-        ..Default::default()
-    });
-    let cluster = pgcluster_core::validate(&cluster.resolved_object()).unwrap();
+    let cluster = crate::testing::spec("pg", 3)
+        .with_spec(|spec| {
+            spec.failover = Some(pgcluster_core::api::v1alpha1::FailoverSpec {
+                lease_duration: Some("5s".to_owned()),
+                ..Default::default()
+            })
+        })
+        .validated();
     let vars = pod_env("pg-1");
     assert!(selected(&vars));
     let env = KubeAgentEnv::parse(&vars, &spec_file(&cluster)).unwrap();
     assert_eq!(env.cluster, cluster);
-    assert_eq!(env.cluster.timings.lease_duration, Duration::from_secs(5));
+    assert_eq!(env.cluster.timings().lease_duration, Duration::from_secs(5));
     assert_eq!(env.pod_name, "pg-1");
     assert_eq!(env.namespace, "db");
     assert_eq!(env.pod_ip, "10.42.1.7".parse::<IpAddr>().unwrap());
@@ -145,7 +147,7 @@ fn a_bad_spec_file_is_refused_with_its_path_and_field() {
     let error = KubeAgentEnv::load(&vars).unwrap_err();
     assert!(matches!(error, AgentModeError::SpecFile { .. }), "{error}");
     std::fs::write(dir.path().join("cluster.yaml"), &spec).unwrap();
-    assert_eq!(KubeAgentEnv::load(&vars).unwrap().cluster.instances, 2);
+    assert_eq!(KubeAgentEnv::load(&vars).unwrap().cluster.instances(), 2);
 }
 
 /// Peers are the StatefulSet's pods by the headless Service's DNS, on the
@@ -297,7 +299,7 @@ async fn first_tick_acquires_the_lease_as_this_pod() {
     assert_eq!(
         post.body["spec"]["leaseDurationSeconds"],
         env.cluster
-            .timings
+            .timings()
             .lease_duration
             .as_millis()
             .div_ceil(1000) as u64

@@ -44,8 +44,8 @@ pub fn pod_placement() -> Placement {
 /// ([`pgcluster_core::postgres::settings`]) for a pod.
 pub fn postgresql_conf(cluster: &ValidatedCluster) -> String {
     settings::server_settings(
-        cluster.instances,
-        &cluster.postgres.parameters,
+        cluster.instances(),
+        &cluster.postgres().parameters,
         &pod_placement(),
     )
     .render("Rendered by pgcluster from the PostgresCluster spec; do not edit.")
@@ -54,7 +54,12 @@ pub fn postgresql_conf(cluster: &ValidatedCluster) -> String {
 /// The ConfigMap `<name>-config`.
 pub fn config_map(cluster: &ValidatedCluster, owner: Option<&OwnerReference>) -> ConfigMap {
     ConfigMap {
-        metadata: meta(cluster, cluster.name.config_map(), Component::Config, owner),
+        metadata: meta(
+            cluster,
+            cluster.name().config_map(),
+            Component::Config,
+            owner,
+        ),
         data: Some(BTreeMap::from([
             (POSTGRESQL_CONF.to_owned(), postgresql_conf(cluster)),
             (PG_HBA_CONF.to_owned(), cluster.pg_hba()),
@@ -73,11 +78,12 @@ mod tests {
     /// cluster size arrive.
     #[test]
     fn a_pods_settings() {
-        let mut cluster = crate::testing::cluster("db", 4);
-        cluster
-            .postgres
-            .parameters
-            .insert("work_mem".into(), "8MB".into());
+        let cluster = crate::testing::spec("db", 4)
+            .with_spec(|spec| {
+                let postgres = spec.postgres.get_or_insert_default();
+                postgres.parameters.insert("work_mem".into(), "8MB".into());
+            })
+            .validated();
         let conf = postgresql_conf(&cluster);
         for line in [
             "listen_addresses = '*'",

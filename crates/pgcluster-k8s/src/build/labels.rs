@@ -62,21 +62,21 @@ pub fn labels(cluster: &ValidatedCluster, component: Component) -> BTreeMap<Stri
         ("app.kubernetes.io/name".to_owned(), APP_NAME.to_owned()),
         (
             "app.kubernetes.io/instance".to_owned(),
-            cluster.name.as_str().to_owned(),
+            cluster.name().as_str().to_owned(),
         ),
         (LABEL_COMPONENT.to_owned(), component.as_str().to_owned()),
         (
             "app.kubernetes.io/managed-by".to_owned(),
             MANAGED_BY.to_owned(),
         ),
-        (LABEL_CLUSTER.to_owned(), cluster.name.as_str().to_owned()),
+        (LABEL_CLUSTER.to_owned(), cluster.name().as_str().to_owned()),
     ])
 }
 
 /// Labels selecting the cluster's instance pods (the StatefulSet selector; immutable).
 pub fn pod_selector_labels(cluster: &ValidatedCluster) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (LABEL_CLUSTER.to_owned(), cluster.name.as_str().to_owned()),
+        (LABEL_CLUSTER.to_owned(), cluster.name().as_str().to_owned()),
         (
             LABEL_COMPONENT.to_owned(),
             Component::Postgres.as_str().to_owned(),
@@ -108,7 +108,7 @@ pub fn meta(
 ) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
-        namespace: Some(cluster.namespace.clone()),
+        namespace: Some(cluster.namespace().to_string()),
         labels: Some(labels(cluster, component)),
         owner_references: owner.map(|o| vec![o.clone()]),
         ..ObjectMeta::default()

@@ -163,7 +163,7 @@ fn monitoring_meta(
 ) -> ObjectMeta {
     let mut m = meta(cluster, name, Component::Metrics, owner);
     if let Some(labels) = m.labels.as_mut() {
-        for (k, v) in &cluster.monitoring.labels {
+        for (k, v) in &cluster.monitoring().labels {
             labels.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
@@ -174,8 +174,8 @@ fn monitoring_meta(
 pub fn agent_matchers(cluster: &ValidatedCluster) -> String {
     format!(
         r#"namespace="{}",pod=~"{}-[0-9]+""#,
-        cluster.namespace,
-        cluster.name.as_str()
+        cluster.namespace(),
+        cluster.name().as_str()
     )
 }
 
@@ -203,8 +203,8 @@ fn alert(
 /// max, storage nearly full, failover happened.
 pub fn alerts(cluster: &ValidatedCluster) -> Vec<AlertRule> {
     let sel = agent_matchers(cluster);
-    let ns = &cluster.namespace;
-    let name = cluster.name.as_str();
+    let ns = &cluster.namespace();
+    let name = cluster.name().as_str();
     let id = format!("{ns}/{name}");
     let pvc = format!(r#"namespace="{ns}",persistentvolumeclaim=~"data-{name}-[0-9]+""#);
     vec![
@@ -220,28 +220,28 @@ pub fn alerts(cluster: &ValidatedCluster) -> Vec<AlertRule> {
             "PgclusterReplicationLagHigh",
             format!(
                 "max by (namespace, pod) (pgcluster_replication_lag_bytes{{{sel}}}) > {}",
-                cluster.replication.max_failover_lag_bytes
+                cluster.replication().max_failover_lag_bytes
             ),
             "5m",
             "warning",
             "Replica lags beyond the failover limit",
             format!(
                 "{{{{ $labels.pod }}}} of {id} lags more than {} bytes (replication.maxFailoverLag): it would not be promoted automatically.",
-                cluster.replication.max_failover_lag_bytes
+                cluster.replication().max_failover_lag_bytes
             ),
         ),
         alert(
             "PgclusterInstanceDown",
             format!(
                 "(count(pgcluster_up{{{sel}}} == 1) or vector(0)) < {}",
-                cluster.instances
+                cluster.instances()
             ),
             "2m",
             "warning",
             "PostgreSQL instance down",
             format!(
                 "Fewer than {} instances of {id} are up: redundancy is reduced.",
-                cluster.instances
+                cluster.instances()
             ),
         ),
         alert(
@@ -377,8 +377,8 @@ fn fnv1a(s: &str) -> u64 {
 
 fn dashboard_json(cluster: &ValidatedCluster) -> Result<String, serde_json::Error> {
     let sel = agent_matchers(cluster);
-    let ns = &cluster.namespace;
-    let name = cluster.name.as_str();
+    let ns = &cluster.namespace();
+    let name = cluster.name().as_str();
     let pvc = format!(r#"namespace="{ns}",persistentvolumeclaim=~"data-{name}-[0-9]+""#);
     let specs: Vec<PanelSpec> = vec![
         (
@@ -528,13 +528,13 @@ pub fn monitoring(
     cluster: &ValidatedCluster,
     owner: Option<&OwnerReference>,
 ) -> Result<MonitoringObjects, BuildError> {
-    let m = &cluster.monitoring;
+    let m = &cluster.monitoring();
     if !m.enabled {
         return Ok(MonitoringObjects::default());
     }
     let mut out = MonitoringObjects::default();
     if m.service_monitor {
-        let service_meta = monitoring_meta(cluster, cluster.name.metrics_service(), owner);
+        let service_meta = monitoring_meta(cluster, cluster.name().metrics_service(), owner);
         out.metrics_service = Some(Service {
             metadata: service_meta,
             spec: Some(ServiceSpec {
@@ -550,17 +550,17 @@ pub fn monitoring(
         out.service_monitor = Some(ServiceMonitor {
             api_version: "monitoring.coreos.com/v1".to_owned(),
             kind: "ServiceMonitor".to_owned(),
-            metadata: monitoring_meta(cluster, cluster.name.monitoring(), owner),
+            metadata: monitoring_meta(cluster, cluster.name().monitoring(), owner),
             spec: ServiceMonitorSpec {
                 selector: match_labels(BTreeMap::from([
-                    (LABEL_CLUSTER.to_owned(), cluster.name.as_str().to_owned()),
+                    (LABEL_CLUSTER.to_owned(), cluster.name().as_str().to_owned()),
                     (
                         LABEL_COMPONENT.to_owned(),
                         Component::Metrics.as_str().to_owned(),
                     ),
                 ])),
                 namespace_selector: NamespaceSelector {
-                    match_names: vec![cluster.namespace.clone()],
+                    match_names: vec![cluster.namespace().to_string()],
                 },
                 endpoints: vec![ScrapeEndpoint {
                     port: AGENT_PORT_NAME.to_owned(),
@@ -575,10 +575,14 @@ pub fn monitoring(
         out.prometheus_rule = Some(PrometheusRule {
             api_version: "monitoring.coreos.com/v1".to_owned(),
             kind: "PrometheusRule".to_owned(),
-            metadata: monitoring_meta(cluster, cluster.name.monitoring(), owner),
+            metadata: monitoring_meta(cluster, cluster.name().monitoring(), owner),
             spec: PrometheusRuleSpec {
                 groups: vec![RuleGroup {
-                    name: format!("pgcluster.{}.{}", cluster.namespace, cluster.name.as_str()),
+                    name: format!(
+                        "pgcluster.{}.{}",
+                        cluster.namespace(),
+                        cluster.name().as_str()
+                    ),
                     rules: alerts(cluster),
                 }],
             },
@@ -586,10 +590,10 @@ pub fn monitoring(
     }
     if m.grafana_dashboard {
         let json = dashboard_json(cluster).map_err(|source| BuildError::Dashboard {
-            cluster: cluster.name.as_str().to_owned(),
+            cluster: cluster.name().as_str().to_owned(),
             source,
         })?;
-        let mut metadata = monitoring_meta(cluster, cluster.name.dashboard(), owner);
+        let mut metadata = monitoring_meta(cluster, cluster.name().dashboard(), owner);
         if let Some(labels) = metadata.labels.as_mut() {
             labels.insert(GRAFANA_DASHBOARD_LABEL.to_owned(), "1".to_owned());
         }
@@ -598,8 +602,8 @@ pub fn monitoring(
             data: Some(BTreeMap::from([(
                 format!(
                     "pgcluster-{}-{}.json",
-                    cluster.namespace,
-                    cluster.name.as_str()
+                    cluster.namespace(),
+                    cluster.name().as_str()
                 ),
                 json,
             )])),

@@ -65,7 +65,7 @@ fn policy(
     NetworkPolicy {
         metadata: meta(
             cluster,
-            cluster.name.network_policy(suffix),
+            cluster.name().network_policy(suffix),
             Component::Access,
             owner,
         ),
@@ -87,7 +87,7 @@ pub fn rule_target_roles(cluster: &ValidatedCluster, rule: &Rule) -> BTreeSet<&'
             AccessEndpoint::Ro => ROLE_REPLICA,
             AccessEndpoint::LoadBalancer => endpoint_role(
                 cluster
-                    .services
+                    .services()
                     .load_balancer
                     .as_ref()
                     .map_or(ServiceEndpoint::Rw, |lb| lb.endpoint),
@@ -197,7 +197,7 @@ pub fn network_policies(
             }],
         ),
     ];
-    if cluster.monitoring.enabled {
+    if cluster.monitoring().enabled {
         out.push(policy(
             cluster,
             "monitoring",
@@ -205,7 +205,7 @@ pub fn network_policies(
             pods(),
             vec![NetworkPolicyIngressRule {
                 from: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(namespace_selector(&cluster.monitoring.namespace)),
+                    namespace_selector: Some(namespace_selector(&cluster.monitoring().namespace)),
                     ..NetworkPolicyPeer::default()
                 }]),
                 ports: Some(vec![tcp(AGENT_PORT)]),
@@ -214,7 +214,7 @@ pub fn network_policies(
     }
     out.extend(
         cluster
-            .access
+            .access()
             .rules
             .iter()
             .map(|rule| rule_policy(cluster, rule, owner)),

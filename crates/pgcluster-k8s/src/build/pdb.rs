@@ -32,9 +32,9 @@ pub fn pod_disruption_budget(
     owner: Option<&OwnerReference>,
 ) -> PodDisruptionBudget {
     PodDisruptionBudget {
-        metadata: meta(cluster, cluster.name.pdb(), Component::Postgres, owner),
+        metadata: meta(cluster, cluster.name().pdb(), Component::Postgres, owner),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(max_unavailable(cluster.instances))),
+            max_unavailable: Some(IntOrString::Int(max_unavailable(cluster.instances()))),
             min_available: None,
             selector: Some(match_labels(pod_selector_labels(cluster))),
             unhealthy_pod_eviction_policy: Some("IfHealthyBudget".to_owned()),

@@ -34,7 +34,7 @@ pub fn agent_service_account(
     ServiceAccount {
         metadata: meta(
             cluster,
-            cluster.name.service_account(),
+            cluster.name().service_account(),
             Component::Agent,
             owner,
         ),
@@ -53,9 +53,14 @@ pub fn agent_service_account(
 /// - pods: list to read the other members' states, patch to publish its own
 ///   state and set role labels (the new primary relabels the old one).
 pub fn agent_role(cluster: &ValidatedCluster, owner: Option<&OwnerReference>) -> Role {
-    let lease = [cluster.name.leader_lease()];
+    let lease = [cluster.name().leader_lease()];
     Role {
-        metadata: meta(cluster, cluster.name.agent_role(), Component::Agent, owner),
+        metadata: meta(
+            cluster,
+            cluster.name().agent_role(),
+            Component::Agent,
+            owner,
+        ),
         rules: Some(vec![
             rule(
                 &["coordination.k8s.io"],
@@ -75,16 +80,21 @@ pub fn agent_role_binding(
     owner: Option<&OwnerReference>,
 ) -> RoleBinding {
     RoleBinding {
-        metadata: meta(cluster, cluster.name.agent_role(), Component::Agent, owner),
+        metadata: meta(
+            cluster,
+            cluster.name().agent_role(),
+            Component::Agent,
+            owner,
+        ),
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".to_owned(),
             kind: "Role".to_owned(),
-            name: cluster.name.agent_role(),
+            name: cluster.name().agent_role(),
         },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".to_owned(),
-            name: cluster.name.service_account(),
-            namespace: Some(cluster.namespace.clone()),
+            name: cluster.name().service_account(),
+            namespace: Some(cluster.namespace().to_string()),
             api_group: None,
         }]),
     }

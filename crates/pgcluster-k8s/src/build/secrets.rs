@@ -42,7 +42,11 @@ fn secret(
         ("username".to_owned(), role.to_owned()),
         (
             "host".to_owned(),
-            format!("{}.{}.svc", cluster.name.rw_service(), cluster.namespace),
+            format!(
+                "{}.{}.svc",
+                cluster.name().rw_service(),
+                cluster.namespace()
+            ),
         ),
         ("port".to_owned(), POSTGRES_PORT.to_string()),
     ]);
@@ -75,21 +79,21 @@ pub fn secrets(
     let mut out = vec![secret(
         cluster,
         owner,
-        cluster.name.superuser_secret(),
+        cluster.name().superuser_secret(),
         SUPERUSER_ROLE,
         None,
         passwords,
     )];
-    for role in &cluster.roles {
+    for role in cluster.roles() {
         let owned = cluster
-            .databases
+            .databases()
             .iter()
             .find(|db| db.owner == role.name)
             .map(|db| db.name.as_str());
         out.push(secret(
             cluster,
             owner,
-            cluster.name.role_secret(&role.name),
+            cluster.name().role_secret(&role.name),
             &role.name,
             owned,
             passwords,

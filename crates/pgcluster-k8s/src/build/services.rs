@@ -61,8 +61,8 @@ fn load_balancer(
     lb: &ResolvedLoadBalancer,
     owner: Option<&OwnerReference>,
 ) -> Result<Service, BuildError> {
-    let name = cluster.name.lb_service();
-    let ranges = load_balancer_source_ranges(&cluster.access);
+    let name = cluster.name().lb_service();
+    let ranges = load_balancer_source_ranges(cluster.access());
     if ranges.is_empty() {
         return Err(BuildError::LoadBalancerWithoutSources { service: name });
     }
@@ -110,7 +110,7 @@ pub fn services(
     let mut out = vec![Service {
         metadata: meta(
             cluster,
-            cluster.name.headless_service(),
+            cluster.name().headless_service(),
             Component::Postgres,
             owner,
         ),
@@ -137,13 +137,13 @@ pub fn services(
         }),
         status: None,
     };
-    if cluster.services.rw {
-        out.push(in_cluster(cluster.name.rw_service(), ROLE_PRIMARY));
+    if cluster.services().rw {
+        out.push(in_cluster(cluster.name().rw_service(), ROLE_PRIMARY));
     }
-    if cluster.services.ro {
-        out.push(in_cluster(cluster.name.ro_service(), ROLE_REPLICA));
+    if cluster.services().ro {
+        out.push(in_cluster(cluster.name().ro_service(), ROLE_REPLICA));
     }
-    if let Some(lb) = &cluster.services.load_balancer {
+    if let Some(lb) = &cluster.services().load_balancer {
         out.push(load_balancer(cluster, lb, owner)?);
     }
     Ok(out)

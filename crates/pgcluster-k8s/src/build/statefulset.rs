@@ -123,13 +123,13 @@ pub const HA_SETTINGS_ANNOTATION: &str = "pgcluster.dev/ha-settings";
 /// updated `cluster.yaml`). Other spec changes (parameters, roles, access)
 /// do not restart PostgreSQL.
 pub fn ha_settings(cluster: &ValidatedCluster) -> String {
-    let t = &cluster.timings;
-    let r = &cluster.replication;
+    let t = &cluster.timings();
+    let r = &cluster.replication();
     let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
     format!(
         "instances={} replication={}/{} maxFailoverLagBytes={} automaticFailover={} lease={} \
          loop={} renewDeadline={} stopWritesTimeout={} maxClockDrift={}",
-        cluster.instances,
+        cluster.instances(),
         match r.mode {
             ReplicationMode::Async => "async",
             ReplicationMode::Sync => "sync",
@@ -139,7 +139,7 @@ pub fn ha_settings(cluster: &ValidatedCluster) -> String {
             NoStandbyPolicy::FallbackToAsync => "fallbackToAsync",
         },
         r.max_failover_lag_bytes,
-        cluster.automatic_failover,
+        cluster.automatic_failover(),
         ms(t.lease_duration),
         ms(t.loop_interval),
         ms(t.renew_deadline),
@@ -165,7 +165,7 @@ fn http_probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
 }
 
 fn resources(cluster: &ValidatedCluster) -> ResourceRequirements {
-    let r = &cluster.resources;
+    let r = &cluster.resources();
     let amounts = |cpu: &Option<String>, memory: &Option<String>| {
         let mut m = BTreeMap::new();
         if let Some(cpu) = cpu {
@@ -212,7 +212,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
     };
     Container {
         name: CONTAINER_NAME.to_owned(),
-        image: Some(cluster.postgres.image.clone()),
+        image: Some(cluster.postgres().image.clone()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         command: Some(vec!["pgcluster".to_owned(), "agent".to_owned()]),
         env: Some(agent_env()),
@@ -242,7 +242,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
 fn pod_spec(cluster: &ValidatedCluster) -> PodSpec {
     let selector = match_labels(pod_selector_labels(cluster));
     PodSpec {
-        service_account_name: Some(cluster.name.service_account()),
+        service_account_name: Some(cluster.name().service_account()),
         automount_service_account_token: Some(true),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
@@ -283,7 +283,7 @@ fn pod_spec(cluster: &ValidatedCluster) -> PodSpec {
             Volume {
                 name: "config".to_owned(),
                 config_map: Some(ConfigMapVolumeSource {
-                    name: cluster.name.config_map(),
+                    name: cluster.name().config_map(),
                     default_mode: Some(0o444),
                     ..ConfigMapVolumeSource::default()
                 }),
@@ -293,7 +293,7 @@ fn pod_spec(cluster: &ValidatedCluster) -> PodSpec {
             Volume {
                 name: "superuser".to_owned(),
                 secret: Some(SecretVolumeSource {
-                    secret_name: Some(cluster.name.superuser_secret()),
+                    secret_name: Some(cluster.name().superuser_secret()),
                     items: Some(vec![KeyToPath {
                         key: super::secrets::PASSWORD_KEY.to_owned(),
                         path: "password".to_owned(),
@@ -317,7 +317,7 @@ fn pod_spec(cluster: &ValidatedCluster) -> PodSpec {
 pub fn retention_policy(
     cluster: &ValidatedCluster,
 ) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
-    let policy = match cluster.storage.retention {
+    let policy = match cluster.storage().retention {
         RetentionPolicy::Retain => "Retain",
         RetentionPolicy::Delete => "Delete",
     };
@@ -336,11 +336,11 @@ fn volume_claim(cluster: &ValidatedCluster) -> PersistentVolumeClaim {
         },
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-            storage_class_name: Some(cluster.storage.storage_class.clone()),
+            storage_class_name: Some(cluster.storage().storage_class.clone()),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_owned(),
-                    Quantity(cluster.storage.size.clone()),
+                    Quantity(cluster.storage().size.clone()),
                 )])),
                 limits: None,
             }),
@@ -358,13 +358,13 @@ pub fn statefulset(cluster: &ValidatedCluster, owner: Option<&OwnerReference>) -
     StatefulSet {
         metadata: meta(
             cluster,
-            cluster.name.statefulset(),
+            cluster.name().statefulset(),
             Component::Postgres,
             owner,
         ),
         spec: Some(StatefulSetSpec {
-            replicas: Some(i32::try_from(cluster.instances).unwrap_or(i32::MAX)),
-            service_name: Some(cluster.name.headless_service()),
+            replicas: Some(i32::try_from(cluster.instances()).unwrap_or(i32::MAX)),
+            service_name: Some(cluster.name().headless_service()),
             selector: match_labels(pod_selector_labels(cluster)),
             pod_management_policy: Some("Parallel".to_owned()),
             update_strategy: Some(StatefulSetUpdateStrategy {

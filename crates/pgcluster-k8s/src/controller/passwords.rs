@@ -24,12 +24,12 @@ pub fn generate() -> String {
 
 /// `(role, Secret name)` of every Secret the cluster has.
 pub fn secret_names(cluster: &ValidatedCluster) -> Vec<(String, String)> {
-    let mut out = vec![(SUPERUSER_ROLE.to_owned(), cluster.name.superuser_secret())];
+    let mut out = vec![(SUPERUSER_ROLE.to_owned(), cluster.name().superuser_secret())];
     out.extend(
         cluster
-            .roles
+            .roles()
             .iter()
-            .map(|r| (r.name.clone(), cluster.name.role_secret(&r.name))),
+            .map(|r| (r.name.clone(), cluster.name().role_secret(&r.name))),
     );
     out
 }
@@ -60,7 +60,7 @@ pub fn passwords(
 #[allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 mod tests {
     use super::*;
-    use crate::testing::{Fixture, cluster};
+    use crate::testing::spec;
 
     /// Generated passwords are long, alphanumeric and different each time.
     #[test]
@@ -74,7 +74,7 @@ mod tests {
     /// Existing Secrets keep their password; only missing ones are generated.
     #[test]
     fn existing_passwords_are_reused() {
-        let c = cluster("pg", 2).with_app("app");
+        let c = spec("pg", 2).with_app("app").validated();
         let existing = BTreeMap::from([("pg-superuser".to_owned(), "kept".to_owned())]);
         let mut n = 0;
         let (by_role, kept) = passwords(&c, &existing, || {

@@ -216,7 +216,7 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
         obj,
         &Outcome::Applied {
             applied: &applied,
-            instances: validated.instances,
+            instances: validated.instances(),
             sql: match &sql {
                 Ok(true) => Ok(()),
                 Ok(false) => Err("no ready primary yet".to_owned()),
@@ -288,14 +288,14 @@ async fn databases(
     let Some(primary) = holder.filter(|h| instances.iter().any(|i| &i.name == h && i.ready)) else {
         return Ok(false);
     };
-    if cluster.roles.is_empty() && cluster.databases.is_empty() {
+    if cluster.roles().is_empty() && cluster.databases().is_empty() {
         return Ok(true);
     }
     let target = AdminTarget {
         host: format!(
             "{primary}.{}.{}.svc",
-            cluster.name.headless_service(),
-            cluster.namespace
+            cluster.name().headless_service(),
+            cluster.namespace()
         ),
         port: u16::try_from(POSTGRES_PORT).expect("5432 fits in u16 because it is a TCP port"),
         user: SUPERUSER_ROLE.to_owned(),
@@ -307,7 +307,7 @@ async fn databases(
     };
     let inventory = ctx.admin.inventory(&target).await?;
     let verifiers = cluster
-        .roles
+        .roles()
         .iter()
         .filter_map(|r| Some((r.name.clone(), ctx.admin.verifier(passwords.get(&r.name)?))))
         .collect();

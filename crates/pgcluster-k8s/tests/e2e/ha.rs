@@ -29,10 +29,8 @@ use nix::sys::signal::Signal;
 /// (CoreDNS, then kube-proxy's DNAT to the primary), reads it back through
 /// `-ro` (a replica) and prints what each side said it is.
 async fn traffic_from_a_pod(c: &TestCluster, r: &Running) {
-    let image = pgcluster_core::validate(&super::homelab_on_the_node(&r.ns))
-        .unwrap()
-        .postgres
-        .image;
+    let validated = pgcluster_core::validate(&super::homelab_on_the_node(&r.ns)).unwrap();
+    let image = &validated.postgres().image;
     let token = format!("e2e-{}", std::process::id());
     let script = format!(
         r#"set -e
@@ -370,7 +368,7 @@ async fn cli_apply_status_and_failover_to_move_the_primary() {
     let r = Running {
         _cleanup: running::DeleteOnDrop { ns: ns.clone() },
         ns: ns.clone(),
-        name: validated.name.clone(),
+        name: validated.name().clone(),
         instances: 2,
         ready_after: Duration::ZERO,
     };

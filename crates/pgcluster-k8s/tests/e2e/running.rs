@@ -155,7 +155,7 @@ pub async fn start(
     let mut running = Running {
         _cleanup: DeleteOnDrop { ns: ns.clone() },
         ns,
-        name: validated.name.clone(),
+        name: validated.name().clone(),
         instances,
         ready_after: Duration::ZERO,
     };
