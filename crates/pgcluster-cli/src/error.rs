@@ -1,6 +1,10 @@
-//! The one user-facing error type; it owns exit codes.
+//! The one user-facing error type; it owns exit codes and prints the whole
+//! cause chain, then what to do.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use pgcluster_k8s::client_ops::OpsError;
 
 /// A failed command.
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +23,37 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
-    /// Anything else that went wrong. Exit code 2.
+    /// A file or directory could not be written. Exit code 2.
+    #[error("failed to write {}", path.display())]
+    Write {
+        /// the path
+        path: PathBuf,
+        /// the OS error
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step failed; the message says what failed and what to do. Exit code 2.
+    #[error("{0}")]
+    Failed(String),
+    /// A cluster operation in Kubernetes (apply, switchover, failover,
+    /// status) failed. Exit code 2.
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    Ops(OpsError),
+    /// Data could not be printed as JSON or YAML. Exit code 2.
+    #[error("failed to print the output as {format}")]
+    Output {
+        /// `JSON` or `YAML`
+        format: &'static str,
+        /// the serializer's error
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The manifests could not be rendered. Exit code 2.
+    #[error(transparent)]
+    Render(#[from] pgcluster_k8s::render::RenderError),
+    /// Telemetry could not be set up. Exit code 2.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 impl CliError {
@@ -29,7 +61,7 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Invalid(_) => ExitCode::from(1),
-            CliError::Read { .. } | CliError::Other(_) => ExitCode::from(2),
+            _ => ExitCode::from(2),
         }
     }
 
@@ -41,9 +73,74 @@ impl CliError {
             out.push_str(&format!(": {c}"));
             cause = c.source();
         }
-        if let CliError::Read { hint, .. } = self {
+        if let Some(hint) = self.hint() {
             out.push_str(&format!("\n    hint: {hint}"));
         }
         out
+    }
+
+    fn hint(&self) -> Option<&str> {
+        match self {
+            CliError::Read { hint, .. } => Some(hint),
+            CliError::Write { .. } => {
+                Some("check that the directory exists and is writable, and that the disk has room")
+            }
+            CliError::Output { .. } => Some("report this as a bug, or use `-o text`"),
+            _ => None,
+        }
+    }
+}
+
+impl From<OpsError> for CliError {
+    /// Usage errors (an unknown instance, a target that cannot take over)
+    /// are the user's input: exit code 1; the rest exit 2.
+    fn from(e: OpsError) -> Self {
+        let usage = match &e {
+            OpsError::Operation(op) => op.is_usage(),
+            OpsError::InvalidName { .. } | OpsError::Incomplete { .. } => true,
+            _ => false,
+        };
+        if usage {
+            CliError::Invalid(chain(&e))
+        } else {
+            CliError::Ops(e)
+        }
+    }
+}
+
+/// `e` and its causes on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rendering keeps every cause and ends with what to do.
+    #[test]
+    fn render_prints_the_chain_and_the_hint() {
+        let err = CliError::Write {
+            path: PathBuf::from("/nope/out.yaml"),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let text = err.render();
+        assert!(
+            text.starts_with("failed to write /nope/out.yaml: permission denied"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n    hint: check that the directory"),
+            "{text}"
+        );
+        assert_eq!(err.exit_code(), ExitCode::from(2));
+        assert_eq!(CliError::Invalid("x".into()).exit_code(), ExitCode::from(1));
     }
 }

@@ -168,7 +168,7 @@ pub fn init_from_env(
 ) -> Result<TelemetryGuard, CliError> {
     let config = Config::from_env(&env_vars(), default_filter, default_service)
         .map_err(|e| CliError::Invalid(format!("error in the OpenTelemetry environment: {e}")))?;
-    init(&config).map_err(|e| CliError::Other(anyhow::Error::new(e)))
+    init(&config).map_err(CliError::from)
 }
 
 /// The process environment; variables that are not UTF-8 are skipped

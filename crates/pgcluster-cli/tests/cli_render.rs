@@ -86,3 +86,34 @@ fn refuses_invalid_specs() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("spec.instances"));
 }
+
+/// An `--out` that cannot be written names the path, the OS's reason and
+/// what to do, with exit code 2 (not the invalid-input code 1).
+#[test]
+fn an_unwritable_out_dir_says_why_and_what_to_do() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A file where the directory should be: create_dir_all fails.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "").expect("write blocker");
+    let out = pgcluster()
+        .args(["render", "-f"])
+        .arg(repo().join("examples/homelab.yaml"))
+        .arg("--out")
+        .arg(blocker.join("manifests"))
+        .output()
+        .expect("pgcluster runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "failed to write {}",
+            blocker.join("manifests").display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Not a directory"), "{stderr}");
+    assert!(
+        stderr.contains("hint: check that the directory"),
+        "{stderr}"
+    );
+}

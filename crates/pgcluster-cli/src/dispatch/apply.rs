@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::anyhow;
-use pgcluster_k8s::client_ops::{self, OpsError};
+use pgcluster_k8s::client_ops;
 
 use super::validate::read_input;
 use crate::CliError;
@@ -40,22 +39,6 @@ pub struct Args {
     pub timeout: u64,
 }
 
-/// A failed cluster operation as a CLI error (the source chain in one line).
-pub fn ops_error(e: &OpsError) -> CliError {
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    match e {
-        OpsError::Operation(op) if op.is_usage() => CliError::Invalid(message),
-        OpsError::InvalidName { .. } | OpsError::Incomplete { .. } => CliError::Invalid(message),
-        _ => CliError::Other(anyhow!(message)),
-    }
-}
-
 /// Validates, applies and optionally waits.
 pub fn exec(args: Args) -> Result<(), CliError> {
     let text = read_input(&args.file)?;
@@ -86,11 +69,11 @@ pub fn exec(args: Args) -> Result<(), CliError> {
     client_ops::block_on(async {
         let (client, default_ns) = client_ops::connect(args.context.as_deref())
             .await
-            .map_err(|e| ops_error(&e))?;
+            .map_err(CliError::from)?;
         loaded.cluster.metadata.namespace.get_or_insert(default_ns);
         let stored = client_ops::apply(&client, &loaded.cluster)
             .await
-            .map_err(|e| ops_error(&e))?;
+            .map_err(CliError::from)?;
         let name = client_ops::display_name(&stored);
         println!(
             "postgrescluster {name} applied (generation {})",
@@ -110,7 +93,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
             |line| println!("  {line}"),
         )
         .await
-        .map_err(|e| ops_error(&e))?;
+        .map_err(CliError::from)?;
         println!(
             "postgrescluster {name} is ready; primary {}",
             ready.status.and_then(|s| s.primary).unwrap_or_default()

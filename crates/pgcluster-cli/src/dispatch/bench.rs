@@ -207,7 +207,7 @@ async fn idle_on(layout: &Layout, args: &Args) -> Result<(), CliError> {
     use pgcluster_ha::local::idle;
     let record = layout.read_record().map_err(|e| fail(&e))?;
     if !settled(layout, &record, Duration::from_secs(120)).await {
-        return Err(CliError::Other(anyhow::anyhow!(
+        return Err(CliError::Failed(format!(
             "cluster {} in {} did not become healthy (a primary, every replica streaming from it) \
              within 120 s; see `pgcluster status --data-dir {}`",
             record.name,
@@ -292,7 +292,7 @@ fn pgcluster(exe: &Path, args: &[&str]) -> Result<(), CliError> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(CliError::Other(anyhow::anyhow!(
+        Err(CliError::Failed(format!(
             "pgcluster {} failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr)

@@ -16,7 +16,10 @@ pub struct Args {}
 pub fn exec(_args: Args) -> Result<(), CliError> {
     print!(
         "{}",
-        pgcluster_core::crd_yaml().map_err(anyhow::Error::from)?
+        pgcluster_core::crd_yaml().map_err(|e| CliError::Output {
+            format: "YAML",
+            source: Box::new(e),
+        })?
     );
     let _ = PostgresCluster::crd_name();
     Ok(())

@@ -52,8 +52,8 @@ pub struct ExecArgs {
 /// Runs the fencer until the server exits; exits with the server's status.
 pub fn exec(args: Args) -> Result<(), CliError> {
     let exe = std::env::current_exe().map_err(|e| {
-        CliError::Other(anyhow::anyhow!(
-            "failed to find the pgcluster binary for the fencer: {e}"
+        CliError::Failed(format!(
+            "failed to find the pgcluster binary for the fencer: {e}; run pgcluster by its full path"
         ))
     })?;
     let mut command = args.command.into_iter();
@@ -82,8 +82,8 @@ pub fn exec_server(args: ExecArgs) -> Result<(), CliError> {
         &program,
         &rest,
     );
-    Err(CliError::Other(anyhow::anyhow!(
-        "failed to start {} under the fencer: {error}",
+    Err(CliError::Failed(format!(
+        "failed to start {} under the fencer: {error}; check that the file exists and is executable by the PostgreSQL OS user",
         PathBuf::from(program).display()
     )))
 }

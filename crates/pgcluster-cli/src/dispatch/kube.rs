@@ -12,7 +12,6 @@ use pgcluster_ha::machine::MemberName;
 use pgcluster_k8s::build::{AGENT_PORT, POSTGRES_PORT};
 use pgcluster_k8s::client_ops::{self, ClusterReport, MemberRole, PodInfo};
 
-use super::apply::ops_error;
 use super::local;
 use super::status::{ClusterStatus, ConditionStatus, InstanceStatus, Mode};
 use crate::CliError;
@@ -92,9 +91,9 @@ where
     client_ops::block_on(async {
         let (client, default_ns) = client_ops::connect(target.context.as_deref())
             .await
-            .map_err(|e| ops_error(&e))?;
+            .map_err(CliError::from)?;
         let ns = target.namespace.clone().unwrap_or(default_ns);
-        op(client, ns).await.map_err(|e| ops_error(&e))
+        op(client, ns).await.map_err(CliError::from)
     })
 }
 

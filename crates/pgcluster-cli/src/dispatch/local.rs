@@ -64,12 +64,12 @@ fn choose(parent: &Path, pick: Pick) -> Result<Layout, CliError> {
             running.len(),
             running.iter().map(line).collect::<String>()
         ))),
-        Pick::NoneRunning(stopped) if stopped.is_empty() => Err(CliError::Other(anyhow::anyhow!(
+        Pick::NoneRunning(stopped) if stopped.is_empty() => Err(CliError::Failed(format!(
             "no local cluster is running (none in {}); start one with `pgcluster up`, \
                  or pass --data-dir DIR for a cluster elsewhere",
             parent.display()
         ))),
-        Pick::NoneRunning(stopped) => Err(CliError::Other(anyhow::anyhow!(
+        Pick::NoneRunning(stopped) => Err(CliError::Failed(format!(
             "no local cluster is running; stopped:{}\nstart one with `pgcluster up` \
              (-f FILE for a cluster with its own spec), or pass --name NAME to address a stopped one",
             stopped.iter().map(line).collect::<String>()
@@ -98,11 +98,9 @@ pub fn quiet_runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| fail(&e))
 }
 
-/// An error with its whole cause chain, as a [`CliError::Other`].
+/// An error with its whole cause chain, as a [`CliError::Failed`].
 pub fn fail(error: &dyn std::error::Error) -> CliError {
-    CliError::Other(anyhow::anyhow!(pgcluster_ha::agent::execute::error_chain(
-        error
-    )))
+    CliError::Failed(crate::error::chain(error))
 }
 
 /// Validates a spec text; every problem in the message.
@@ -129,7 +127,7 @@ pub fn require_running(layout: &Layout, record: &ClusterRecord) -> Result<(), Cl
     if discover::is_running(layout, record) {
         return Ok(());
     }
-    Err(CliError::Other(anyhow::anyhow!(
+    Err(CliError::Failed(format!(
         "cluster {} is stopped (data in {}); start it with `pgcluster up` first",
         record.name,
         layout.root().display()

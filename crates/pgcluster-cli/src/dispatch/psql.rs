@@ -93,7 +93,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
             cmd.env("PGPASSWORD", password);
         }
         Err(e) if std::fs::File::open(&passfile).is_err() => {
-            return Err(CliError::Other(anyhow::anyhow!(
+            return Err(CliError::Failed(format!(
                 "{}; neither it nor {} is readable by this user: run as the user who ran `pgcluster up` (or with sudo)",
                 pgcluster_ha::agent::execute::error_chain(&e),
                 passfile.display()

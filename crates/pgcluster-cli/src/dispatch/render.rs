@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use pgcluster_k8s::build::DEFAULT_CONTROLLER_NAMESPACE;
 use pgcluster_k8s::{BuildOptions, build, render};
 
@@ -43,15 +42,21 @@ pub fn exec(args: Args) -> Result<(), CliError> {
     let bundle = build(&cluster, &options).map_err(|e| CliError::Invalid(e.to_string()))?;
     match args.out {
         None => {
-            print!("{}", render::to_yaml(&bundle).map_err(anyhow::Error::from)?);
+            print!("{}", render::to_yaml(&bundle)?);
         }
         Some(dir) => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("failed to create {}", dir.display()))?;
-            for (file, yaml) in render::to_files(&bundle).map_err(anyhow::Error::from)? {
+            std::fs::create_dir_all(&dir).map_err(|source| CliError::Write {
+                path: dir.clone(),
+                source,
+            })?;
+            for (file, yaml) in render::to_files(&bundle)? {
                 let path = dir.join(file);
-                std::fs::write(&path, format!("---\n{yaml}"))
-                    .with_context(|| format!("failed to write {}", path.display()))?;
+                std::fs::write(&path, format!("---\n{yaml}")).map_err(|source| {
+                    CliError::Write {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
                 eprintln!("wrote {}", path.display());
             }
         }

@@ -93,12 +93,12 @@ pub async fn send_and_wait(
                 || format!("{target} gave no reason (was its agent running and responsive?)"),
                 |note| format!("{target} says: {note}"),
             );
-            Err(CliError::Other(anyhow::anyhow!(
+            Err(CliError::Failed(format!(
                 "failed to fail over to {target}: {reason}; {said}. See `pgcluster status` and {}",
                 layout.agent_log(target).display()
             )))
         }
-        Err(e) => Err(CliError::Other(anyhow::anyhow!(
+        Err(e) => Err(CliError::Failed(format!(
             "{e}; see `pgcluster status` and the agent logs in {}",
             layout.root().join("members").display()
         ))),

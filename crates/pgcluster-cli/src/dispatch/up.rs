@@ -126,7 +126,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
 }
 
 fn interrupted(prepared: &Prepared) -> CliError {
-    CliError::Other(anyhow::anyhow!(
+    CliError::Failed(format!(
         "interrupted before cluster {} was ready; stopped everything it started (data kept in {})",
         prepared.record.name,
         prepared.layout.root().display()
