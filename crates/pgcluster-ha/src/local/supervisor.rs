@@ -9,7 +9,7 @@
 //! Runs inside whatever process lives as long as the cluster: the
 //! foreground `pgcluster up`, or the detached router. It sleeps until an
 //! agent exits (a pidfd per agent becomes readable), a restart is due, or a
-//! slow re-check of the record ([`RECHECK`]); it does not poll the agents,
+//! slow re-check of the record (every 10 s); it does not poll the agents,
 //! so an idle cluster's router stays asleep.
 
 use std::collections::{BTreeMap, BTreeSet};
