@@ -67,12 +67,7 @@ impl CliError {
 
     /// The message with every cause in the chain, then what to do when known.
     pub fn render(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            out.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
+        let mut out = chain(self);
         if let Some(hint) = self.hint() {
             out.push_str(&format!("\n    hint: {hint}"));
         }
@@ -108,17 +103,7 @@ impl From<OpsError> for CliError {
     }
 }
 
-/// `e` and its causes on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
-}
+pub use pgcluster_core::error_chain as chain;
 
 #[cfg(test)]
 mod tests {

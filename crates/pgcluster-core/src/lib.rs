@@ -48,6 +48,7 @@ pub mod access;
 pub mod api;
 pub mod defaults;
 pub mod duration;
+mod error_chain;
 pub mod load;
 pub mod names;
 pub mod postgres;
@@ -57,6 +58,7 @@ pub mod validate;
 pub mod validated;
 
 pub use defaults::resolve;
+pub use error_chain::error_chain;
 pub use load::{LoadError, LoadedCluster, load};
 pub use validate::{Check, ValidationError, ValidationErrors, validate};
 pub use validated::ValidatedCluster;

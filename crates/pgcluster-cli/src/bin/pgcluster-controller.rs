@@ -3,6 +3,7 @@
 //! process (pgcluster_k8s::controller::process). Telemetry (logs, and OTLP
 //! traces when OTEL_EXPORTER_OTLP_ENDPOINT is set) is set up here.
 
+use pgcluster_core::error_chain as chain;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -81,16 +82,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its sources, `: `-separated.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
 }

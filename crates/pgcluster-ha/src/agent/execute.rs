@@ -387,16 +387,7 @@ impl<C: Coordinator, H: Host> Executor<'_, C, H> {
 }
 
 /// An error with its sources, `: `-separated (for logs and `/status`).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use pgcluster_core::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -55,16 +55,7 @@ pub async fn reconcile(obj: Arc<PostgresCluster>, ctx: Arc<Context>) -> Result<A
 }
 
 /// An error and its sources, `: `-separated (the messages never repeat their source).
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+pub use pgcluster_core::error_chain as chain;
 
 fn has_finalizer(obj: &PostgresCluster) -> bool {
     obj.finalizers().iter().any(|f| f == FINALIZER)
