@@ -84,6 +84,46 @@ fn homelab_validates_with_summary() {
     assert!(stdout.contains("1 primary + 1 replica"), "{stdout}");
 }
 
+/// Strict sync with two instances validates, and says plainly that losing
+/// either instance stops every write: in the text summary, and on stderr
+/// with `-o json` (stdout stays the resolved object); fallbackToAsync does
+/// not warn.
+#[test]
+fn sync_block_with_two_instances_warns_without_failing() {
+    let spec = |policy: &str| {
+        format!(
+            "apiVersion: pgcluster.dev/v1alpha1\nkind: PostgresCluster\nmetadata: {{name: db}}\n\
+             spec: {{instances: 2, replication: {{mode: sync, whenNoStandby: {policy}}}}}\n"
+        )
+    };
+    let out = pgcluster(&["validate", "-f", "-"], Some(&spec("block")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("warning     spec.replication.whenNoStandby: with 2 instances and `block`, losing either instance stops every write"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("hint: keep `block` if"), "{stdout}");
+
+    let out = pgcluster(&["validate", "-f", "-", "-o", "json"], Some(&spec("block")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let object: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(object["spec"]["replication"]["whenNoStandby"], "block");
+    assert!(
+        text(&out.stderr).contains("warning: <stdin>: spec.replication.whenNoStandby"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = pgcluster(&["validate", "-f", "-"], Some(&spec("fallbackToAsync")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("warning"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 /// `-o yaml` prints the resolved object, which itself validates (and has every default written in).
 #[test]
 fn yaml_output_is_the_resolved_spec() {

@@ -122,6 +122,11 @@ impl ValidatedCluster {
         &self.monitoring
     }
 
+    /// Valid choices whose consequence the user should read (never errors).
+    pub fn warnings(&self) -> Vec<crate::validate::ValidationWarning> {
+        crate::validate::warnings(self)
+    }
+
     /// The cluster as a `PostgresCluster` with every default filled in:
     /// what the agents in Kubernetes read from the cluster's ConfigMap.
     /// Validating it again gives the same value.

@@ -95,7 +95,7 @@ pub enum Mode {
 /// One of the controller's conditions (Kubernetes only).
 #[derive(Debug, Clone, Serialize)]
 pub struct ConditionStatus {
-    /// Ready, Available, Degraded or Progressing.
+    /// Ready, Available, Degraded, Progressing or SpecWarnings.
     #[serde(rename = "type")]
     pub type_: String,
     /// True, False or Unknown.

@@ -234,10 +234,28 @@ pub fn exec(args: Args) -> Result<(), CliError> {
             c
         })
         .collect();
+    // Warnings never fail: in text they follow each summary; with -o
+    // json|yaml they go to stderr so stdout stays the resolved objects.
+    if args.output != OutputFormat::Text {
+        for (_, v) in &valid {
+            for w in v.warnings() {
+                eprintln!(
+                    "warning: {name}: {}: {}\n    hint: {}",
+                    w.path, w.message, w.hint
+                );
+            }
+        }
+    }
     match args.output {
         OutputFormat::Text => {
             for (doc, v) in &valid {
                 print!("{}", summary(&name, doc, v));
+                for w in v.warnings() {
+                    print!(
+                        "  warning     {}: {}\n      hint: {}\n",
+                        w.path, w.message, w.hint
+                    );
+                }
             }
         }
         OutputFormat::Json if resolved.len() == 1 => {

@@ -11,12 +11,14 @@ mod error;
 mod k8s;
 mod network;
 mod server;
+mod warnings;
 
 use std::time::Duration;
 
 pub use access::{endpoint_name, reserved_role};
 pub use error::{Check, ValidationError, ValidationErrors};
 pub use server::MAX_INSTANCES;
+pub use warnings::{ValidationWarning, warnings};
 
 use error::Problems;
 pub(crate) use error::key_path;

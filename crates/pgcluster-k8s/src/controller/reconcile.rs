@@ -203,11 +203,13 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
     let sql = databases(ctx, &validated, &current, &passwords).await;
 
     // 5. status
+    let warnings = validated.warnings();
     let status = status::compute(
         obj,
         &Outcome::Applied {
             applied: &applied,
             instances: validated.instances(),
+            warnings: &warnings,
             sql: match &sql {
                 Ok(true) => Ok(()),
                 Ok(false) => Err("no ready primary yet".to_owned()),

@@ -13,6 +13,7 @@ use pgcluster_core::ValidationErrors;
 use pgcluster_core::api::v1alpha1::{
     ClusterPhase, FailoverRecord, InstanceStatus, PostgresCluster, PostgresClusterStatus,
 };
+use pgcluster_core::validate::ValidationWarning;
 use pgcluster_ha::machine::{Lease, MemberRole, MemberState};
 
 use super::FIELD_MANAGER;
@@ -35,11 +36,19 @@ pub enum Outcome<'a> {
         instances: u32,
         /// Databases and roles.
         sql: Result<(), String>,
+        /// What `validate` warns about the spec (valid choices with a cost).
+        warnings: &'a [ValidationWarning],
     },
 }
 
 /// The condition types, in the order they are written.
-pub const CONDITIONS: [&str; 4] = ["Ready", "Available", "Degraded", "Progressing"];
+pub const CONDITIONS: [&str; 5] = [
+    "Ready",
+    "Available",
+    "Degraded",
+    "Progressing",
+    "SpecWarnings",
+];
 
 fn pod_ready(pod: &Pod) -> bool {
     pod.status
@@ -219,6 +228,27 @@ pub fn compute(
         },
         summary,
     );
+    // True while the spec makes a valid choice with a cost worth knowing
+    // (e.g. sync + block with 2 instances: losing either one stops writes).
+    let spec_warnings = match outcome {
+        Outcome::Applied { warnings, .. } if !warnings.is_empty() => c(
+            "SpecWarnings",
+            true,
+            "ValidWithCost",
+            warnings
+                .iter()
+                .map(|w| format!("{}: {} ({})", w.path, w.message, w.hint))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Outcome::Applied { .. } => c("SpecWarnings", false, "None", "no warnings".to_owned()),
+        Outcome::Invalid(_) => c(
+            "SpecWarnings",
+            false,
+            "InvalidSpec",
+            "the spec is invalid (see Ready)".to_owned(),
+        ),
+    };
     let last_failover = match (&previous.primary, &holder) {
         (Some(old), Some(new)) if old != new => {
             let old_alive = instances.iter().any(|i| &i.name == old && i.ready);
@@ -247,7 +277,7 @@ pub fn compute(
         primary: holder,
         lease_term: lease.map(|l| l.record.term),
         instances,
-        conditions: vec![ready, available, degraded, progressing],
+        conditions: vec![ready, available, degraded, progressing, spec_warnings],
         observed_generation: generation,
         last_failover,
     }
@@ -278,4 +308,67 @@ pub async fn write(
         cluster: name,
         source,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::testing::objects::postgres_cluster;
+    use crate::testing::spec;
+
+    fn spec_warnings(validated: &pgcluster_core::ValidatedCluster) -> Condition {
+        let applied = Applied {
+            applied: vec![],
+            deleted: vec![],
+        };
+        let warnings = validated.warnings();
+        let status = compute(
+            &postgres_cluster(),
+            &Outcome::Applied {
+                applied: &applied,
+                instances: validated.instances(),
+                sql: Ok(()),
+                warnings: &warnings,
+            },
+            &BTreeMap::new(),
+            None,
+            "2026-12-08T00:00:00Z".parse().unwrap(),
+        );
+        let names: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(names, CONDITIONS);
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "SpecWarnings")
+            .unwrap()
+    }
+
+    /// Sync + block with two instances is valid, and the cluster's status
+    /// says what it costs; other choices carry no warning.
+    #[test]
+    fn spec_warnings_condition() {
+        let strict = spec("pg", 2)
+            .with_spec(|s| {
+                s.replication = Some(pgcluster_core::api::v1alpha1::ReplicationSpec {
+                    mode: Some(pgcluster_core::api::v1alpha1::ReplicationMode::Sync),
+                    when_no_standby: Some(pgcluster_core::api::v1alpha1::NoStandbyPolicy::Block),
+                    ..Default::default()
+                })
+            })
+            .validated();
+        let c = spec_warnings(&strict);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "ValidWithCost")
+        );
+        assert!(
+            c.message
+                .starts_with("spec.replication.whenNoStandby: with 2 instances"),
+            "{}",
+            c.message
+        );
+        let c = spec_warnings(&spec("pg", 2).validated());
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "None"));
+    }
 }

@@ -18,7 +18,7 @@ pub struct PostgresClusterStatus {
     /// Every instance as its agent last reported it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceStatus>,
-    /// Ready, Available, Degraded and Progressing.
+    /// Ready, Available, Degraded, Progressing and SpecWarnings (valid choices with a cost, e.g. sync + block with 2 instances).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation of the spec this status describes.
