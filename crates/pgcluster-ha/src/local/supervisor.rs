@@ -65,7 +65,7 @@ pub async fn supervise(layout: Layout, exe: PathBuf, first: Duration) {
             Err(LayoutError::NoCluster { .. }) => return,
             Err(error) => {
                 tracing::warn!(%error, "supervisor: could not read the cluster record");
-                exits.wait(POLL_EVERY).await;
+                let _ = exits.wait(POLL_EVERY).await;
                 continue;
             }
         };
@@ -112,7 +112,7 @@ pub async fn supervise(layout: Layout, exe: PathBuf, first: Duration) {
         if !exits.supported {
             due = due.min(POLL_EVERY);
         }
-        exits.wait(due).await;
+        let _ = exits.wait(due).await;
     }
 }
 
@@ -158,18 +158,20 @@ impl Exits {
         }
     }
 
-    /// Returns when a watched process exits or after `timeout`.
-    async fn wait(&mut self, timeout: Duration) {
+    /// Returns when a watched process exits (with its PID) or after
+    /// `timeout` (`None`).
+    async fn wait(&mut self, timeout: Duration) -> Option<u32> {
         let exited = async {
             match self.tasks.join_next().await {
                 Some(Ok(pid)) => {
                     self.watched.remove(&pid);
+                    Some(pid)
                 }
-                Some(Err(_)) => {}
+                Some(Err(_)) => None,
                 None => std::future::pending().await,
             }
         };
-        let _ = tokio::time::timeout(timeout, exited).await;
+        tokio::time::timeout(timeout, exited).await.ok().flatten()
     }
 }
 
@@ -199,6 +201,32 @@ mod tests {
         assert_eq!(ms, [4250, 8500, 17000, 30000, 30000]);
         // A first wait past 30 s is the cap itself.
         assert_eq!(backoff(Duration::from_secs(45), 3), Duration::from_secs(45));
+    }
+
+    /// A watched process's exit wakes the supervisor with its PID (the
+    /// pidfd), long before the timeout; a process watched twice is one
+    /// watch.
+    #[tokio::test]
+    async fn an_exit_wakes_the_supervisor() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep runs");
+        let mut exits = Exits::default();
+        exits.watch(child.id());
+        exits.watch(child.id());
+        assert!(exits.supported, "this kernel gives pidfds");
+        assert_eq!(exits.watched.len(), 1);
+        // Nothing exited yet: the wait ends by its timeout.
+        assert_eq!(exits.wait(Duration::from_millis(50)).await, None);
+        child.kill().expect("kill the child we started");
+        child.wait().expect("reap it");
+        assert_eq!(
+            exits.wait(Duration::from_secs(60)).await,
+            Some(child.id()),
+            "the exit woke the wait"
+        );
+        assert!(exits.watched.is_empty());
     }
 
     /// The first restart waits out two leases and a loop (defaults: 4.25 s).
