@@ -67,15 +67,27 @@ impl Draft {
         self
     }
 
+    /// Adds role `name` with a grant (default privileges) on each of
+    /// `databases`.
+    pub fn with_role(mut self, name: &str, databases: &[&str]) -> Self {
+        let grants: Vec<Value> = databases.iter().map(|db| json!({"database": db})).collect();
+        push(
+            &mut self.0["spec"],
+            "roles",
+            json!({"name": name, "grants": grants}),
+        );
+        self
+    }
+
     /// Adds an access rule admitting `sources` (one `from`: the pods'
-    /// namespaces and labels, and the CIDRs).
+    /// namespaces and labels, and the CIDRs) to `databases` as `roles`.
     pub fn with_rule(
         mut self,
         name: &str,
         sources: Vec<Source>,
         endpoints: &[AccessEndpoint],
-        db: &str,
-        role: &str,
+        databases: &[&str],
+        roles: &[&str],
     ) -> Self {
         let mut from = json!({});
         for source in sources {
@@ -94,8 +106,8 @@ impl Draft {
             "name": name,
             "from": from,
             "endpoints": endpoints,
-            "databases": [db],
-            "roles": [role],
+            "databases": databases,
+            "roles": roles,
         });
         push(&mut self.0["spec"], "access", rule);
         self
@@ -172,15 +184,15 @@ pub fn homelab() -> ValidatedCluster {
             "apps",
             vec![pods("apps")],
             &[AccessEndpoint::Rw, AccessEndpoint::Ro],
-            "app",
-            "app",
+            &["app"],
+            &["app"],
         )
         .with_rule(
             "admins",
             vec![cidr("10.0.10.0/24")],
             &[AccessEndpoint::LoadBalancer],
-            "app",
-            "app",
+            &["app"],
+            &["app"],
         )
         .with_load_balancer("10.0.20.200", ServiceEndpoint::Rw)
         .with_monitoring()

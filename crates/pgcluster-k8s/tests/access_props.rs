@@ -98,66 +98,41 @@ fn model() -> impl Strategy<Value = ValidatedCluster> {
         prop_oneof![Just(ServiceEndpoint::Rw), Just(ServiceEndpoint::Ro)],
         1u32..=3,
     )
-        .prop_filter_map("validation refuses the spec", |(rules, lb_endpoint, instances)| {
-            let admits_lb = rules
-                .iter()
-                .any(|r| r.endpoints.contains(&AccessEndpoint::LoadBalancer));
-            let mut c = spec("pg", instances);
-            for db in DATABASES {
-                c = c.with_app(db);
-            }
-            let mut object = serde_json::to_value(c.object()).ok()?;
-            let spec = &mut object["spec"];
-            if admits_lb {
-                spec["services"]["loadBalancer"] = serde_json::json!({
-                    "enabled": true,
-                    "address": "10.0.20.200",
-                    "pool": "homelab",
-                    "endpoint": lb_endpoint,
-                });
-            }
-            // The rules' roles may use both databases (validation refuses a
-            // rule admitting a role to a database it has no privilege on).
-            for role in ROLES {
-                let grants: Vec<_> = DATABASES
+        .prop_filter_map(
+            "validation refuses the spec",
+            |(rules, lb_endpoint, instances)| {
+                let admits_lb = rules
                     .iter()
-                    .map(|db| serde_json::json!({"database": db}))
-                    .collect();
-                push(
-                    &mut spec["roles"],
-                    serde_json::json!({"name": role, "grants": grants}),
-                );
-            }
-            for rule in &rules {
-                for (j, source) in rule.sources.iter().enumerate() {
-                    let from = match source {
-                        Source::Pods {
-                            namespaces,
-                            pod_labels,
-                        } => serde_json::json!({"namespaces": namespaces, "podLabels": pod_labels}),
-                        Source::Cidr(net) => serde_json::json!({"cidrs": [net.to_string()]}),
-                    };
-                    push(
-                        &mut spec["access"],
-                        serde_json::json!({
-                            "name": format!("{}-{j}", rule.name),
-                            "from": from,
-                            "endpoints": rule.endpoints,
-                            "databases": rule.databases,
-                            "roles": rule.roles,
-                        }),
-                    );
+                    .any(|r| r.endpoints.contains(&AccessEndpoint::LoadBalancer));
+                let mut c = spec("pg", instances);
+                for db in DATABASES {
+                    c = c.with_app(db);
                 }
-            }
-            pgcluster_core::validate(&serde_json::from_value(object).ok()?).ok()
-        })
-}
-
-fn push(list: &mut serde_json::Value, item: serde_json::Value) {
-    match list {
-        serde_json::Value::Array(items) => items.push(item),
-        slot => *slot = serde_json::json!([item]),
-    }
+                // The rules' roles may use both databases (validation refuses a
+                // rule admitting a role to a database it has no privilege on).
+                for role in ROLES {
+                    c = c.with_role(role, DATABASES);
+                }
+                if admits_lb {
+                    c = c.with_load_balancer("10.0.20.200", lb_endpoint);
+                }
+                for rule in &rules {
+                    let endpoints: Vec<AccessEndpoint> = rule.endpoints.iter().copied().collect();
+                    let databases: Vec<&str> = rule.databases.iter().map(String::as_str).collect();
+                    let roles: Vec<&str> = rule.roles.iter().map(String::as_str).collect();
+                    for (j, source) in rule.sources.iter().enumerate() {
+                        c = c.with_rule(
+                            &format!("{}-{j}", rule.name),
+                            vec![source.clone()],
+                            &endpoints,
+                            &databases,
+                            &roles,
+                        );
+                    }
+                }
+                c.validate().ok()
+            },
+        )
 }
 
 #[derive(Clone, Debug)]
@@ -366,15 +341,15 @@ fn gap_needs_two_rules() {
             "one",
             vec![pgcluster_k8s::testing::pods("apps")],
             &[AccessEndpoint::Rw],
-            "d1",
-            "d1",
+            &["d1"],
+            &["d1"],
         )
         .with_rule(
             "two",
             vec![pgcluster_k8s::testing::pods("other")],
             &[AccessEndpoint::Rw],
-            "d2",
-            "d2",
+            &["d2"],
+            &["d2"],
         )
         .validated();
     let bundle = build(&c, &BuildOptions::default()).expect("builds");
@@ -411,8 +386,8 @@ fn evaluator_semantics() {
             "one",
             vec![pgcluster_k8s::testing::pods("apps")],
             &[AccessEndpoint::Rw, AccessEndpoint::Ro],
-            "d1",
-            "d1",
+            &["d1"],
+            &["d1"],
         )
         .validated();
     let bundle = build(&c, &BuildOptions::default()).expect("builds");

@@ -202,7 +202,7 @@ fn load_balancer_needs_source_ranges() {
     ] {
         let refused = spec("db", 2)
             .with_app("app")
-            .with_rule("apps", vec![pods("apps")], endpoints, "app", "app")
+            .with_rule("apps", vec![pods("apps")], endpoints, &["app"], &["app"])
             .with_load_balancer("10.0.20.200", ServiceEndpoint::Rw)
             .validate()
             .expect_err("a LoadBalancer without CIDR sources is refused");
