@@ -7,6 +7,12 @@
 //!
 //! `pgcluster bench idle`: what a healthy cluster nobody uses costs, per
 //! process (CPU per minute and PSS), against the idle goals.
+//!
+//! `pgcluster bench kubernetes`: what an idle 2-instance cluster costs the
+//! API server (requests per minute by verb and resource, from its audit
+//! log, and the controller's reconciles), on the real single-node
+//! Kubernetes of the test suite: it runs the repository's
+//! `scripts/test-k8s` with the one test that measures it, over the window.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +36,8 @@ pub enum Kind {
     Failover,
     /// CPU and memory of an idle cluster's processes.
     Idle,
+    /// API server requests of an idle cluster on the test Kubernetes.
+    Kubernetes,
 }
 
 /// Replication modes to measure.
@@ -55,7 +63,8 @@ Examples:
   pgcluster bench failover --mode sync --instances 3 --skip-router
   pgcluster bench failover --exe ./pgcluster-old      # the clusters run an older build
   pgcluster bench idle                       # a fresh default cluster, 60 s window
-  pgcluster bench idle --window 20 --data-dir ~/.local/share/pgcluster/local"
+  pgcluster bench idle --window 20 --data-dir ~/.local/share/pgcluster/local
+  pgcluster bench kubernetes                 # from a checkout: starts the test Kubernetes, 300 s window"
 )]
 pub struct Args {
     /// What to measure.
@@ -79,9 +88,14 @@ pub struct Args {
     /// Skip the pgbench router measurements.
     #[arg(long)]
     pub skip_router: bool,
-    /// idle: how long to measure, in seconds (CPU is reported per minute).
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub window: u64,
+    /// idle, kubernetes: how long to measure, in seconds (figures are per
+    /// minute); default 60 (idle) or 300 (kubernetes).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub window: Option<u64>,
+    /// kubernetes: the pgcluster checkout whose scripts/test-k8s builds and
+    /// starts the test Kubernetes.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
     /// idle: measure this running cluster instead of starting a fresh one
     /// with the default spec.
     #[arg(long, value_name = "DIR")]
@@ -140,6 +154,9 @@ pub fn exec(args: Args) -> Result<(), CliError> {
     if args.kind == Kind::Idle {
         return runtime()?.block_on(idle(&args));
     }
+    if args.kind == Kind::Kubernetes {
+        return kubernetes(&args);
+    }
     let modes: &[&str] = match args.mode {
         Mode::Sync => &["sync"],
         Mode::Async => &["async"],
@@ -151,6 +168,50 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         rt.block_on(one_mode(&args, mode, router))?;
     }
     Ok(())
+}
+
+/// The one test that measures an idle cluster's API requests.
+const KUBERNETES_IDLE_TEST: &str = "quiet::idle_cluster_is_quiet_on_the_api_server";
+
+/// Runs `scripts/test-k8s` for [`KUBERNETES_IDLE_TEST`] over the window and
+/// repeats its summary line last.
+fn kubernetes(args: &Args) -> Result<(), CliError> {
+    let script = args.repo.join("scripts/test-k8s");
+    if !script.is_file() {
+        return Err(CliError::Failed(format!(
+            "{} not found: pgcluster bench kubernetes runs the repository's scripts/test-k8s \
+             (it builds and starts the test Kubernetes); run it in a pgcluster checkout or pass --repo DIR",
+            script.display()
+        )));
+    }
+    let window = args.window.unwrap_or(300);
+    println!(
+        "pgcluster bench kubernetes: an idle 2-instance cluster for {window} s on the test Kubernetes ({})",
+        script.display()
+    );
+    let output = Command::new(&script)
+        .args(["--", KUBERNETES_IDLE_TEST, "--exact"])
+        .env("PGCLUSTER_BENCH_WINDOW", window.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| CliError::Failed(format!("failed to run {}: {e}", script.display())))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    print!("{text}");
+    let summary = text.lines().rev().find(|l| l.starts_with("k8s-idle "));
+    match (summary, output.status.success()) {
+        (Some(line), true) => {
+            println!("{line}");
+            Ok(())
+        }
+        (Some(line), false) => Err(CliError::Failed(format!(
+            "the idle cluster missed a goal (at most 90 writes and 2 reconciles a minute): {line}"
+        ))),
+        (None, _) => Err(CliError::Failed(format!(
+            "{} printed no k8s-idle line ({}); see its output above",
+            script.display(),
+            output.status
+        ))),
+    }
 }
 
 async fn one_mode(args: &Args, mode: &str, router: bool) -> Result<(), CliError> {
@@ -220,13 +281,13 @@ async fn idle_on(layout: &Layout, args: &Args) -> Result<(), CliError> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let record = layout.read_record().map_err(|e| fail(&e))?;
     let groups = idle::processes(layout, &record).map_err(|e| fail(&e))?;
-    let window = Duration::from_secs(args.window);
+    let secs = args.window.unwrap_or(60);
+    let window = Duration::from_secs(secs);
     println!(
-        "idle cluster {} ({} instances, {}), measuring {} s with no client...",
+        "idle cluster {} ({} instances, {}), measuring {secs} s with no client...",
         record.name,
         record.members.len(),
         layout.root().display(),
-        args.window
     );
     let rows = idle::measure(&groups, window).await.map_err(|e| fail(&e))?;
     print!("{}", idle::table(&rows));
