@@ -11,7 +11,7 @@ use crate::api::v1alpha1::{
     ServicesSpec, StorageSpec,
 };
 use crate::duration::format_duration;
-use crate::timing::FailoverTimings;
+use crate::timing::{FailoverTimings, Platform};
 
 /// Namespace used when the object has none (what `kubectl apply` would do).
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -80,9 +80,15 @@ pub fn default_image(major: u32) -> String {
     format!("{DEFAULT_IMAGE_REPOSITORY}:{major}")
 }
 
-/// The spec with every default written in. Values the user set are kept as
-/// written (even invalid ones: validation reports them). Idempotent.
+/// The spec with every default written in, for local mode (see [`resolve_on`]).
 pub fn resolve(spec: &PostgresClusterSpec) -> PostgresClusterSpec {
+    resolve_on(spec, Platform::Local)
+}
+
+/// The spec with every default written in, the failover timings' for
+/// `platform` ([`FailoverTimings::defaults`]). Values the user set are kept
+/// as written (even invalid ones: validation reports them). Idempotent.
+pub fn resolve_on(spec: &PostgresClusterSpec, platform: Platform) -> PostgresClusterSpec {
     let mut s = spec.clone();
     s.instances = Some(s.instances.unwrap_or(DEFAULT_INSTANCES));
 
@@ -128,7 +134,7 @@ pub fn resolve(spec: &PostgresClusterSpec) -> PostgresClusterSpec {
         .max_failover_lag
         .get_or_insert_with(|| DEFAULT_MAX_FAILOVER_LAG.to_owned());
 
-    let timings = FailoverTimings::default();
+    let timings = FailoverTimings::defaults(platform);
     let failover = s.failover.get_or_insert_with(FailoverSpec::default);
     for (field, value) in [
         (&mut failover.lease_duration, timings.lease_duration),

@@ -57,10 +57,11 @@ pub mod timing;
 pub mod validate;
 pub mod validated;
 
-pub use defaults::resolve;
+pub use defaults::{resolve, resolve_on};
 pub use error_chain::error_chain;
 pub use load::{LoadError, LoadedCluster, load};
-pub use validate::{Check, ValidationError, ValidationErrors, validate};
+pub use timing::Platform;
+pub use validate::{Check, ValidationError, ValidationErrors, validate, validate_on};
 pub use validated::ValidatedCluster;
 mod crd;
 pub use crd::crd_yaml;

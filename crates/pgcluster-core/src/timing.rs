@@ -37,6 +37,43 @@ impl Default for FailoverTimings {
     }
 }
 
+/// Where a cluster runs: the failover timings' defaults depend on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Platform {
+    /// `pgcluster up`: members share one machine's files.
+    #[default]
+    Local,
+    /// Pods coordinating through a Kubernetes API server.
+    Kubernetes,
+}
+
+impl FailoverTimings {
+    /// The defaults for Kubernetes: lease 4 s, loop 400 ms, renew deadline
+    /// 2.4 s, stop-writes 800 ms, drift 500 ms. An API server answers a
+    /// Lease write in 100-500 ms on a loaded 2-core node (measured on the
+    /// test node, docs/testenv.md): the local defaults left a primary too
+    /// little of its 1.2 s renew deadline. A steady primary then renews
+    /// every 800 ms (75 writes a minute, the only ones an idle cluster
+    /// makes), and a crashed primary is replaced after about 4.5 s.
+    pub fn kubernetes() -> Self {
+        Self {
+            lease_duration: Duration::from_millis(4000),
+            loop_interval: Duration::from_millis(400),
+            renew_deadline: Duration::from_millis(2400),
+            stop_writes_timeout: Duration::from_millis(800),
+            max_clock_drift: Duration::from_millis(500),
+        }
+    }
+
+    /// The defaults on `platform`.
+    pub fn defaults(platform: Platform) -> Self {
+        match platform {
+            Platform::Local => Self::default(),
+            Platform::Kubernetes => Self::kubernetes(),
+        }
+    }
+}
+
 /// A violated timing rule.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TimingError {
@@ -119,6 +156,7 @@ mod tests {
     #[test]
     fn defaults_are_safe() {
         assert_eq!(FailoverTimings::default().check(), vec![]);
+        assert_eq!(FailoverTimings::kubernetes().check(), vec![]);
     }
 
     /// Fencing that can end after lease expiry is refused.

@@ -29,7 +29,7 @@ spec: {{instances: {instances}}}
 "
     ))
     .expect("the fixture spec loads")
-    .validate()
+    .validate_on(pgcluster_core::Platform::Kubernetes)
     .expect("the fixture spec is valid")
 }
 
@@ -144,7 +144,7 @@ impl Draft {
 
     /// What `validate()` says of the draft.
     pub fn validate(&self) -> Result<ValidatedCluster, ValidationErrors> {
-        pgcluster_core::validate::validate(&self.object())
+        pgcluster_core::validate_on(&self.object(), pgcluster_core::Platform::Kubernetes)
     }
 
     /// The validated cluster; panics with every problem when it is invalid.

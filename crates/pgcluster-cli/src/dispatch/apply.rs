@@ -63,9 +63,11 @@ pub fn exec(args: Args) -> Result<(), CliError> {
         .metadata
         .namespace
         .get_or_insert_with(|| "default".to_owned());
-    probe.validate().map_err(|e| {
-        CliError::Invalid(format!("{}: nothing applied:\n{e}", args.file.display()))
-    })?;
+    probe
+        .validate_on(pgcluster_core::Platform::Kubernetes)
+        .map_err(|e| {
+            CliError::Invalid(format!("{}: nothing applied:\n{e}", args.file.display()))
+        })?;
     client_ops::block_on(async {
         let (client, default_ns) = client_ops::connect(args.context.as_deref())
             .await

@@ -33,7 +33,7 @@ pub fn exec(args: Args) -> Result<(), CliError> {
     let loaded = pgcluster_core::load::load_one(&text)
         .map_err(|e| CliError::Invalid(format!("{}: {e}", args.file.display())))?;
     let cluster = loaded
-        .validate()
+        .validate_on(pgcluster_core::Platform::Kubernetes)
         .map_err(|e| CliError::Invalid(format!("{}: {e}", args.file.display())))?;
     let options = BuildOptions {
         controller_namespace: args.controller_namespace,

@@ -23,7 +23,8 @@ use serde_json::Value;
 pub use tree::{MAX_ALIAS_NODES, MAX_DEPTH, MAX_NODES};
 
 use crate::api::v1alpha1::PostgresCluster;
-use crate::validate::{Check, ValidationError, ValidationErrors, validate};
+use crate::timing::Platform;
+use crate::validate::{Check, ValidationError, ValidationErrors, validate_on};
 use crate::validated::ValidatedCluster;
 use tree::{Node, NodeValue};
 use unknown::Segment;
@@ -55,8 +56,13 @@ impl LoadedCluster {
     /// together with every validation problem, each with its line when the
     /// field is written in the input.
     pub fn validate(&self) -> Result<ValidatedCluster, ValidationErrors> {
+        self.validate_on(Platform::Local)
+    }
+
+    /// [`LoadedCluster::validate`] with the defaults of `platform`.
+    pub fn validate_on(&self, platform: Platform) -> Result<ValidatedCluster, ValidationErrors> {
         let mut errors = self.problems.clone();
-        match validate(&self.cluster) {
+        match validate_on(&self.cluster, platform) {
             Ok(v) if errors.is_empty() => return Ok(v),
             Ok(_) => {}
             Err(e) => {

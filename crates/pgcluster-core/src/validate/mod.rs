@@ -24,8 +24,9 @@ use error::Problems;
 pub(crate) use error::key_path;
 
 use crate::api::v1alpha1::{MonitoringSpec, PostgresCluster};
-use crate::defaults::{DEFAULT_NAMESPACE, resolve};
+use crate::defaults::{DEFAULT_NAMESPACE, resolve_on};
 use crate::names::ClusterName;
+use crate::timing::Platform;
 use crate::validated::{ResolvedMonitoring, ValidatedCluster};
 
 /// Panic message for fields `resolve` always fills.
@@ -34,9 +35,17 @@ pub(crate) const RESOLVED: &str = "resolve() fills this field because it writes 
 /// Shortest scrape interval accepted.
 const MIN_SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Validates a cluster object: resolves defaults, checks every rule, and
-/// returns the typed result or every problem found.
+/// Validates a cluster object with local mode's defaults (see [`validate_on`]).
 pub fn validate(cluster: &PostgresCluster) -> Result<ValidatedCluster, ValidationErrors> {
+    validate_on(cluster, Platform::Local)
+}
+
+/// Validates a cluster object: resolves the defaults of `platform`, checks
+/// every rule, and returns the typed result or every problem found.
+pub fn validate_on(
+    cluster: &PostgresCluster,
+    platform: Platform,
+) -> Result<ValidatedCluster, ValidationErrors> {
     let mut problems = Problems::default();
     let name = match cluster.metadata.name.as_deref() {
         None => {
@@ -71,7 +80,7 @@ pub fn validate(cluster: &PostgresCluster) -> Result<ValidatedCluster, Validatio
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
     k8s::check_namespace(&mut problems, "metadata.namespace", &namespace);
 
-    let spec = resolve(&cluster.spec);
+    let spec = resolve_on(&cluster.spec, platform);
     let instances = spec.instances.expect(RESOLVED);
     server::check_instances(&mut problems, instances);
     let postgres = server::check_postgres(&mut problems, spec.postgres.as_ref().expect(RESOLVED));

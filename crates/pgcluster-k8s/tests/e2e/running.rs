@@ -147,7 +147,8 @@ pub async fn start(
     let mut spec = homelab_on_the_node(&ns);
     spec.spec.instances = Some(instances);
     adjust(&mut spec);
-    let validated = pgcluster_core::validate(&spec).expect("the adapted homelab spec is valid");
+    let validated = pgcluster_core::validate_on(&spec, pgcluster_core::Platform::Kubernetes)
+        .expect("the adapted homelab spec is valid");
     pgcluster_k8s::client_ops::apply(&c.admin, &spec)
         .await
         .unwrap();

@@ -14,7 +14,7 @@ pub fn example(repo: &Path, name: &str) -> ValidatedCluster {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     pgcluster_core::load::load_one(&text)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .validate()
+        .validate_on(pgcluster_core::Platform::Kubernetes)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

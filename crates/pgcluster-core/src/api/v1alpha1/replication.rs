@@ -43,25 +43,27 @@ pub enum NoStandbyPolicy {
 }
 
 /// Leader lease and loop timings. Durations are Go-style strings such as `500ms`, `2s`, `1m`.
+/// Defaults differ by platform: local mode (`pgcluster up`) / Kubernetes, where an API
+/// server's latency needs more room.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverSpec {
     /// How long a lease stays valid after its last renewal: the upper bound on
-    /// how long a dead primary keeps the role (default `2s`).
+    /// how long a dead primary keeps the role (default `2s` / `4s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_duration: Option<String>,
-    /// How often each agent observes PostgreSQL and the coordinator (default `250ms`).
+    /// How often each agent observes PostgreSQL and the coordinator (default `250ms` / `400ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loop_interval: Option<String>,
     /// How long after its last successful renewal a primary keeps trying before it
-    /// fences itself (default `1200ms`). Must leave room for `stopWritesTimeout` and
+    /// fences itself (default `1200ms` / `2400ms`). Must leave room for `stopWritesTimeout` and
     /// `maxClockDrift` before the lease expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_deadline: Option<String>,
-    /// Budget for a fencing primary to stop accepting writes (immediate stop) (default `500ms`).
+    /// Budget for a fencing primary to stop accepting writes (immediate stop) (default `500ms` / `800ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_writes_timeout: Option<String>,
-    /// Largest clock drift between members the safety margin allows for (default `200ms`).
+    /// Largest clock drift between members the safety margin allows for (default `200ms` / `500ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_clock_drift: Option<String>,
     /// Whether replicas take over automatically when the primary's lease expires (default true).
