@@ -6,7 +6,9 @@
 //! - identity from the downward API (`POD_NAME`, `POD_NAMESPACE`, `POD_IP`);
 //! - peers by the headless Service's DNS: `<pod>.<name>-pods.<ns>.svc`;
 //! - the superuser's password from the mounted Secret file;
-//! - the coordinator is the [`KubeLeaseCoordinator`] of the cluster;
+//! - the coordinator is the [`KubeLeaseCoordinator`] of the cluster, as an
+//!   agent's (the Lease watched, peers read over their agent API: quiet at
+//!   rest, see [`crate::lease`]);
 //! - role labels go to [`KubeRoleLabels`], which patches pods in the
 //!   background (the new primary relabels the old primary's pod too).
 //!
@@ -50,6 +52,7 @@ use crate::build::config::{CLUSTER_SPEC, POSTGRESQL_CONF};
 use crate::build::statefulset::{PASSFILE, SOCKET_DIR};
 use crate::build::{AGENT_PORT, POSTGRES_PORT};
 use crate::lease::KubeLeaseCoordinator;
+use crate::lease::peers::PeerApi;
 use crate::pod_role::PodLabeler;
 
 /// The value of `PGCLUSTER_MODE` that selects Kubernetes mode.
@@ -360,6 +363,32 @@ impl KubeAgentEnv {
     pub fn coordinator(&self, client: Client) -> KubeLeaseCoordinator {
         KubeLeaseCoordinator::new(client, &self.namespace, self.cluster.name())
     }
+
+    /// This agent's coordinator: the Lease watched (trusted for a renew
+    /// deadline without a confirmation; a live primary renews within it)
+    /// and the peers read over their agent API within half a loop (at
+    /// least 100 ms), as the failsafe probes are. Needs a tokio runtime.
+    pub fn agent_coordinator(&self, client: Client, ha: &HaConfig) -> KubeLeaseCoordinator {
+        let peers = self
+            .peers()
+            .into_iter()
+            .filter(|(name, _)| *name != self.me())
+            .map(|(name, addr)| {
+                let api = PeerApi {
+                    host: addr.host,
+                    port: addr.api_port,
+                };
+                (name, api)
+            })
+            .collect();
+        let peer_timeout = (ha.timings.loop_interval / 2).max(Duration::from_millis(100));
+        self.coordinator(client).for_agent(
+            self.me(),
+            peers,
+            ha.timings.renew_deadline,
+            peer_timeout,
+        )
+    }
 }
 
 /// The superuser password from its file (one trailing newline dropped).
@@ -466,7 +495,7 @@ pub async fn run(
         cfg.instance.fence = Some(pgcluster_ha::fence::FenceSpawn::new(exe));
     }
     let coordinator = env
-        .coordinator(client)
+        .agent_coordinator(client, &cfg.ha)
         .with_timeout(pgcluster_ha::agent::driver::write_timeout(&cfg));
     tracing::info!(member = %env.pod_name, namespace = %env.namespace, lease = coordinator.lease_name(), "agent in Kubernetes mode");
     pgcluster_ha::agent::run(cfg, coordinator, shutdown)

@@ -333,7 +333,19 @@ pub const AGENT_CALLS: &[ApiCall] = &[
         "coordination.k8s.io",
         "leases",
         "get",
-        "KubeLeaseCoordinator (read_view, cas, switchover)",
+        "KubeLeaseCoordinator (read_view when the watch is unconfirmed, cas after a 409, switchover)",
+    ),
+    call(
+        "coordination.k8s.io",
+        "leases",
+        "list",
+        "LeaseCache::watch (the watcher's initial list, by field selector on the name)",
+    ),
+    call(
+        "coordination.k8s.io",
+        "leases",
+        "watch",
+        "LeaseCache::watch",
     ),
     call(
         "coordination.k8s.io",
@@ -350,14 +362,8 @@ pub const AGENT_CALLS: &[ApiCall] = &[
     call(
         "",
         "pods",
-        "list",
-        "KubeLeaseCoordinator::read_view (member states)",
-    ),
-    call(
-        "",
-        "pods",
         "patch",
-        "KubeLeaseCoordinator::publish_member, PodLabeler",
+        "KubeLeaseCoordinator::publish_member (on change), PodLabeler",
     ),
 ];
 

@@ -9,15 +9,27 @@
 //! | [`LeaseRecord`] + its [`LeaseVersion`] | annotation [`ANNOTATION_RECORD`] (JSON of [`Lease`]) on the Lease `<cluster>-leader` | the lease holder / an acquirer (compare-and-swap) |
 //! | holder, duration, renew time, transitions | the Lease's `spec`, mirrored from the record for `kubectl get lease` users | same write as the record |
 //! | switchover request | annotation [`ANNOTATION_SWITCHOVER`] on the same Lease | the CLI; cleared by the primary |
-//! | each member's [`MemberState`] | annotation [`ANNOTATION_MEMBER_STATE`] on the member's **own pod** | that member's agent |
+//! | each member's [`MemberState`], for the agents | its agent's `GET /member`, read by the other agents every tick ([`peers`]) | that member's agent |
+//! | each member's [`MemberState`], for the controller and the CLI | annotation [`ANNOTATION_MEMBER_STATE`] on the member's **own pod**, written on change ([`publication`]) | that member's agent |
 //!
-//! Member states live on the pods, not on the Lease: every agent publishes
-//! every loop interval, and writes to the Lease would bump its
-//! `resourceVersion` and make the holder's renewal fail with 409 all the
-//! time. One object per member means no write contention; the pod is the
-//! natural object (the controller lists pods anyway for status, the agents'
-//! Role already allows `patch` on pods, and a member's state disappears with
-//! its pod). Readers list the cluster's pods by label.
+//! # Quiet at rest
+//!
+//! An agent built with [`KubeLeaseCoordinator::for_agent`] costs the API
+//! server one write per renewal of the primary and nothing else while the
+//! cluster is steady:
+//! - the Lease is read from a watch ([`cache::LeaseCache`]), with a GET only
+//!   when no event or answer confirmed it for a renew deadline (renewals
+//!   are events, so that happens only when the primary stopped renewing or
+//!   the API server is away);
+//! - a renewal is one PUT on the watched copy (a GET first only after a 409);
+//! - members read each other's state and heartbeat from their agents, not
+//!   from the API server ([`peers`], where the liveness decision is written
+//!   down);
+//! - the pod annotation is written when the role, health or lineage changes
+//!   and at most every 30 s for WAL positions ([`publication`]).
+//!
+//! The controller and the CLI (built with [`KubeLeaseCoordinator::new`]
+//! only) read the Lease and the pods' annotations as before.
 //!
 //! # Compare-and-swap
 //!
@@ -40,7 +52,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease as KubeLease, LeaseSpec};
 use k8s_openapi::api::core::v1::Pod;
@@ -54,6 +67,13 @@ use pgcluster_ha::machine::{
 };
 
 use crate::build::labels::{Component, LABEL_CLUSTER, LABEL_COMPONENT};
+
+pub mod cache;
+pub mod peers;
+pub mod publication;
+
+use cache::LeaseCache;
+use peers::{PeerApi, PeerStates};
 
 /// Annotation on the Lease holding the JSON of the [`Lease`] (record + version).
 pub const ANNOTATION_RECORD: &str = "pgcluster.dev/lease-record";
@@ -74,6 +94,25 @@ pub struct KubeLeaseCoordinator {
     lease_name: String,
     pod_selector: String,
     timeout: Duration,
+    agent: Option<Arc<AgentSide>>,
+}
+
+/// What only an agent's coordinator has: the watched Lease, its peers, its
+/// own state and the last annotation it wrote.
+#[derive(Debug)]
+struct AgentSide {
+    me: MemberName,
+    cache: LeaseCache,
+    /// How long the watched Lease is trusted without a confirmation.
+    fresh_for: Duration,
+    peers: PeerStates,
+    own: Mutex<Option<MemberState>>,
+    written: Mutex<Option<(MemberState, Instant)>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves at worst an older state.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for KubeLeaseCoordinator {
@@ -191,7 +230,31 @@ impl KubeLeaseCoordinator {
             lease_name: cluster.leader_lease(),
             pod_selector: instance_pod_selector(cluster),
             timeout: DEFAULT_CALL_TIMEOUT,
+            agent: None,
         }
+    }
+
+    /// The coordinator of the agent of `me` (see "Quiet at rest" in the
+    /// module docs): starts the Lease watch (needs a tokio runtime), reads
+    /// `peers` over their agent API (calls bounded by `peer_timeout`) and
+    /// trusts the watched Lease for `fresh_for` after its last confirmation.
+    pub fn for_agent(
+        mut self,
+        me: MemberName,
+        peers: BTreeMap<MemberName, PeerApi>,
+        fresh_for: Duration,
+        peer_timeout: Duration,
+    ) -> Self {
+        let cache = LeaseCache::watch(self.leases.clone(), &self.lease_name);
+        self.agent = Some(Arc::new(AgentSide {
+            me,
+            cache,
+            fresh_for,
+            peers: PeerStates::new(peers, peer_timeout),
+            own: Mutex::new(None),
+            written: Mutex::new(None),
+        }));
+        self
     }
 
     /// Sets the deadline of each call (default [`DEFAULT_CALL_TIMEOUT`]).
@@ -216,11 +279,33 @@ impl KubeLeaseCoordinator {
             })?
     }
 
+    /// A GET of the Lease (the answer refreshes an agent's watched copy).
     async fn get(&self) -> Result<Option<KubeLease>, CoordinatorError> {
-        self.leases
+        let object = self
+            .leases
             .get_opt(&self.lease_name)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if let Some(agent) = &self.agent {
+            agent.cache.store(object.clone(), object.is_none());
+        }
+        Ok(object)
+    }
+
+    /// The Lease from an agent's watch while it is confirmed, else a GET.
+    async fn read(&self) -> Result<Option<KubeLease>, CoordinatorError> {
+        if let Some(agent) = &self.agent
+            && let Some(object) = agent.cache.fresh(agent.fresh_for)
+        {
+            return Ok(object);
+        }
+        self.get().await
+    }
+
+    fn remember(&self, written: &KubeLease) {
+        if let Some(agent) = &self.agent {
+            agent.cache.store(Some(written.clone()), false);
+        }
     }
 
     fn empty_object(&self) -> KubeLease {
@@ -242,15 +327,25 @@ impl KubeLeaseCoordinator {
             version: LeaseVersion(expected.0 + 1),
             record,
         };
-        for _ in 0..CONFLICT_RETRIES {
-            let Some(mut object) = self.get().await? else {
+        for attempt in 0..CONFLICT_RETRIES {
+            // The watched copy first: a renewal is then a single PUT; a
+            // stale copy costs a 409 and a GET.
+            let object = if attempt == 0 {
+                self.read().await?
+            } else {
+                self.get().await?
+            };
+            let Some(mut object) = object else {
                 if expected != LeaseVersion(0) {
                     return Ok(CasOutcome::Lost(None));
                 }
                 let mut object = self.empty_object();
                 write_record(&mut object, &new, jiff::Timestamp::now());
                 return match self.leases.create(&PostParams::default(), &object).await {
-                    Ok(_) => Ok(CasOutcome::Won(new)),
+                    Ok(created) => {
+                        self.remember(&created);
+                        Ok(CasOutcome::Won(new))
+                    }
                     // Another member created it first.
                     Err(e) if is_conflict(&e) => Ok(CasOutcome::Lost(self.current().await?)),
                     Err(e) => Err(unavailable(e)),
@@ -258,6 +353,10 @@ impl KubeLeaseCoordinator {
             };
             let current = stored_lease(&object)?;
             let version = current.as_ref().map_or(LeaseVersion(0), |l| l.version);
+            if version != expected && attempt == 0 && self.agent.is_some() {
+                // The watched copy may lag our own last write: ask.
+                continue;
+            }
             if version != expected {
                 return Ok(CasOutcome::Lost(current));
             }
@@ -267,7 +366,10 @@ impl KubeLeaseCoordinator {
                 .replace(&self.lease_name, &PostParams::default(), &object)
                 .await
             {
-                Ok(_) => return Ok(CasOutcome::Won(new)),
+                Ok(written) => {
+                    self.remember(&written);
+                    return Ok(CasOutcome::Won(new));
+                }
                 // The object changed since our read: re-read and decide again.
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(unavailable(e)),
@@ -317,7 +419,10 @@ impl KubeLeaseCoordinator {
                 }
             };
             match result {
-                Ok(_) => return Ok(()),
+                Ok(written) => {
+                    self.remember(&written);
+                    return Ok(());
+                }
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(unavailable(e)),
             }
@@ -357,9 +462,50 @@ impl KubeLeaseCoordinator {
     }
 }
 
+impl KubeLeaseCoordinator {
+    /// An agent's view: the watched Lease, its peers' states from their
+    /// agents and its own last state; no pod is read.
+    async fn agent_view(&self, agent: &AgentSide) -> Result<ClusterView, CoordinatorError> {
+        let (object, mut members) = futures::future::join(self.read(), agent.peers.read()).await;
+        let (lease, switchover) = match object? {
+            Some(object) => (stored_lease(&object)?, stored_switchover(&object)?),
+            None => (None, None),
+        };
+        if let Some(own) = locked(&agent.own).clone() {
+            members.insert(agent.me.clone(), own);
+        }
+        Ok(ClusterView {
+            lease,
+            members,
+            switchover,
+        })
+    }
+
+    /// Writes `state` to its pod's annotation.
+    async fn annotate(&self, state: &MemberState) -> Result<(), CoordinatorError> {
+        let json = serde_json::to_string(state)
+            .expect("a member state serializes because it holds only plain data");
+        let patch = serde_json::json!({
+            "metadata": { "annotations": { ANNOTATION_MEMBER_STATE: json } }
+        });
+        self.pods
+            .patch(
+                state.name.as_str(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}
+
 impl Coordinator for KubeLeaseCoordinator {
     async fn read_view(&self) -> Result<ClusterView, CoordinatorError> {
-        self.read_view_and_pods().await.map(|(view, _)| view)
+        match &self.agent {
+            Some(agent) => self.timed(self.agent_view(agent)).await,
+            None => self.read_view_and_pods().await.map(|(view, _)| view),
+        }
     }
 
     async fn compare_and_swap_lease(
@@ -371,23 +517,17 @@ impl Coordinator for KubeLeaseCoordinator {
     }
 
     async fn publish_member(&self, state: MemberState) -> Result<(), CoordinatorError> {
-        let json = serde_json::to_string(&state)
-            .expect("a member state serializes because it holds only plain data");
-        let patch = serde_json::json!({
-            "metadata": { "annotations": { ANNOTATION_MEMBER_STATE: json } }
-        });
-        self.timed(async {
-            self.pods
-                .patch(
-                    state.name.as_str(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .map(drop)
-                .map_err(unavailable)
-        })
-        .await
+        let Some(agent) = &self.agent else {
+            return self.timed(self.annotate(&state)).await;
+        };
+        *locked(&agent.own) = Some(state.clone());
+        let now = Instant::now();
+        if !publication::due(locked(&agent.written).as_ref(), &state, now) {
+            return Ok(());
+        }
+        self.timed(self.annotate(&state)).await?;
+        *locked(&agent.written) = Some((state, now));
+        Ok(())
     }
 
     async fn request_switchover(&self, request: SwitchoverRequest) -> Result<(), CoordinatorError> {
@@ -403,6 +543,10 @@ impl Coordinator for KubeLeaseCoordinator {
             self.update_switchover(|pending| Ok(pending.filter(|p| p.id == id).map(|_| None))),
         )
         .await
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.agent.as_ref().map(|a| a.cache.changes())
     }
 }
 

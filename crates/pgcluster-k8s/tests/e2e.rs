@@ -23,6 +23,8 @@ mod e2e_support;
 mod fence;
 #[path = "e2e/ha.rs"]
 mod ha;
+#[path = "e2e/quiet.rs"]
+mod quiet;
 #[path = "e2e/running.rs"]
 mod running;
 
@@ -292,6 +294,8 @@ async fn lease_coordinator_on_the_real_api_server() {
     let agent = c.service_account_client(&ns, &name.service_account()).await;
     let a = KubeLeaseCoordinator::new(agent.clone(), &ns, &name);
     let b = KubeLeaseCoordinator::new(agent.clone(), &ns, &name);
+    // What the controller and the CLI read (the agents may not list pods).
+    let reader = KubeLeaseCoordinator::new(c.admin.clone(), &ns, &name);
 
     // Acquire: the Lease does not exist yet, pg-0 creates it.
     let v1 = won(a
@@ -375,7 +379,7 @@ async fn lease_coordinator_on_the_real_api_server() {
     b.publish_member(member("pg-1", MemberRole::Replica, 1))
         .await
         .unwrap();
-    let view = b.read_view().await.unwrap();
+    let view = reader.read_view().await.unwrap();
     assert_eq!(view.lease.as_ref(), Some(&current));
     assert_eq!(
         view.members
@@ -393,7 +397,7 @@ async fn lease_coordinator_on_the_real_api_server() {
         forced: false,
     };
     b.request_switchover(request.clone()).await.unwrap();
-    let view = a.read_view().await.unwrap();
+    let view = reader.read_view().await.unwrap();
     assert_eq!(view.switchover.as_ref(), Some(&request));
     let holder = current.record.holder.clone().unwrap();
     let handed = won(a
@@ -405,7 +409,7 @@ async fn lease_coordinator_on_the_real_api_server() {
         .compare_and_swap_lease(handed.version, record("pg-1", 3, 21_000))
         .await
         .unwrap());
-    let view = a.read_view().await.unwrap();
+    let view = reader.read_view().await.unwrap();
     assert_eq!(view.switchover, None);
     assert_eq!(view.lease.as_ref(), Some(&renewed));
     let spec = leases
@@ -420,11 +424,110 @@ async fn lease_coordinator_on_the_real_api_server() {
         "holder went {holder} -> pg-1: {spec:?}"
     );
 
-    // Least privilege is real: the agents may not read Secrets.
-    let secrets: Api<Secret> = Api::namespaced(agent, &ns);
+    // An agent's coordinator (quiet at rest): the Lease by watch, a
+    // renewal on the watched copy, a switchover request signalled at once,
+    // the pod annotation written on change only.
+    let watching = KubeLeaseCoordinator::new(agent.clone(), &ns, &name).for_agent(
+        MemberName::from("pg-1"),
+        std::collections::BTreeMap::new(),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+    );
+    let mut changes = watching
+        .changes()
+        .expect("an agent's coordinator signals changes");
+    let seen = wait_for(
+        "the watch to list the Lease",
+        Duration::from_secs(30),
+        || async {
+            let view = watching.read_view().await.unwrap();
+            (view.lease.as_ref() == Some(&renewed)).then_some(view)
+        },
+    )
+    .await;
+    assert_eq!(seen.switchover, None);
+    let renewed_again = won(watching
+        .compare_and_swap_lease(renewed.version, record("pg-1", 3, 22_000))
+        .await
+        .unwrap());
+    let view = watching.read_view().await.unwrap();
+    assert_eq!(
+        view.lease.as_ref(),
+        Some(&renewed_again),
+        "its own write is in its copy"
+    );
+    changes.borrow_and_update();
+    let request = SwitchoverRequest {
+        id: 8,
+        target: Some(MemberName::from("pg-0")),
+        forced: false,
+    };
+    b.request_switchover(request.clone()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), changes.changed())
+        .await
+        .expect("the watch signalled the switchover request")
+        .unwrap();
+    let view = watching.read_view().await.unwrap();
+    assert_eq!(view.switchover.as_ref(), Some(&request));
+    b.clear_switchover(8).await.unwrap();
+    let annotation = |pod: Pod| {
+        pod.annotations()
+            .get(pgcluster_k8s::lease::ANNOTATION_MEMBER_STATE)
+            .cloned()
+    };
+    watching
+        .publish_member(member("pg-1", MemberRole::Replica, 40))
+        .await
+        .unwrap();
+    let written = annotation(pods.get("pg-1").await.unwrap()).unwrap();
+    assert!(written.contains("\"heartbeat\":40"), "{written}");
+    watching
+        .publish_member(member("pg-1", MemberRole::Replica, 41))
+        .await
+        .unwrap();
+    assert_eq!(
+        annotation(pods.get("pg-1").await.unwrap()).as_deref(),
+        Some(written.as_str()),
+        "a heartbeat alone is not written to the API server"
+    );
+    watching
+        .publish_member(member("pg-1", MemberRole::Primary, 42))
+        .await
+        .unwrap();
+    let written = annotation(pods.get("pg-1").await.unwrap()).unwrap();
+    assert!(
+        written.contains("\"heartbeat\":42"),
+        "a role change is: {written}"
+    );
+
+    // Least privilege is real: the agents may not read Secrets, nor list
+    // pods, nor patch a pod of another cluster.
+    let secrets: Api<Secret> = Api::namespaced(agent.clone(), &ns);
     match secrets.list(&ListParams::default()).await {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
         other => panic!("the agent listed Secrets: {other:?}"),
+    }
+    let agent_pods: Api<Pod> = Api::namespaced(agent.clone(), &ns);
+    match agent_pods.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("the agent listed pods: {other:?}"),
+    }
+    let stranger: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "other-0" },
+        "spec": { "containers": [{ "name": "c", "image": "pgcluster.invalid/none:0" }] }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &stranger)
+        .await
+        .unwrap();
+    let label =
+        serde_json::json!({ "metadata": { "labels": { "pgcluster.dev/role": "primary" } } });
+    match agent_pods
+        .patch("other-0", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("the agent patched another cluster's pod: {other:?}"),
     }
 }
 
@@ -464,7 +567,8 @@ async fn controller_reconciles_under_the_shipped_cluster_role() {
 
     // `pgcluster apply -f homelab.yaml`, as the user (admin).
     let spec = homelab(&ns);
-    let validated = pgcluster_core::validate(&spec).expect("the homelab example is valid");
+    let validated = pgcluster_core::validate_on(&spec, pgcluster_core::Platform::Kubernetes)
+        .expect("the homelab example is valid");
     let stored = pgcluster_k8s::client_ops::apply(&c.admin, &spec)
         .await
         .unwrap();

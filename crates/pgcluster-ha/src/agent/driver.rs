@@ -22,8 +22,8 @@ use super::{AgentConfig, AgentError};
 use crate::coordinator::Coordinator;
 use crate::machine::cadence::routine;
 use crate::machine::{
-    Action, ActionKind, ClusterView, FailsafeReply, LeaseOutcome, MachineState, MemberName, Millis,
-    Observation, Phase, TickObservation, next_tick, step,
+    Action, ActionKind, ClusterView, FailsafeReply, LeaseOutcome, MachineState, MemberName,
+    MemberState, Millis, Observation, Phase, TickObservation, next_tick, step,
 };
 use crate::postgres::{self, MANAGED_FILE};
 
@@ -45,6 +45,10 @@ struct Agent<C> {
     watchdog: Watchdog,
     carry: Carry,
     status: Arc<RwLock<AgentStatus>>,
+    /// The member state of the last step (`GET /member`).
+    member: Arc<RwLock<Option<MemberState>>>,
+    /// When the last tick ran (`GET /healthz`).
+    last_tick: Arc<RwLock<Instant>>,
     failovers: u64,
     switchovers: u64,
     last_error: Option<String>,
@@ -113,12 +117,17 @@ pub async fn run<C: Coordinator>(
         ..Default::default()
     }));
     let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeRequest>(16);
+    let member = Arc::new(RwLock::new(None));
+    let last_tick = Arc::new(RwLock::new(Instant::now()));
     let (stop_http, mut stop_http_rx) = watch::channel(false);
     let server = http::serve(
         cfg.api_listen,
         ApiState {
             status: status.clone(),
             probes: probe_tx,
+            member: member.clone(),
+            last_tick: last_tick.clone(),
+            wedged_after: wedged_after(&cfg),
         },
         async move {
             let _ = stop_http_rx.changed().await;
@@ -146,6 +155,8 @@ pub async fn run<C: Coordinator>(
         watchdog,
         carry: Carry::default(),
         status,
+        member,
+        last_tick,
         failovers: 0,
         switchovers: 0,
         last_error: None,
@@ -325,6 +336,20 @@ impl<C: Coordinator> Agent<C> {
         let step_at = Instant::now();
         let (next, actions) = step(self.machine.clone(), now, Observation::Tick(Box::new(tick)));
         self.machine = next;
+        *self
+            .last_tick
+            .write()
+            .expect("the tick lock is never poisoned because writers only assign") = step_at;
+        if let Some(state) = actions.iter().find_map(|a| match a {
+            Action::PublishState(state) => Some(state.clone()),
+            _ => None,
+        }) {
+            *self
+                .member
+                .write()
+                .expect("the member lock is never poisoned because writers only assign") =
+                Some(state);
+        }
         let cadence = next_tick(&self.machine, now, &actions);
         if self.machine.phase() != self.last_phase {
             tracing::info!(from = ?self.last_phase, to = ?self.machine.phase(), "phase changed");
@@ -660,6 +685,13 @@ pub fn write_timeout(cfg: &AgentConfig) -> Duration {
 /// `127.0.0.1:port`.
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// How long without a tick makes `/healthz` fail: twenty loops, at least
+/// 30 s. Long operations (start, clone, rewind) run beside the loop, so only
+/// a wedged loop goes that long without a tick.
+pub fn wedged_after(cfg: &AgentConfig) -> Duration {
+    (cfg.loop_interval() * 20).max(Duration::from_secs(30))
 }
 
 /// Whether the fence stays armed after a batch: it was armed by the batch,

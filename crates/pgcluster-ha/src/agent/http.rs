@@ -1,8 +1,11 @@
 //! The agent's HTTP API on 127.0.0.1 (local mode) or the pod IP:
-//! `GET /healthz` (the agent is alive), `GET /readyz` (200 iff it serves its
-//! role), `GET /status` (JSON [`AgentStatus`]), `GET /metrics` (Prometheus
-//! text) and `POST /failsafe` (a peer primary's failsafe probe, answered by
-//! the state machine).
+//! `GET /healthz` (the agent's loop ticks: 503 once no tick ran for
+//! [`ApiState::wedged_after`], so a liveness probe restarts a wedged agent),
+//! `GET /readyz` (200 iff it serves its role), `GET /status` (JSON [`AgentStatus`]), `GET /metrics` (Prometheus
+//! text), `GET /member` (JSON of the [`MemberState`] this member last
+//! published: how peers read each other in Kubernetes mode, without the API
+//! server) and `POST /failsafe` (a peer primary's failsafe probe, answered
+//! by the state machine).
 //!
 //! ```text
 //! peer --POST /failsafe--> handler --(probe, oneshot)--> driver loop --step--> AnswerProbe --> reply
@@ -23,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::metrics;
 use super::status::AgentStatus;
-use crate::machine::{FailsafeProbe, FailsafeReply, MemberName, Millis, Timeline};
+use crate::machine::{FailsafeProbe, FailsafeReply, MemberName, MemberState, Millis, Timeline};
 
 /// A probe handed to the driver loop with the channel for its answer.
 pub type ProbeRequest = (FailsafeProbe, oneshot::Sender<FailsafeReply>);
@@ -35,6 +38,12 @@ pub struct ApiState {
     pub status: Arc<RwLock<AgentStatus>>,
     /// Probes for the driver loop.
     pub probes: mpsc::Sender<ProbeRequest>,
+    /// The member state of the last tick (`GET /member`); `None` before the first.
+    pub member: Arc<RwLock<Option<MemberState>>>,
+    /// When the driver's last tick ran.
+    pub last_tick: Arc<RwLock<std::time::Instant>>,
+    /// How long without a tick makes `/healthz` fail (the loop is wedged).
+    pub wedged_after: Duration,
 }
 
 /// A failsafe probe on the wire.
@@ -132,10 +141,11 @@ pub enum HttpError {
 /// The routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
+        .route("/member", get(member))
         .route("/failsafe", post(failsafe))
         .with_state(state)
 }
@@ -166,6 +176,34 @@ fn snapshot(state: &ApiState) -> AgentStatus {
         .read()
         .expect("the status lock is never poisoned because writers only assign")
         .clone()
+}
+
+async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
+    let since = state
+        .last_tick
+        .read()
+        .expect("the tick lock is never poisoned because writers only assign")
+        .elapsed();
+    if since > state.wedged_after {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("wedged: no tick of the agent loop for {since:.1?}\n"),
+        )
+    } else {
+        (StatusCode::OK, "ok\n".to_owned())
+    }
+}
+
+async fn member(State(state): State<ApiState>) -> impl IntoResponse {
+    let member = state
+        .member
+        .read()
+        .expect("the member lock is never poisoned because writers only assign")
+        .clone();
+    match member {
+        Some(m) => Json(m).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no state yet\n").into_response(),
+    }
 }
 
 async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {

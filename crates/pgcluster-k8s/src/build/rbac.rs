@@ -46,14 +46,19 @@ pub fn agent_service_account(
 /// The agents' Role: exactly the calls one agent makes in its own namespace
 /// ([`crate::api_calls::AGENT_CALLS`]; a test compares them).
 ///
-/// - the leader Lease: get/update limited to `<name>-leader` (read, compare-
-///   and-swap by replace, switchover annotation); `create` cannot be limited
-///   by name (the authorizer does not know the name of an object being
-///   created), so it is a separate rule;
-/// - pods: list to read the other members' states, patch to publish its own
-///   state and set role labels (the new primary relabels the old one).
+/// - the leader Lease: get/list/watch/update limited to `<name>-leader`
+///   (the watch by a field selector on its name, compare-and-swap by
+///   replace, switchover annotation); `create` cannot be limited by name
+///   (the authorizer does not know the name of an object being created), so
+///   it is a separate rule;
+/// - pods: patch, limited to the cluster's instance pods, to publish its
+///   own state and set role labels (the new primary relabels the old one).
+///   No read: the members read each other over their agent API.
 pub fn agent_role(cluster: &ValidatedCluster, owner: Option<&OwnerReference>) -> Role {
     let lease = [cluster.name().leader_lease()];
+    let pods: Vec<String> = (0..cluster.instances())
+        .map(|i| cluster.name().instance(i))
+        .collect();
     Role {
         metadata: meta(
             cluster,
@@ -65,11 +70,11 @@ pub fn agent_role(cluster: &ValidatedCluster, owner: Option<&OwnerReference>) ->
             rule(
                 &["coordination.k8s.io"],
                 &["leases"],
-                &["get", "update"],
+                &["get", "list", "watch", "update"],
                 &lease,
             ),
             rule(&["coordination.k8s.io"], &["leases"], &["create"], &[]),
-            rule(&[""], &["pods"], &["list", "patch"], &[]),
+            rule(&[""], &["pods"], &["patch"], &pods),
         ]),
     }
 }
@@ -174,7 +179,7 @@ pub fn controller_cluster_role() -> ClusterRole {
             rule(
                 &["coordination.k8s.io"],
                 &["leases"],
-                &["get", "create", "update"],
+                &["get", "list", "watch", "create", "update"],
                 &[],
             ),
             rule(
