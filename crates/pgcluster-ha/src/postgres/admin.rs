@@ -53,6 +53,15 @@ impl AdminError {
     }
 }
 
+/// Settings of every administration session. A statement or lock that
+/// hangs ends the session instead of the caller (a reconcile, `up`); role
+/// and database DDL commits without waiting for a synchronous standby, so a
+/// sync-mode primary whose standby is down (`whenNoStandby: block`) still
+/// gets its roles: the change is only as durable as the primary's disk,
+/// and the caller applies it again on a new primary.
+pub const SESSION_OPTIONS: &str =
+    "-c statement_timeout=15s -c lock_timeout=5s -c synchronous_commit=local";
+
 /// Where and as whom to connect.
 #[derive(Clone)]
 pub struct AdminTarget {
@@ -90,7 +99,8 @@ impl AdminTarget {
             .password(&self.password)
             .dbname(database)
             .application_name(self.application)
-            .connect_timeout(Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(5))
+            .options(SESSION_OPTIONS);
         let (client, connection) =
             config
                 .connect(tokio_postgres::NoTls)

@@ -26,6 +26,53 @@ pub struct Applied {
     pub applied: Vec<(&'static str, String)>,
     /// `(kind, name)` of every orphan deleted.
     pub deleted: Vec<(&'static str, String)>,
+    /// Every object the API server refused, with its answer (the others
+    /// were applied all the same).
+    pub failed: Vec<ApplyFailure>,
+}
+
+/// One object the API server refused to apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyFailure {
+    /// Its kind.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// The HTTP status of the refusal (`None`: no answer).
+    pub code: Option<u16>,
+    /// The API server's message (or the client's error).
+    pub message: String,
+}
+
+impl ApplyFailure {
+    fn new(kind: &'static str, name: String, error: &kube::Error) -> Self {
+        let (code, message) = match error {
+            kube::Error::Api(s) => (Some(s.code), s.message.clone()),
+            other => (None, other.to_string()),
+        };
+        Self {
+            kind,
+            name,
+            code,
+            message,
+        }
+    }
+
+    /// Whether only a change of the spec can fix it (the API server found
+    /// the object invalid, e.g. an immutable field changed): retrying the
+    /// same object would fail the same way.
+    pub fn needs_a_spec_change(&self) -> bool {
+        matches!(self.code, Some(400 | 422))
+    }
+}
+
+impl std::fmt::Display for ApplyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "{} {} ({code}): {}", self.kind, self.name, self.message),
+            None => write!(f, "{} {}: {}", self.kind, self.name, self.message),
+        }
+    }
 }
 
 /// Group, version and plural of each kind pgcluster applies; also the
@@ -121,8 +168,10 @@ pub fn object_json(object: &Object<'_>) -> Result<(serde_json::Value, Option<Str
     Ok((json, ns))
 }
 
-/// Applies `bundle` (except the Secrets named in `existing_secrets`), then
-/// deletes orphans in `namespace` owned by `owner_uid`.
+/// Applies `bundle` (except the Secrets named in `existing_secrets`), every
+/// object even when another failed (each refusal goes into
+/// [`Applied::failed`]), then deletes orphans in `namespace` owned by
+/// `owner_uid`.
 pub async fn apply(
     client: &Client,
     namespace: &str,
@@ -133,6 +182,7 @@ pub async fn apply(
 ) -> Result<Applied, Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut applied = Vec::new();
+    let mut failed = Vec::new();
     let mut wanted: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
     for object in bundle.objects() {
         let (kind, name) = (object.kind(), object.name().to_owned());
@@ -146,17 +196,20 @@ pub async fn apply(
             ns.as_deref().unwrap_or(namespace),
             &api_resource(kind),
         );
-        api.patch(&name, &params, &Patch::Apply(&json))
-            .await
-            .map_err(|source| Error::Apply {
-                kind,
-                name: name.clone(),
-                source,
-            })?;
-        applied.push((kind, name));
+        match api.patch(&name, &params, &Patch::Apply(&json)).await {
+            Ok(_) => applied.push((kind, name)),
+            Err(error) => {
+                tracing::warn!(kind, %name, %error, "the API server refused an object; applying the others");
+                failed.push(ApplyFailure::new(kind, name, &error));
+            }
+        }
     }
     let deleted = delete_orphans(client, namespace, cluster, owner_uid, &wanted).await?;
-    Ok(Applied { applied, deleted })
+    Ok(Applied {
+        applied,
+        deleted,
+        failed,
+    })
 }
 
 /// Whether a list answered `s` because the API server does not serve the

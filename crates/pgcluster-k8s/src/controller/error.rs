@@ -64,6 +64,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The API server refused some objects (the others were applied).
+    #[error("failed to apply {}", failed.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    ApplyRefused {
+        /// Cluster name.
+        cluster: String,
+        /// Every refusal.
+        failed: Vec<super::apply::ApplyFailure>,
+    },
     /// Deleting an orphan (an object no longer built) failed.
     #[error("failed to delete the orphaned {kind} {name}")]
     DeleteOrphan {
@@ -112,7 +120,7 @@ impl Error {
             Error::Dereference { .. } => "dereference",
             Error::Validate { .. } => "invalid_spec",
             Error::Build { source, .. } => source.category(),
-            Error::Apply { .. } => "apply",
+            Error::Apply { .. } | Error::ApplyRefused { .. } => "apply",
             Error::DeleteOrphan { .. } => "delete_orphan",
             Error::Sql { .. } => "sql",
             Error::Status { .. } => "status",
@@ -137,6 +145,14 @@ impl Error {
     pub fn retry(&self) -> Retry {
         match self {
             Error::Validate { .. } | Error::Build { .. } | Error::MissingNamespace { .. } => {
+                Retry::AwaitChange
+            }
+            // A refusal only a spec change can fix: no retry loop against it.
+            Error::ApplyRefused { failed, .. }
+                if failed
+                    .iter()
+                    .all(super::apply::ApplyFailure::needs_a_spec_change) =>
+            {
                 Retry::AwaitChange
             }
             _ => Retry::Backoff,

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub failures: Family<ErrorLabels, Counter>,
     /// Reconcile durations in seconds.
     pub duration: Histogram,
+    /// Runs of the roles-and-databases SQL on a primary (only when its
+    /// inputs changed).
+    pub sql_runs: Counter,
 }
 
 impl Default for Metrics {
@@ -33,6 +36,7 @@ impl Default for Metrics {
             reconciliations: Counter::default(),
             failures: Family::default(),
             duration: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+            sql_runs: Counter::default(),
         }
     }
 }
@@ -56,6 +60,11 @@ impl Metrics {
             "reconcile_duration_seconds",
             "Duration of one reconciliation",
             metrics.duration.clone(),
+        );
+        sub.register(
+            "sql_runs",
+            "Runs of the roles and databases SQL on a primary (when its inputs changed)",
+            metrics.sql_runs.clone(),
         );
         metrics
     }

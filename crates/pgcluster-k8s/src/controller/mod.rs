@@ -82,6 +82,8 @@ pub struct Context {
     /// The wall clock (status timestamps); a constant in tests.
     pub clock: fn() -> jiff::Timestamp,
     failures: Mutex<HashMap<ObjectRef<PostgresCluster>, u32>>,
+    /// When this process last wrote each object's status.
+    status_writes: Mutex<HashMap<ObjectRef<PostgresCluster>, std::time::Instant>>,
 }
 
 impl Context {
@@ -105,6 +107,7 @@ impl Context {
             controller_namespace,
             clock: jiff::Timestamp::now,
             failures: Mutex::new(HashMap::new()),
+            status_writes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -133,6 +136,26 @@ impl Context {
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<PostgresCluster>, u32>> {
         // A panic while holding this lock leaves at worst a stale counter.
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn status_writes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<PostgresCluster>, std::time::Instant>> {
+        // A panic while holding this lock leaves at worst an older time.
+        self.status_writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long ago this process wrote `obj`'s status (`None`: not yet).
+    pub fn since_status_write(&self, obj: &PostgresCluster) -> Option<Duration> {
+        self.status_writes()
+            .get(&ObjectRef::from(obj))
+            .map(|at| at.elapsed())
+    }
+
+    /// Records a status write of `obj` now.
+    pub fn status_written(&self, obj: &PostgresCluster) {
+        self.status_writes()
+            .insert(ObjectRef::from(obj), std::time::Instant::now());
     }
 
     /// Resets the backoff of `obj`.

@@ -18,7 +18,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use pgcluster_core::api::v1alpha1::{PostgresCluster, RetentionPolicy};
 use pgcluster_core::names::SUPERUSER_ROLE;
-use pgcluster_core::{ValidatedCluster, validate};
+use pgcluster_core::{Platform, ValidatedCluster, validate_on};
 use tracing::{info, instrument, warn};
 
 use super::apply;
@@ -144,7 +144,7 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
     let current = dereference(&ctx.client, &namespace, &name).await?;
 
     // 2. validate
-    let validated = match validate(obj) {
+    let validated = match validate_on(obj, Platform::Kubernetes) {
         Ok(v) => v,
         Err(errors) => {
             let status = status::compute(
@@ -154,7 +154,7 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
                 current.lease.as_ref(),
                 (ctx.clock)(),
             );
-            status::write(&ctx.client, obj, &status).await?;
+            write_status(ctx, obj, &status).await?;
             return Err(Error::Validate {
                 cluster: name,
                 source: errors,
@@ -200,7 +200,8 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
         )
         .await;
     }
-    let sql = databases(ctx, &validated, &current, &passwords).await;
+    let applied_sql = obj.status.as_ref().and_then(|s| s.sql_applied.as_deref());
+    let sql = databases(ctx, &validated, &current, &passwords, applied_sql).await;
 
     // 5. status
     let warnings = validated.warnings();
@@ -211,8 +212,8 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
             instances: validated.instances(),
             warnings: &warnings,
             sql: match &sql {
-                Ok(true) => Ok(()),
-                Ok(false) => Err("no ready primary yet".to_owned()),
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err("no ready primary yet".to_owned()),
                 Err(e) => Err(chain(e)),
             },
         },
@@ -220,7 +221,17 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
         current.lease.as_ref(),
         (ctx.clock)(),
     );
-    status::write(&ctx.client, obj, &status).await?;
+    let mut status = status;
+    if let Ok(Some(digest)) = &sql {
+        status.sql_applied = Some(digest.clone());
+    }
+    write_status(ctx, obj, &status).await?;
+    if !applied.failed.is_empty() {
+        return Err(Error::ApplyRefused {
+            cluster: name,
+            failed: applied.failed.clone(),
+        });
+    }
     let previous = obj.status.as_ref().and_then(|s| s.last_failover.as_ref());
     if let Some(record) = status
         .last_failover
@@ -253,9 +264,25 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
     )
 }
 
+/// Writes `status` unless it says nothing new ([`status::must_write`]):
+/// at rest the controller writes nothing.
+async fn write_status(
+    ctx: &Context,
+    obj: &PostgresCluster,
+    status: &pgcluster_core::api::v1alpha1::PostgresClusterStatus,
+) -> Result<(), Error> {
+    let since = ctx.since_status_write(obj);
+    if !status::must_write(obj.status.as_ref(), status, since) {
+        return Ok(());
+    }
+    status::write(&ctx.client, obj, status).await?;
+    ctx.status_written(obj);
+    Ok(())
+}
+
 fn settle(
     status: &pgcluster_core::api::v1alpha1::PostgresClusterStatus,
-    sql: Result<bool, Error>,
+    sql: Result<Option<String>, Error>,
 ) -> Result<Action, Error> {
     sql?;
     let ready = status
@@ -265,13 +292,16 @@ fn settle(
     Ok(Action::requeue(if ready { RESYNC } else { CONVERGING }))
 }
 
-/// Databases and roles on the primary: `Ok(false)` when no primary is ready yet.
+/// Databases and roles on the primary, when their inputs changed since
+/// `applied` (the status's digest): the digest now, or `Ok(None)` when no
+/// primary is ready yet.
 async fn databases(
     ctx: &Context,
     cluster: &ValidatedCluster,
     current: &Dereferenced,
     passwords: &std::collections::BTreeMap<String, String>,
-) -> Result<bool, AdminError> {
+    applied: Option<&str>,
+) -> Result<Option<String>, AdminError> {
     let holder = current
         .lease
         .as_ref()
@@ -279,10 +309,15 @@ async fn databases(
         .map(|h| h.as_str().to_owned());
     let instances = status::instances(&current.pods, current.lease.as_ref());
     let Some(primary) = holder.filter(|h| instances.iter().any(|i| &i.name == h && i.ready)) else {
-        return Ok(false);
+        return Ok(None);
     };
+    let term = current.lease.as_ref().map_or(0, |l| l.record.term);
+    let digest = sql::digest(cluster, passwords, &primary, term);
+    if applied == Some(digest.as_str()) {
+        return Ok(Some(digest));
+    }
     if cluster.roles().is_empty() && cluster.databases().is_empty() {
-        return Ok(true);
+        return Ok(Some(digest));
     }
     let target = AdminTarget {
         host: format!(
@@ -305,6 +340,7 @@ async fn databases(
         .filter_map(|r| Some((r.name.clone(), ctx.admin.verifier(passwords.get(&r.name)?))))
         .collect();
     let statements = sql::plan(cluster, &inventory, &verifiers);
+    ctx.metrics.sql_runs.inc();
     ctx.admin.execute(&target, &statements).await?;
-    Ok(true)
+    Ok(Some(digest))
 }

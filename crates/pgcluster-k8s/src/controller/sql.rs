@@ -36,6 +36,30 @@ pub trait DatabaseAdmin: Send + Sync {
     }
 }
 
+/// The digest of everything the SQL is planned from: the declared roles and
+/// databases, the credentials, and which primary (name and lease term) it
+/// ran on. Equal digests: nothing to run (a new primary runs it once more).
+/// The passwords go into it with the rest, never on their own.
+pub fn digest(
+    cluster: &pgcluster_core::ValidatedCluster,
+    passwords: &std::collections::BTreeMap<String, String>,
+    primary: &str,
+    term: u64,
+) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(format!(
+        "{:?}\n{:?}\n",
+        cluster.roles(),
+        cluster.databases()
+    ));
+    for (role, password) in passwords {
+        hash.update(format!("{role}\0{password}\0"));
+    }
+    hash.update(format!("{primary}\0{term}"));
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// [`DatabaseAdmin`] over tokio-postgres: pgcluster-ha's
 /// [`AdminTarget`], the implementation local mode uses too.
 #[derive(Clone, Copy, Debug, Default)]

@@ -181,6 +181,14 @@ pub fn compute(
                 c("Progressing", false, "InvalidSpec", message),
             )
         }
+        Outcome::Applied { applied, .. } if !applied.failed.is_empty() => {
+            let message = refused(&applied.failed);
+            (
+                serving_phase,
+                c("Ready", false, "ApplyFailed", message.clone()),
+                c("Progressing", true, "ApplyFailed", message),
+            )
+        }
         Outcome::Applied { sql, .. } => {
             let phase_name = format!("{serving_phase:?}");
             let ready = c(
@@ -280,7 +288,59 @@ pub fn compute(
         conditions: vec![ready, available, degraded, progressing, spec_warnings],
         observed_generation: generation,
         last_failover,
+        // The caller sets it after the SQL ran; until then the last one holds.
+        sql_applied: previous.sql_applied.clone(),
     }
+}
+
+/// What the API server refused and what to do, for the Ready and
+/// Progressing conditions.
+fn refused(failed: &[super::apply::ApplyFailure]) -> String {
+    let list: Vec<String> = failed.iter().map(ToString::to_string).collect();
+    let immutable = failed
+        .iter()
+        .any(|f| f.kind == "StatefulSet" && f.needs_a_spec_change());
+    let hint = if immutable {
+        "; the StatefulSet cannot take this change in place (its volume claim templates, \
+         selector and service name are immutable): revert the spec change, or delete the \
+         StatefulSet with `kubectl delete statefulset --cascade=orphan` so the controller \
+         re-creates it (pods and volumes stay)"
+    } else {
+        "; the other objects were applied; the controller retries after a spec change \
+         (invalid objects) or with back-off"
+    };
+    format!("the API server refused {}{hint}", list.join("; "))
+}
+
+/// The status without the WAL positions (they move with every write).
+fn without_positions(status: &PostgresClusterStatus) -> PostgresClusterStatus {
+    let mut s = status.clone();
+    for i in &mut s.instances {
+        i.lsn = None;
+        i.lag_bytes = None;
+    }
+    s
+}
+
+/// How often a status that differs only in WAL positions is written.
+pub const POSITIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether `next` must be written over `previous` (the object's status):
+/// any change but the positions at once; positions when the last write is
+/// [`POSITIONS_EVERY`] old (`since_write`: `None` when unknown).
+pub fn must_write(
+    previous: Option<&PostgresClusterStatus>,
+    next: &PostgresClusterStatus,
+    since_write: Option<std::time::Duration>,
+) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    if previous == next {
+        return false;
+    }
+    without_positions(previous) != without_positions(next)
+        || since_write.is_none_or(|d| d >= POSITIONS_EVERY)
 }
 
 /// Writes `status` to the status subresource (server-side apply).
@@ -321,6 +381,7 @@ mod tests {
         let applied = Applied {
             applied: vec![],
             deleted: vec![],
+            failed: vec![],
         };
         let warnings = validated.warnings();
         let status = compute(

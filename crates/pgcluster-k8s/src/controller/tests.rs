@@ -342,6 +342,111 @@ async fn healthy_cluster_status_and_databases() {
     );
 }
 
+/// At rest the controller writes nothing and runs no SQL: a second
+/// reconcile of the same settled cluster (its status as the first wrote
+/// it) patches no status and never connects to the primary; a changed
+/// password (an input of the SQL) runs it again.
+#[tokio::test]
+async fn settled_cluster_writes_no_status_and_runs_no_sql() {
+    let admin = Arc::new(FakeAdmin::default());
+    let pods = || {
+        Reply::Ok(list(
+            "PodList",
+            vec![
+                pod("pg-0")
+                    .ready()
+                    .role("primary")
+                    .state(MemberRole::Primary, 1000),
+                pod("pg-1")
+                    .ready()
+                    .role("replica")
+                    .state(MemberRole::Replica, 1000),
+            ],
+        ))
+    };
+    let overrides = |secrets: Reply| {
+        vec![
+            (Method::GET, SECRETS.to_owned(), secrets),
+            (Method::GET, PODS.to_owned(), pods()),
+            (
+                Method::GET,
+                LEASE.to_owned(),
+                Reply::Ok(lease_object(&lease(Some("pg-0"), 4, 1000))),
+            ),
+        ]
+    };
+    let (client, mut server) = ApiServerVerifier::new();
+    let ctx = context(client, admin.clone());
+    server
+        .serve_while(
+            reconcile(Arc::new(postgres_cluster()), ctx.clone()),
+            overrides(existing_secrets()),
+        )
+        .await
+        .unwrap();
+    let first = status_written(&server);
+    assert!(first.sql_applied.is_some(), "{first:?}");
+    assert_eq!(ctx.metrics.sql_runs.get(), 1);
+    let settled = {
+        let mut c = postgres_cluster();
+        c.status = Some(first.clone());
+        Arc::new(c)
+    };
+
+    let (client, mut server) = ApiServerVerifier::new();
+    let mut again = Context::new(
+        client,
+        ctx.metrics.clone(),
+        admin.clone(),
+        "pgcluster-system".into(),
+        Some("test".into()),
+    );
+    again.clock = || "2026-01-01T12:05:00Z".parse().unwrap();
+    let again = Arc::new(again);
+    server
+        .serve_while(
+            reconcile(settled.clone(), again.clone()),
+            overrides(existing_secrets()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        server.seen.iter().all(|s| s.path != STATUS),
+        "the status was rewritten although nothing changed"
+    );
+    assert_eq!(
+        ctx.metrics.sql_runs.get(),
+        1,
+        "SQL ran with unchanged inputs"
+    );
+    assert_eq!(
+        admin.targets.lock().unwrap().len(),
+        1,
+        "connected to the primary again"
+    );
+
+    let (client, mut server) = ApiServerVerifier::new();
+    let changed = Reply::Ok(list(
+        "SecretList",
+        vec![
+            secret("pg-superuser", "su-pass"),
+            secret("pg-role-app", "new-app-pass"),
+        ],
+    ));
+    let ctx3 = context(client, admin.clone());
+    server
+        .serve_while(reconcile(settled, ctx3.clone()), overrides(changed))
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx3.metrics.sql_runs.get(),
+        1,
+        "a new password runs the SQL"
+    );
+    let third = status_written(&server);
+    assert_ne!(third.sql_applied, first.sql_applied);
+}
+
 /// A replica down → Degraded (still Available); the holder's pod down →
 /// Unavailable; no SQL is attempted without a ready primary.
 #[tokio::test]
@@ -579,6 +684,59 @@ async fn finalizer_is_added_first() {
 
 /// One cluster's API failure is its own: the error backs off exponentially
 /// per object, another object's backoff is independent, success resets it.
+/// An object the API server refuses (a 422 on the StatefulSet, as for an
+/// immutable field) does not stop the others: every other object is still
+/// applied, the status says which object failed with the API's message and
+/// what to do, and the retry waits for a spec change instead of looping.
+#[tokio::test]
+async fn a_refused_object_does_not_stop_the_others() {
+    let (client, mut server) = ApiServerVerifier::new();
+    let ctx = context(client, Arc::default());
+    let obj = Arc::new(postgres_cluster());
+    let statefulset = "/apis/apps/v1/namespaces/db/statefulsets/pg";
+    let overrides = vec![(
+        Method::PATCH,
+        statefulset.to_owned(),
+        Reply::Status(422, "Invalid"),
+    )];
+    let err = server
+        .serve_while(reconcile(obj.clone(), ctx.clone()), overrides)
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "apply");
+    assert!(err.to_string().contains("StatefulSet pg (422)"), "{err}");
+    let patched: Vec<&str> = applies(&server).iter().map(|s| s.path.as_str()).collect();
+    assert!(patched.contains(&statefulset), "{patched:?}");
+    for after in ["poddisruptionbudgets/pg", "networkpolicies/"] {
+        assert!(
+            patched.iter().any(|p| p.contains(after)),
+            "{after} was not applied after the refused StatefulSet: {patched:?}"
+        );
+    }
+    let status = status_written(&server);
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ApplyFailed")
+    );
+    assert!(
+        ready.message.contains("StatefulSet pg (422)"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        ready.message.contains("--cascade=orphan"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(condition(&status, "Progressing").reason, "ApplyFailed");
+    assert_eq!(
+        error_policy(obj, &err, ctx),
+        Action::await_change(),
+        "a 422 is not retried until the spec changes"
+    );
+}
+
 #[tokio::test]
 async fn transient_errors_back_off_per_object() {
     let (client, mut server) = ApiServerVerifier::new();

@@ -27,6 +27,11 @@ pub struct PostgresClusterStatus {
     /// The most recent failover or switchover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<FailoverRecord>,
+    /// Digest of what the roles, databases and grants were last applied
+    /// from (spec, credentials, primary and lease term): the SQL runs again
+    /// only when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_applied: Option<String>,
 }
 
 /// Coarse lifecycle phase of a cluster.
