@@ -48,15 +48,9 @@ async fn apply(
     passwords: &BTreeMap<String, String>,
 ) -> Vec<String> {
     let inventory = target.inventory().await.expect("inventory");
-    let verifiers = passwords
-        .iter()
-        .map(|(role, pw)| {
-            (
-                role.clone(),
-                postgres_protocol::password::scram_sha_256(pw.as_bytes()),
-            )
-        })
-        .collect();
+    let verifiers = pgcluster_ha::postgres::admin::password_changes(passwords, &inventory, |pw| {
+        postgres_protocol::password::scram_sha_256(pw.as_bytes())
+    });
     let plan = sql::plan(cluster, &inventory, &verifiers);
     target.execute(&plan).await.expect("the plan runs");
     plan.iter().map(|s| s.to_string()).collect()
@@ -150,12 +144,30 @@ async fn the_plan_creates_once_then_only_alters() {
         before,
         "the second run changed the catalog"
     );
+    assert!(
+        second.iter().all(|s| !s.contains("PASSWORD")),
+        "a password that already verifies was set again: {second:#?}"
+    );
     let third = apply(&target, &cluster, &passwords).await;
     assert_eq!(
         third.len(),
         second.len(),
         "an unchanged server gets the same plan each time"
     );
+    let rotated = BTreeMap::from([
+        ("app".to_owned(), "app-secret-2".to_owned()),
+        ("reporting".to_owned(), "reporting-secret-1".to_owned()),
+    ]);
+    let fourth = apply(&target, &cluster, &rotated).await;
+    let set: Vec<&String> = fourth.iter().filter(|s| s.contains("PASSWORD")).collect();
+    assert!(
+        set.len() == 1 && set[0].contains("ROLE \"app\""),
+        "only the changed password is set: {set:#?}"
+    );
+    session(&target, "app", "app-secret-2", "app")
+        .await
+        .expect("the new password works");
+    apply(&target, &cluster, &passwords).await;
     let app = session(&target, "app", "app-secret-1", "app")
         .await
         .expect("the password still works after the re-runs");

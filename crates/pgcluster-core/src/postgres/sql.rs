@@ -41,6 +41,9 @@ pub struct Inventory {
     pub managed_roles: BTreeSet<String>,
     /// Every database name.
     pub databases: BTreeSet<String>,
+    /// Each role's stored password verifier (`pg_authid.rolpassword`), where
+    /// it has one: a password that already verifies is not set again.
+    pub verifiers: BTreeMap<String, String>,
 }
 
 /// One SQL statement and the database it runs in.
@@ -343,6 +346,7 @@ spec: {spec}
             roles: BTreeSet::from(["app".into(), "reporting".into(), "postgres".into()]),
             managed_roles: BTreeSet::from(["app".into(), "reporting".into()]),
             databases: BTreeSet::from(["app".into(), "postgres".into()]),
+            verifiers: BTreeMap::new(),
         };
         let out = plan(&reporting(), &inventory, &BTreeMap::new());
         assert!(out.iter().all(|s| !s.sql.starts_with("CREATE ROLE") && !s.sql.starts_with("CREATE DATABASE")));
@@ -361,6 +365,7 @@ spec: {spec}
             roles: BTreeSet::from(["app".into(), "old".into(), "human".into()]),
             managed_roles: BTreeSet::from(["app".into(), "old".into()]),
             databases: BTreeSet::new(),
+            verifiers: BTreeMap::new(),
         };
         let out = sqls(&plan(&with_app(), &inventory, &BTreeMap::new()));
         assert!(out.contains(&"[postgres] ALTER ROLE \"old\" NOLOGIN".to_owned()));
@@ -379,6 +384,7 @@ spec: {spec}
                 .collect(),
             managed_roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             databases: BTreeSet::from(["app".into(), "postgres".into()]),
+            verifiers: BTreeMap::new(),
         }
     }
 

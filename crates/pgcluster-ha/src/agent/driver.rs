@@ -49,6 +49,9 @@ struct Agent<C> {
     member: Arc<RwLock<Option<MemberState>>>,
     /// When the last tick ran (`GET /healthz`).
     last_tick: Arc<RwLock<Instant>>,
+    /// Whether this process checked the superuser's password on its
+    /// writable primary (once: see `Instance::ensure_superuser_password`).
+    superuser_checked: bool,
     failovers: u64,
     switchovers: u64,
     last_error: Option<String>,
@@ -157,6 +160,7 @@ pub async fn run<C: Coordinator>(
         status,
         member,
         last_tick,
+        superuser_checked: false,
         failovers: 0,
         switchovers: 0,
         last_error: None,
@@ -288,6 +292,21 @@ impl<C: Coordinator> Agent<C> {
         )
         .await;
         self.watchdog.set_pid(self.local.pid());
+        if !self.superuser_checked && observed.pg.is_primary() {
+            self.superuser_checked = true;
+            let instance = self.cfg.instance.clone();
+            tokio::spawn(async move {
+                match instance.ensure_superuser_password().await {
+                    Ok(true) => {
+                        tracing::info!("the superuser's password did not match its secret: set it")
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(error = %crate::agent::execute::error_chain(&error), "could not check the superuser's password")
+                    }
+                }
+            });
+        }
         // A lease write that got no answer most likely met an unreachable
         // coordinator: go straight to the failsafe probes instead of spending
         // a read timeout first. A renewal that hung for the write timeout

@@ -9,7 +9,7 @@ use pgcluster_core::postgres::sql;
 
 use super::error::LocalError;
 use super::prepare::Prepared;
-use crate::postgres::admin::AdminTarget;
+use crate::postgres::admin::{AdminTarget, password_changes};
 
 /// The superuser's sessions through the rw port 127.0.0.1:`port`.
 pub fn rw_target(port: u16, user: &str, password: &str) -> AdminTarget {
@@ -47,15 +47,12 @@ pub async fn create_app_objects(
         &prepared.record.superuser,
         &prepared.superuser_password,
     );
-    let mut verifiers = BTreeMap::new();
+    let mut passwords = BTreeMap::new();
     for role in cluster.roles() {
         let password = prepared
             .layout
             .ensure_password(&prepared.layout.role_password_file(&role.name))?;
-        verifiers.insert(
-            role.name.clone(),
-            postgres_protocol::password::scram_sha_256(password.as_bytes()),
-        );
+        passwords.insert(role.name.clone(), password);
     }
     // The router closes an rw session whose primary stopped being the
     // target (seen once in CI right after start, under load): the plan is
@@ -64,6 +61,10 @@ pub async fn create_app_objects(
     loop {
         let result = async {
             let inventory = target.inventory().await?;
+            // Only the passwords that do not verify yet (a new salt each time otherwise).
+            let verifiers = password_changes(&passwords, &inventory, |p| {
+                postgres_protocol::password::scram_sha_256(p.as_bytes())
+            });
             target
                 .execute(&sql::plan(cluster, &inventory, &verifiers))
                 .await

@@ -53,6 +53,26 @@ impl AdminError {
     }
 }
 
+/// The password verifiers the plan must set: one for each role in
+/// `passwords` whose stored verifier (`inventory`) does not already verify
+/// its password; `make` computes a new one (a random salt).
+pub fn password_changes(
+    passwords: &std::collections::BTreeMap<String, String>,
+    inventory: &Inventory,
+    make: impl Fn(&str) -> String,
+) -> std::collections::BTreeMap<String, String> {
+    passwords
+        .iter()
+        .filter(|(role, password)| {
+            !inventory
+                .verifiers
+                .get(*role)
+                .is_some_and(|stored| super::scram::verifies(password, stored))
+        })
+        .map(|(role, password)| (role.clone(), make(password)))
+        .collect()
+}
+
 /// Settings of every administration session. A statement or lock that
 /// hangs ends the session instead of the caller (a reconcile, `up`); role
 /// and database DDL commits without waiting for a synchronous standby, so a
@@ -159,6 +179,16 @@ impl AdminTarget {
                 &[],
             )
             .await?,
+            verifiers: {
+                let sql = "SELECT rolname::text, rolpassword FROM pg_authid WHERE rolpassword IS NOT NULL";
+                client
+                    .query(sql, &[])
+                    .await
+                    .map_err(self.execute_error(sql.to_owned()))?
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                    .collect()
+            },
         })
     }
 

@@ -166,6 +166,42 @@ impl Instance {
         Ok(client)
     }
 
+    /// Makes the superuser's password the one this agent was given (its
+    /// Secret in Kubernetes, its password file locally) unless it already
+    /// verifies: a cluster re-created on kept volumes gets new Secrets, and
+    /// the data still holds the old password. Runs on the writable primary
+    /// over the local socket (peer authentication in pods); commits without
+    /// waiting for a synchronous standby. Returns whether it changed it.
+    pub async fn ensure_superuser_password(&self) -> Result<bool, PgError> {
+        let client = self.connect().await?;
+        let read = "SELECT rolpassword FROM pg_authid WHERE rolname = $1";
+        let stored: Option<String> = client
+            .query_opt(read, &[&self.superuser.name])
+            .await
+            .map_err(|source| PgError::Query {
+                statement: read.to_owned(),
+                source,
+            })?
+            .and_then(|row| row.get(0));
+        if stored.is_some_and(|v| super::scram::verifies(&self.superuser.password, &v)) {
+            return Ok(false);
+        }
+        let verifier =
+            postgres_protocol::password::scram_sha_256(self.superuser.password.as_bytes());
+        client
+            .batch_execute(&format!(
+                "SET synchronous_commit = local; ALTER ROLE {} PASSWORD {}",
+                pgcluster_core::postgres::sql::quote_ident(&self.superuser.name),
+                pgcluster_core::postgres::sql::quote_literal(&verifier)
+            ))
+            .await
+            .map_err(|source| PgError::Query {
+                statement: format!("ALTER ROLE {} PASSWORD <redacted>", self.superuser.name),
+                source,
+            })?;
+        Ok(true)
+    }
+
     /// Connects to another member over TCP as `upstream.user` with our
     /// superuser's password (all members share the superuser secret).
     pub async fn connect_upstream(

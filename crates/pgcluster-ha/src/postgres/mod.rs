@@ -25,6 +25,7 @@ mod observe;
 mod os_user;
 mod process;
 mod replication;
+pub mod scram;
 
 pub use crate::machine::{Lsn, ParseLsnError};
 pub use binaries::PgBinaries;

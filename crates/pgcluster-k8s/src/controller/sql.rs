@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 pub use pgcluster_core::postgres::sql::{
     Inventory, MANAGED_COMMENT, Statement, plan, quote_ident, quote_literal,
 };
-pub use pgcluster_ha::postgres::admin::{AdminError, AdminTarget};
+pub use pgcluster_ha::postgres::admin::{AdminError, AdminTarget, password_changes};
 
 /// The I/O side: read the inventory, run statements. Object-safe so the
 /// controller holds any implementation behind `Arc<dyn DatabaseAdmin>`.
