@@ -314,6 +314,12 @@ pub const CONTROLLER_CALLS: &[ApiCall] = &[
         "leader::try_acquire",
     ),
     call(
+        "coordination.k8s.io",
+        "leases",
+        "delete",
+        "reconcile::cleanup (retention Delete)",
+    ),
+    call(
         "events.k8s.io",
         "events",
         "create",

@@ -23,6 +23,8 @@ mod e2e_support;
 mod fence;
 #[path = "e2e/ha.rs"]
 mod ha;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
 #[path = "e2e/quiet.rs"]
 mod quiet;
 #[path = "e2e/running.rs"]
@@ -545,10 +547,11 @@ fn homelab(namespace: &str) -> PostgresCluster {
 
 /// (c) The controller's reconcile on the real API server, authorized as the
 /// controller's ServiceAccount under the shipped ClusterRole (a missing verb
-/// is a 403 and fails the test): `pgcluster apply` of a homelab spec, every
-/// built object created, the StatefulSet's pods created by the StatefulSet
-/// controller, status written; on delete the finalizer is released and
-/// garbage collection removes the owned objects.
+/// is a 403 and fails the test): `pgcluster apply` of a homelab spec with
+/// `retention: Delete`, every built object created, the StatefulSet's pods
+/// created by the StatefulSet controller, status written; on delete the
+/// volumes and the Lease are deleted, the finalizer is released and garbage
+/// collection removes the owned objects.
 #[tokio::test]
 async fn controller_reconciles_under_the_shipped_cluster_role() {
     let Some(c) = cluster().await else { return };
@@ -565,8 +568,12 @@ async fn controller_reconciles_under_the_shipped_cluster_role() {
         Some("e2e".to_owned()),
     ));
 
-    // `pgcluster apply -f homelab.yaml`, as the user (admin).
-    let spec = homelab(&ns);
+    // `pgcluster apply -f homelab.yaml`, as the user (admin), with retention Delete.
+    let mut spec = homelab(&ns);
+    spec.spec
+        .storage
+        .get_or_insert_with(Default::default)
+        .retention = Some(pgcluster_core::api::v1alpha1::RetentionPolicy::Delete);
     let validated = pgcluster_core::validate_on(&spec, pgcluster_core::Platform::Kubernetes)
         .expect("the homelab example is valid");
     let stored = pgcluster_k8s::client_ops::apply(&c.admin, &spec)
@@ -642,9 +649,24 @@ async fn controller_reconciles_under_the_shipped_cluster_role() {
     )
     .await;
     assert_eq!(sts.spec.unwrap().replicas, Some(2));
+    // The Lease the agents would have created (no kubelet runs them here).
+    let leases: Api<KubeLease> = Api::namespaced(c.admin.clone(), &ns);
+    let lease_name = validated.name().leader_lease();
+    let lease: KubeLease =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": lease_name } })).unwrap();
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(c.admin.clone(), &ns);
+    let claim = format!("data-{first}");
+    wait_for(
+        "the first pod's volume claim",
+        Duration::from_secs(60),
+        || async { claims.get_opt(&claim).await.unwrap().map(drop) },
+    )
+    .await;
 
-    // Delete: the controller releases its finalizer, garbage collection
-    // removes what the cluster owned.
+    // Delete: the controller deletes the volumes and the Lease, releases
+    // its finalizer, garbage collection removes what the cluster owned.
     clusters
         .delete(&spec.name_any(), &DeleteParams::default())
         .await
@@ -683,6 +705,15 @@ async fn controller_reconciles_under_the_shipped_cluster_role() {
         )
         .await;
     }
+    assert!(
+        leases.get_opt(&lease_name).await.unwrap().is_none(),
+        "the Lease outlived a cluster with retention Delete"
+    );
+    let claim_left = claims.get_opt(&claim).await.unwrap();
+    assert!(
+        claim_left.is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
+        "the volume claim outlived a cluster with retention Delete"
+    );
 }
 
 /// (d) A PostgresCluster without `spec`: the API server refuses it (the CRD

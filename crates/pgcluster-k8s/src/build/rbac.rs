@@ -174,12 +174,13 @@ pub fn controller_cluster_role() -> ClusterRole {
             ),
             rule(&["networking.k8s.io"], &["networkpolicies"], OWN, &[]),
             rule(&["policy"], &["poddisruptionbudgets"], OWN, &[]),
-            // The controller's leader election and reading the clusters' Leases
-            // (the same verbs as the agents' Role).
+            // The controller's leader election, reading the clusters' Leases
+            // (the same verbs as the agents' Role), and deleting one with
+            // its cluster (retention Delete).
             rule(
                 &["coordination.k8s.io"],
                 &["leases"],
-                &["get", "list", "watch", "create", "update"],
+                &["get", "list", "watch", "create", "update", "delete"],
                 &[],
             ),
             rule(
@@ -220,7 +221,8 @@ mod tests {
         }
     }
 
-    /// Agents may only update their own Lease, and get no access to Secrets.
+    /// Agents may only update their own Lease, patch only their cluster's
+    /// instance pods, read no pod, and get no access to Secrets.
     #[test]
     fn agent_is_least_privilege() {
         let cluster = crate::testing::cluster("db", 2);
@@ -232,6 +234,13 @@ mod tests {
                 && r.verbs.iter().any(|v| v == "update")
             {
                 assert_eq!(r.resource_names, Some(vec!["db-leader".to_owned()]));
+            }
+            if r.resources.iter().flatten().any(|x| x == "pods") {
+                assert_eq!(r.verbs, vec!["patch".to_owned()]);
+                assert_eq!(
+                    r.resource_names,
+                    Some(vec!["db-0".to_owned(), "db-1".to_owned()])
+                );
             }
         }
     }

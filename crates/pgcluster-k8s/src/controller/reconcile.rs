@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -84,23 +85,30 @@ async fn set_finalizers(
     })
 }
 
-/// Deletion: honour `spec.storage.retention`, then release the object.
-/// `Delete` deletes the cluster's PVCs; `Retain` (the default) leaves them.
-/// Everything else goes with the owner references (garbage collection).
-async fn cleanup(ctx: &Context, obj: &PostgresCluster, namespace: &str) -> Result<(), Error> {
-    let name = obj.name_any();
-    let retention = obj
-        .spec
+/// The cluster's `spec.storage.retention` (default `Retain`).
+fn retention(obj: &PostgresCluster) -> RetentionPolicy {
+    obj.spec
         .storage
         .as_ref()
         .and_then(|s| s.retention)
-        .unwrap_or_default();
-    if retention == RetentionPolicy::Delete {
-        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+        .unwrap_or_default()
+}
+
+/// Deletion with `retention: Delete`: the volumes and the Lease go (a new
+/// cluster of the same name starts from empty volumes, and a Lease naming
+/// the old data's system identifier would refuse it), then the object is
+/// released. Everything else goes with the owner references (garbage
+/// collection). With `Retain` there is no finalizer: volumes and Lease stay
+/// for a re-created cluster, whose agents reset the superuser's password
+/// from the new Secret and whose controller resets the roles' passwords.
+async fn cleanup(ctx: &Context, obj: &PostgresCluster, namespace: &str) -> Result<(), Error> {
+    let name = obj.name_any();
+    if retention(obj) == RetentionPolicy::Delete {
         let err = |source| Error::Finalizer {
             cluster: name.clone(),
             source,
         };
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
         let list = pvcs
             .list(&ListParams::default().labels(&format!("{LABEL_CLUSTER}={name}")))
             .await
@@ -113,7 +121,21 @@ async fn cleanup(ctx: &Context, obj: &PostgresCluster, namespace: &str) -> Resul
                 Err(source) => return Err(err(source)),
             }
         }
+        let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), namespace);
+        let lease = pgcluster_core::names::ClusterName::new(&name)
+            .map(|n| n.leader_lease())
+            .unwrap_or_else(|_| format!("{name}-leader"));
+        match leases.delete(&lease, &DeleteParams::background()).await {
+            Ok(_) => info!(lease, "deleted the leader Lease (retention Delete)"),
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(source) => return Err(err(source)),
+        }
     }
+    release(ctx, obj).await
+}
+
+/// Removes the finalizer from `obj`.
+async fn release(ctx: &Context, obj: &PostgresCluster) -> Result<(), Error> {
     let rest = obj
         .finalizers()
         .iter()
@@ -134,10 +156,15 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
         }
         return Ok(Action::await_change());
     }
-    if !has_finalizer(obj) {
-        let mut finalizers = obj.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_owned());
-        set_finalizers(ctx, obj, finalizers).await?;
+    // The finalizer only while deletion has work to do.
+    match (retention(obj), has_finalizer(obj)) {
+        (RetentionPolicy::Delete, false) => {
+            let mut finalizers = obj.finalizers().to_vec();
+            finalizers.push(FINALIZER.to_owned());
+            set_finalizers(ctx, obj, finalizers).await?;
+        }
+        (RetentionPolicy::Retain, true) => release(ctx, obj).await?,
+        _ => {}
     }
 
     // 1. dereference
@@ -334,11 +361,12 @@ async fn databases(
         application: "pgcluster-controller",
     };
     let inventory = ctx.admin.inventory(&target).await?;
-    let verifiers = cluster
+    let declared = cluster
         .roles()
         .iter()
-        .filter_map(|r| Some((r.name.clone(), ctx.admin.verifier(passwords.get(&r.name)?))))
+        .filter_map(|r| Some((r.name.clone(), passwords.get(&r.name)?.clone())))
         .collect();
+    let verifiers = sql::password_changes(&declared, &inventory, |p| ctx.admin.verifier(p));
     let statements = sql::plan(cluster, &inventory, &verifiers);
     ctx.metrics.sql_runs.inc();
     ctx.admin.execute(&target, &statements).await?;

@@ -603,7 +603,8 @@ async fn orphans_are_deleted_by_label_and_owner() {
     assert_eq!(deleted, ["/api/v1/namespaces/db/services/pg-lb"]);
 }
 
-/// Deletion with retention Delete removes the cluster's PVCs, then the finalizer.
+/// Deletion with retention Delete removes the cluster's PVCs and its
+/// Lease, then the finalizer.
 #[tokio::test]
 async fn finalizer_with_delete_retention_deletes_volumes() {
     let (client, mut server) = ApiServerVerifier::new();
@@ -619,6 +620,7 @@ async fn finalizer_with_delete_retention_deletes_volumes() {
     )];
     let obj = Arc::new(
         postgres_cluster()
+            .with_finalizer()
             .retention(RetentionPolicy::Delete)
             .deleting(),
     );
@@ -643,19 +645,21 @@ async fn finalizer_with_delete_retention_deletes_volumes() {
                 "DELETE".into(),
                 "/api/v1/namespaces/db/persistentvolumeclaims/data-pg-1".into()
             ),
+            ("DELETE".into(), LEASE.into()),
             ("PATCH".into(), CLUSTER.into()),
         ]
     );
-    assert_eq!(server.seen[3].body["metadata"]["finalizers"], json!([]));
-    assert_eq!(server.seen[3].body["metadata"]["resourceVersion"], "100");
+    assert_eq!(server.seen[4].body["metadata"]["finalizers"], json!([]));
+    assert_eq!(server.seen[4].body["metadata"]["resourceVersion"], "100");
 }
 
-/// Deletion with retention Retain (the default) only releases the finalizer: volumes stay.
+/// Deletion with retention Retain (the default) of an object an older
+/// controller finalized only releases the finalizer: volumes and Lease stay.
 #[tokio::test]
 async fn finalizer_with_retain_keeps_volumes() {
     let (client, mut server) = ApiServerVerifier::new();
     let ctx = context(client, Arc::default());
-    let obj = Arc::new(postgres_cluster().deleting());
+    let obj = Arc::new(postgres_cluster().with_finalizer().deleting());
     server
         .serve_while(reconcile(obj, ctx), vec![])
         .await
@@ -663,16 +667,18 @@ async fn finalizer_with_retain_keeps_volumes() {
     assert_eq!(server.calls(), [("PATCH".to_owned(), CLUSTER.to_owned())]);
 }
 
-/// A new object first gets the finalizer (merge patch guarded by resourceVersion).
+/// The finalizer is there only while deletion has work to do: a new
+/// object with retention Delete first gets it (merge patch guarded by
+/// resourceVersion); with Retain it gets none, and one an older controller
+/// added is released (deleting the namespace or the CRD then never waits
+/// for the controller).
 #[tokio::test]
-async fn finalizer_is_added_first() {
+async fn finalizer_only_with_delete_retention() {
     let (client, mut server) = ApiServerVerifier::new();
     let ctx = context(client, Arc::default());
+    let delete = postgres_cluster().retention(RetentionPolicy::Delete);
     server
-        .serve_while(
-            reconcile(Arc::new(postgres_cluster().without_finalizer()), ctx),
-            vec![],
-        )
+        .serve_while(reconcile(Arc::new(delete), ctx), vec![])
         .await
         .unwrap();
     assert_eq!(server.seen[0].path, CLUSTER);
@@ -680,10 +686,31 @@ async fn finalizer_is_added_first() {
         server.seen[0].body["metadata"]["finalizers"],
         json!([FINALIZER])
     );
+
+    let (client, mut server) = ApiServerVerifier::new();
+    let ctx = context(client, Arc::default());
+    server
+        .serve_while(reconcile(Arc::new(postgres_cluster()), ctx), vec![])
+        .await
+        .unwrap();
+    assert!(
+        server.seen.iter().all(|s| s.path != CLUSTER),
+        "a Retain cluster got a finalizer"
+    );
+
+    let (client, mut server) = ApiServerVerifier::new();
+    let ctx = context(client, Arc::default());
+    server
+        .serve_while(
+            reconcile(Arc::new(postgres_cluster().with_finalizer()), ctx),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(server.seen[0].path, CLUSTER);
+    assert_eq!(server.seen[0].body["metadata"]["finalizers"], json!([]));
 }
 
-/// One cluster's API failure is its own: the error backs off exponentially
-/// per object, another object's backoff is independent, success resets it.
 /// An object the API server refuses (a 422 on the StatefulSet, as for an
 /// immutable field) does not stop the others: every other object is still
 /// applied, the status says which object failed with the API's message and
@@ -737,6 +764,8 @@ async fn a_refused_object_does_not_stop_the_others() {
     );
 }
 
+/// One cluster's API failure is its own: the error backs off exponentially
+/// per object, another object's backoff is independent, success resets it.
 #[tokio::test]
 async fn transient_errors_back_off_per_object() {
     let (client, mut server) = ApiServerVerifier::new();

@@ -20,7 +20,6 @@ metadata:
   uid: 7d1b0c9e-0000-4000-8000-000000000001
   generation: 3
   resourceVersion: "100"
-  finalizers: [pgcluster.dev/retention]
 spec:
   instances: 2
   databases:
@@ -36,7 +35,8 @@ spec:
       roles: [app]
 "#;
 
-/// A valid two-instance cluster `pg` in namespace `db`, with the finalizer.
+/// A valid two-instance cluster `pg` in namespace `db` (retention Retain,
+/// so without the finalizer).
 pub fn postgres_cluster() -> PostgresCluster {
     serde_norway::from_str(CLUSTER_YAML).expect("the fixture YAML parses")
 }
@@ -45,6 +45,9 @@ pub fn postgres_cluster() -> PostgresCluster {
 pub trait ClusterFixture: Sized {
     /// Without the controller's finalizer (a brand-new object).
     fn without_finalizer(self) -> Self;
+    /// With the controller's finalizer (retention Delete, or an object an
+    /// older controller finalized).
+    fn with_finalizer(self) -> Self;
     /// Marked for deletion.
     fn deleting(self) -> Self;
     /// With `spec.storage.retention`.
@@ -58,6 +61,10 @@ pub trait ClusterFixture: Sized {
 impl ClusterFixture for PostgresCluster {
     fn without_finalizer(mut self) -> Self {
         self.metadata.finalizers = None;
+        self
+    }
+    fn with_finalizer(mut self) -> Self {
+        self.metadata.finalizers = Some(vec![crate::controller::FINALIZER.to_owned()]);
         self
     }
     fn deleting(mut self) -> Self {

@@ -8,7 +8,9 @@ pub struct ServicesSpec {
     /// The read-write endpoint `<name>-rw`, always routed to the primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rw: Option<EndpointSpec>,
-    /// The read-only endpoint `<name>-ro`, routed to the replicas.
+    /// The read-only endpoint `<name>-ro`, routed to the ready replicas. In
+    /// Kubernetes it has no endpoint while no replica is ready (it does not
+    /// fall back to the primary); local mode's ro port does fall back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ro: Option<EndpointSpec>,
     /// A MetalLB LoadBalancer for clients outside Kubernetes (the internal network).
