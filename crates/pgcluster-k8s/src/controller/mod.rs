@@ -31,6 +31,7 @@ pub mod process;
 pub mod reconcile;
 pub mod sql;
 pub mod status;
+pub mod triggers;
 
 #[cfg(test)]
 mod tests;
@@ -184,10 +185,12 @@ pub fn error_policy(obj: Arc<PostgresCluster>, error: &Error, ctx: Arc<Context>)
 
 /// Runs the controller until SIGTERM/SIGINT. Watches PostgresCluster, the
 /// kinds it owns (by owner reference) and the instance pods (mapped to their
-/// cluster by the `pgcluster.dev/cluster` label).
+/// cluster by the `pgcluster.dev/cluster` label, when they changed in a way
+/// the status shows: [`triggers`]).
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels(LABEL_CLUSTER);
+    let pods = triggers::PodTriggers::default();
     Controller::new(
         Api::<PostgresCluster>::all(client.clone()),
         watcher::Config::default(),
@@ -204,8 +207,12 @@ pub async fn run(ctx: Arc<Context>) {
         Api::<PodDisruptionBudget>::all(client.clone()),
         owned.clone(),
     )
-    .watches(Api::<Pod>::all(client.clone()), owned, |pod: Pod| {
+    .watches(Api::<Pod>::all(client.clone()), owned, move |pod: Pod| {
         let cluster = pod.labels().get(LABEL_CLUSTER)?.clone();
+        // Only changes the status shows (not moving WAL positions).
+        if !pods.changed(&pod) {
+            return None;
+        }
         Some(ObjectRef::<PostgresCluster>::new(&cluster).within(&pod.namespace()?))
     })
     .shutdown_on_signal()
