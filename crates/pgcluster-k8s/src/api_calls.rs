@@ -284,18 +284,6 @@ pub const CONTROLLER_CALLS: &[ApiCall] = &[
     call("", "pods", "list", "dereference, controller::run"),
     call("", "pods", "watch", "controller::run"),
     call(
-        "",
-        "persistentvolumeclaims",
-        "list",
-        "reconcile::cleanup (retention Delete)",
-    ),
-    call(
-        "",
-        "persistentvolumeclaims",
-        "delete",
-        "reconcile::cleanup (retention Delete)",
-    ),
-    call(
         "coordination.k8s.io",
         "leases",
         "get",

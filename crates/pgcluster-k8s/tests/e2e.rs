@@ -665,8 +665,9 @@ async fn controller_reconciles_under_the_shipped_cluster_role() {
     )
     .await;
 
-    // Delete: the controller deletes the volumes and the Lease, releases
-    // its finalizer, garbage collection removes what the cluster owned.
+    // Delete: the controller deletes the Lease, releases its finalizer,
+    // garbage collection removes what the cluster owned (the volumes with
+    // the StatefulSet).
     clusters
         .delete(&spec.name_any(), &DeleteParams::default())
         .await
@@ -709,11 +710,18 @@ async fn controller_reconciles_under_the_shipped_cluster_role() {
         leases.get_opt(&lease_name).await.unwrap().is_none(),
         "the Lease outlived a cluster with retention Delete"
     );
-    let claim_left = claims.get_opt(&claim).await.unwrap();
-    assert!(
-        claim_left.is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
-        "the volume claim outlived a cluster with retention Delete"
-    );
+    // The StatefulSet's claim retention policy: garbage collection of the
+    // claims follows the StatefulSet's.
+    wait_for(
+        "the volume claim to go with the StatefulSet (retention Delete)",
+        Duration::from_secs(60),
+        || async {
+            let left = claims.get_opt(&claim).await.unwrap();
+            left.is_none_or(|c| c.metadata.deletion_timestamp.is_some())
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// (d) A PostgresCluster without `spec`: the API server refuses it (the CRD

@@ -162,8 +162,6 @@ pub fn controller_cluster_role() -> ClusterRole {
             ),
             // patch: only because the agents' Role grants it.
             rule(&[""], &["pods"], &["list", "watch", "patch"], &[]),
-            // The finalizer deletes the volumes when `storage.retention` is Delete.
-            rule(&[""], &["persistentvolumeclaims"], &["list", "delete"], &[]),
             // kube's Recorder writes events.k8s.io/v1 Events (patch for repeats).
             rule(&["events.k8s.io"], &["events"], &["create", "patch"], &[]),
             rule(

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -29,7 +28,6 @@ use super::passwords;
 use super::sql::{self, AdminError, AdminTarget};
 use super::status::{self, Outcome};
 use super::{Context, FINALIZER};
-use crate::build::labels::LABEL_CLUSTER;
 use crate::build::{BuildOptions, POSTGRES_PORT, build};
 
 /// Resync period of a settled cluster.
@@ -94,33 +92,19 @@ fn retention(obj: &PostgresCluster) -> RetentionPolicy {
         .unwrap_or_default()
 }
 
-/// Deletion with `retention: Delete`: the volumes and the Lease go (a new
-/// cluster of the same name starts from empty volumes, and a Lease naming
-/// the old data's system identifier would refuse it), then the object is
-/// released. Everything else goes with the owner references (garbage
-/// collection). With `Retain` there is no finalizer: volumes and Lease stay
-/// for a re-created cluster, whose agents reset the superuser's password
-/// from the new Secret and whose controller resets the roles' passwords.
+/// Deletion with `retention: Delete`: the Lease goes (a Lease naming the old
+/// data's system identifier would refuse a new cluster of the same name),
+/// then the object is released. The volumes go with the StatefulSet (its
+/// `persistentVolumeClaimRetentionPolicy` says Delete, so the StatefulSet
+/// controller owns them), everything else with the owner references.
+/// Deleting the volumes here while the pods still ran would have the
+/// StatefulSet controller create them again. With `Retain` there is no
+/// finalizer: volumes and Lease stay for a re-created cluster, whose agents
+/// reset the superuser's password from the new Secret and whose controller
+/// resets the roles'.
 async fn cleanup(ctx: &Context, obj: &PostgresCluster, namespace: &str) -> Result<(), Error> {
     let name = obj.name_any();
     if retention(obj) == RetentionPolicy::Delete {
-        let err = |source| Error::Finalizer {
-            cluster: name.clone(),
-            source,
-        };
-        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-        let list = pvcs
-            .list(&ListParams::default().labels(&format!("{LABEL_CLUSTER}={name}")))
-            .await
-            .map_err(err)?;
-        for pvc in list.items {
-            let pvc_name = pvc.name_any();
-            match pvcs.delete(&pvc_name, &DeleteParams::background()).await {
-                Ok(_) => info!(pvc = pvc_name, "deleted volume (retention Delete)"),
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                Err(source) => return Err(err(source)),
-            }
-        }
         let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), namespace);
         let lease = pgcluster_core::names::ClusterName::new(&name)
             .map(|n| n.leader_lease())
@@ -128,7 +112,12 @@ async fn cleanup(ctx: &Context, obj: &PostgresCluster, namespace: &str) -> Resul
         match leases.delete(&lease, &DeleteParams::background()).await {
             Ok(_) => info!(lease, "deleted the leader Lease (retention Delete)"),
             Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(source) => return Err(err(source)),
+            Err(source) => {
+                return Err(Error::Finalizer {
+                    cluster: name,
+                    source,
+                });
+            }
         }
     }
     release(ctx, obj).await
