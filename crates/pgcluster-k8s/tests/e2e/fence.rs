@@ -95,7 +95,6 @@ async fn fence_holds(label: &str, instances: u32, mode: ReplicationMode, fault: 
     let Some(c) = cluster().await else { return };
     let Some(_node) = node() else { return };
     let r = running::start(&c, label, instances, |spec| {
-        running::ci_timings(spec);
         let replication = spec.spec.replication.get_or_insert_with(Default::default);
         replication.mode = Some(mode);
     })

@@ -29,7 +29,11 @@ use nix::sys::signal::Signal;
 /// (CoreDNS, then kube-proxy's DNAT to the primary), reads it back through
 /// `-ro` (a replica) and prints what each side said it is.
 async fn traffic_from_a_pod(c: &TestCluster, r: &Running) {
-    let validated = pgcluster_core::validate(&super::homelab_on_the_node(&r.ns)).unwrap();
+    let validated = pgcluster_core::validate_on(
+        &super::homelab_on_the_node(&r.ns),
+        pgcluster_core::Platform::Kubernetes,
+    )
+    .unwrap();
     let image = &validated.postgres().image;
     let token = format!("e2e-{}", std::process::id());
     let script = format!(
@@ -193,23 +197,20 @@ async fn crash_until_failover(c: &TestCluster, r: &Running, old: &str) -> (Insta
     }
 }
 
-/// Failover by kill -9, five times, in sync mode with three instances
+/// Failover by kill -9, ten times, in sync mode with three instances
 /// (the homelab spec's `sync`/`block`; a third instance keeps a synchronous
 /// standby while the killed one is down): each time the primary's
 /// container is killed and kept down, another member takes the real Lease
 /// and is promoted, the rw Service's endpoint follows, the killed pod is
 /// restarted by the kubelet and re-joins as a replica, and no commit
 /// acknowledged to the writer through rw is lost. Prints the write windows
-/// (the writer's last commit before the final kill to its first after).
+/// (the writer's last commit before the final kill to its first after),
+/// with the Kubernetes default timings.
 #[tokio::test]
 async fn failover_by_kill_loses_no_acknowledged_write() {
     let Some(c) = cluster().await else { return };
     let Some(_node) = node() else { return };
-    let r = running::start(&c, "kill", 3, |spec| {
-        synchronous(spec);
-        running::ci_timings(spec);
-    })
-    .await;
+    let r = running::start(&c, "kill", 3, synchronous).await;
     let rw_ip = cluster_ip(&c, &r, &r.name.rw_service()).await;
     let app = role_target(&c, &r, APP, &rw_ip).await;
     create_table(&app, "e2e_kill").await;
@@ -222,7 +223,7 @@ async fn failover_by_kill_loses_no_acknowledged_write() {
     );
     let mut kills = Vec::new();
     let mut lease_moved = Vec::new();
-    for round in 1..=5 {
+    for round in 1..=10 {
         running::wait_ready(&c, &r, Duration::from_secs(180)).await;
         let old = settled_primary(&c, &r, Duration::from_secs(60)).await;
         writes_flow(
@@ -357,9 +358,9 @@ async fn cli_apply_status_and_failover_to_move_the_primary() {
     let Some(_node) = node() else { return };
     running::controller_available(&c).await;
     let ns = c.namespace("cli").await;
-    let mut spec = super::homelab_on_the_node(&ns);
-    running::ci_timings(&mut spec);
-    let validated = pgcluster_core::validate(&spec).unwrap();
+    let spec = super::homelab_on_the_node(&ns);
+    let validated =
+        pgcluster_core::validate_on(&spec, pgcluster_core::Platform::Kubernetes).unwrap();
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_norway::to_string(&spec).unwrap()).unwrap();
     let path = file.path().to_str().unwrap();
@@ -512,7 +513,7 @@ async fn cli_apply_status_and_failover_to_move_the_primary() {
 async fn failsafe_keeps_the_primary_writable_while_the_api_server_is_paused() {
     let Some(c) = cluster().await else { return };
     let Some(_node) = node() else { return };
-    let r = running::start(&c, "failsafe", 2, running::ci_timings).await;
+    let r = running::start(&c, "failsafe", 2, |_| {}).await;
     let primary = settled_primary(&c, &r, Duration::from_secs(60)).await;
     let primary_ip = members(&c, &r).await[&primary].ip.clone().unwrap();
     let rw_ip = cluster_ip(&c, &r, &r.name.rw_service()).await;

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams};
 use pgcluster_core::api::v1alpha1::PostgresCluster;
 
-use super::checks::APP;
+use super::checks::{APP, create_table};
 use super::running::{self, cluster_ip, role_target};
 use super::{homelab_on_the_node, node};
 use crate::e2e_support::sql::query;
@@ -25,12 +25,11 @@ async fn recreated_on_kept_volumes_keeps_data_and_passwords() {
     let r = running::start(&c, "recreate", 2, |_| {}).await;
     let rw_ip = cluster_ip(&c, &r, &r.name.rw_service()).await;
     let before = role_target(&c, &r, APP, &rw_ip).await;
-    query(
-        &before,
-        "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('written before the delete')",
-    )
-    .await
-    .unwrap();
+    // The first statement waits for the new Service's rules (kube-proxy).
+    create_table(&before, "kept").await;
+    query(&before, "INSERT INTO kept VALUES (42, now())")
+        .await
+        .unwrap();
 
     let clusters: Api<PostgresCluster> = Api::namespaced(c.admin.clone(), &r.ns);
     clusters
@@ -84,12 +83,9 @@ async fn recreated_on_kept_volumes_keeps_data_and_passwords() {
     );
     let rows = wait_for(
         "the role to log in with its new password and read the kept row",
-        Duration::from_secs(60),
-        || async { query(&after, "SELECT v FROM kept").await.ok() },
+        Duration::from_secs(90),
+        || async { query(&after, "SELECT id FROM kept").await.ok() },
     )
     .await;
-    assert_eq!(
-        rows,
-        vec![vec![Some("written before the delete".to_owned())]]
-    );
+    assert_eq!(rows, vec![vec![Some("42".to_owned())]]);
 }

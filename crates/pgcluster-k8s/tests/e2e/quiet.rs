@@ -84,11 +84,12 @@ fn audited(ns: &str, from: jiff::Timestamp, to: jiff::Timestamp) -> BTreeMap<Key
     counts
 }
 
-/// The controller's counter `pgcluster_controller_<name>_total`, through
-/// the API server's proxy to its pod.
+/// The controller's counter `pgcluster_controller_<name>_total`, summed
+/// over its running pods (only the leader reconciles), through the API
+/// server's proxy.
 async fn controller_counter(c: &TestCluster, name: &str) -> u64 {
     let pods: Api<Pod> = Api::namespaced(c.admin.clone(), CONTROLLER_NAMESPACE);
-    let pod = pods
+    let running: Vec<Pod> = pods
         .list(
             &ListParams::default()
                 .labels("app.kubernetes.io/name=pgcluster,app.kubernetes.io/component=controller"),
@@ -97,25 +98,30 @@ async fn controller_counter(c: &TestCluster, name: &str) -> u64 {
         .unwrap()
         .items
         .into_iter()
-        .find(|p| {
+        .filter(|p| {
             p.status
                 .as_ref()
                 .and_then(|s| s.phase.as_deref())
                 .is_some_and(|phase| phase == "Running")
         })
-        .expect("a running controller pod");
-    let uri = format!(
-        "/api/v1/namespaces/{CONTROLLER_NAMESPACE}/pods/{}:8080/proxy/metrics",
-        pod.name_any()
-    );
-    let request = http::Request::get(uri).body(Vec::new()).unwrap();
-    let text = c.admin.request_text(request).await.unwrap();
+        .collect();
+    assert!(!running.is_empty(), "no running controller pod");
     let prefix = format!("pgcluster_controller_{name}_total ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("no counter {prefix}in the controller's metrics:\n{text}"))
+    let mut sum = 0;
+    for pod in running {
+        let uri = format!(
+            "/api/v1/namespaces/{CONTROLLER_NAMESPACE}/pods/{}:8080/proxy/metrics",
+            pod.name_any()
+        );
+        let request = http::Request::get(uri).body(Vec::new()).unwrap();
+        let text = c.admin.request_text(request).await.unwrap();
+        sum += text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64);
+    }
+    sum
 }
 
 fn is_write(verb: &str) -> bool {

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use pgcluster_core::api::v1alpha1::{FailoverSpec, PostgresCluster};
+use pgcluster_core::api::v1alpha1::PostgresCluster;
 use pgcluster_core::names::ClusterName;
 
 use super::{CONTROLLER_ACCOUNT, CONTROLLER_NAMESPACE, describe_pods, homelab_on_the_node};
@@ -50,21 +50,6 @@ pub struct Member {
     pub ip: Option<String>,
     /// Restarts of the instance container.
     pub restarts: i32,
-}
-
-/// Failover timings for the HA tests on a shared 2-core CI machine: a 4 s
-/// lease and a 500 ms loop. With the defaults (2 s, 250 ms) the API
-/// server's answers under a load average of 7-20 (100-500 ms per read)
-/// kept a just-promoted primary from renewing (see docs/testenv.md).
-pub fn ci_timings(spec: &mut PostgresCluster) {
-    spec.spec.failover = Some(FailoverSpec {
-        lease_duration: Some("4s".to_owned()),
-        loop_interval: Some("500ms".to_owned()),
-        renew_deadline: Some("2400ms".to_owned()),
-        stop_writes_timeout: Some("800ms".to_owned()),
-        max_clock_drift: Some("500ms".to_owned()),
-        ..FailoverSpec::default()
-    });
 }
 
 /// Deletes the namespace when dropped (its pods stop, so later tests do not
