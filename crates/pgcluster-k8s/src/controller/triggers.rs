@@ -10,12 +10,11 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
-use pgcluster_ha::machine::{Lsn, MemberState, Millis};
-
 use crate::build::labels::LABEL_ROLE;
 use crate::lease::pod_member_state;
+use crate::lease::publication::material;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 
 /// A digest of what the status reads from `pod`.
 pub fn relevance(pod: &Pod) -> u64 {
@@ -32,16 +31,7 @@ pub fn relevance(pod: &Pod) -> u64 {
             (&c.name, c.ready, c.restart_count).hash(&mut h);
         }
     }
-    pod_member_state(pod)
-        .map(|s| MemberState {
-            heartbeat: 0,
-            last_seen: Millis(0),
-            received_lsn: Lsn(0),
-            replayed_lsn: Lsn(0),
-            flushed_lsn: Lsn(0),
-            ..s
-        })
-        .hash(&mut h);
+    pod_member_state(pod).map(|s| material(&s)).hash(&mut h);
     h.finish()
 }
 

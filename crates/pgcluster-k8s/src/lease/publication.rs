@@ -16,8 +16,8 @@ use pgcluster_ha::machine::{Lsn, MemberState, Millis};
 pub const POSITIONS_EVERY: Duration = Duration::from_secs(30);
 
 /// The state without what changes every tick (heartbeat, clock) or with
-/// every write to the database (positions).
-fn material(s: &MemberState) -> MemberState {
+/// every write to the database (positions): what readers act on.
+pub fn material(s: &MemberState) -> MemberState {
     MemberState {
         heartbeat: 0,
         last_seen: Millis(0),
@@ -48,22 +48,14 @@ pub fn due(last: Option<&(MemberState, Instant)>, state: &MemberState, now: Inst
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 mod tests {
     use super::*;
-    use pgcluster_ha::machine::{MemberName, MemberRole, Timeline};
+    use crate::testing::objects::member_state;
+    use pgcluster_ha::machine::MemberRole;
 
     fn state(role: MemberRole, lsn: u64, heartbeat: u64) -> MemberState {
         MemberState {
-            name: MemberName::new("pg-1"),
-            role,
-            healthy: true,
-            timeline: Timeline(1),
-            received_lsn: Lsn(lsn),
-            replayed_lsn: Lsn(lsn),
-            flushed_lsn: Lsn(lsn),
-            system_identifier: None,
-            following: Some(MemberName::new("pg-0")),
-            sync_eligible: true,
-            last_seen: Millis(heartbeat * 350),
             heartbeat,
+            last_seen: Millis(heartbeat * 350),
+            ..member_state("pg-1", role, lsn)
         }
     }
 
@@ -75,16 +67,17 @@ mod tests {
         let first = state(MemberRole::Replica, 100, 1);
         assert!(due(None, &first, t0));
         let last = (first, t0);
+        let later = |secs| t0 + Duration::from_secs(secs);
         assert!(!due(
             Some(&last),
             &state(MemberRole::Replica, 100, 500),
-            t0 + Duration::from_secs(600)
+            later(600)
         ));
         assert!(due(Some(&last), &state(MemberRole::Primary, 100, 2), t0));
         assert!(!due(
             Some(&last),
             &state(MemberRole::Replica, 200, 2),
-            t0 + Duration::from_secs(29)
+            later(29)
         ));
         assert!(due(
             Some(&last),
