@@ -244,3 +244,66 @@ async fn failsafe(
         _ => Err(StatusCode::SERVICE_UNAVAILABLE),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::agent::client;
+
+    /// The routes on 127.0.0.1 with a last tick `ago` and the given member state.
+    async fn serve_at(ago: Duration, member: Option<MemberState>) -> SocketAddr {
+        let state = ApiState {
+            status: Arc::default(),
+            probes: mpsc::channel(1).0,
+            member: Arc::new(RwLock::new(member)),
+            last_tick: Arc::new(RwLock::new(Instant::now() - ago)),
+            wedged_after: Duration::from_secs(30),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        addr
+    }
+
+    /// `/healthz` fails once the loop has not ticked for `wedged_after`
+    /// (so a liveness probe restarts a wedged agent), not before.
+    #[tokio::test]
+    async fn healthz_reports_a_wedged_loop() {
+        let t = Duration::from_secs(5);
+        let fresh = serve_at(Duration::from_secs(1), None).await;
+        assert_eq!(client::get(fresh, "/healthz", t).await.unwrap().0, 200);
+        let wedged = serve_at(Duration::from_secs(31), None).await;
+        let (code, body) = client::get(wedged, "/healthz", t).await.unwrap();
+        assert_eq!(code, 503);
+        assert!(body.contains("wedged"), "{body}");
+    }
+
+    /// `/member` serves the last state as JSON, 503 before the first tick.
+    #[tokio::test]
+    async fn member_serves_the_last_state() {
+        let t = Duration::from_secs(5);
+        let none = serve_at(Duration::ZERO, None).await;
+        assert_eq!(client::get(none, "/member", t).await.unwrap().0, 503);
+        let state = MemberState {
+            name: MemberName::new("pg-0"),
+            role: crate::machine::MemberRole::Primary,
+            healthy: true,
+            timeline: Timeline(3),
+            received_lsn: crate::machine::Lsn(9),
+            replayed_lsn: crate::machine::Lsn(9),
+            flushed_lsn: crate::machine::Lsn(9),
+            system_identifier: None,
+            following: None,
+            sync_eligible: false,
+            last_seen: Millis(5),
+            heartbeat: 77,
+        };
+        let some = serve_at(Duration::ZERO, Some(state.clone())).await;
+        let (code, body) = client::get(some, "/member", t).await.unwrap();
+        assert_eq!(code, 200);
+        assert_eq!(serde_json::from_str::<MemberState>(&body).unwrap(), state);
+    }
+}
