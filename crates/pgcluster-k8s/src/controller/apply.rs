@@ -168,10 +168,69 @@ pub fn object_json(object: &Object<'_>) -> Result<(serde_json::Value, Option<Str
     Ok((json, ns))
 }
 
-/// Applies `bundle` (except the Secrets named in `existing_secrets`), every
-/// object even when another failed (each refusal goes into
+/// What this controller last applied, per object: the digest of the
+/// desired object and the resourceVersion the API server answered. An
+/// object whose desired digest is the same and whose resourceVersion has
+/// not moved since is not applied again: server-side apply of an unchanged
+/// object changes nothing, but it is still a write request, and a resync
+/// would make a dozen of them per cluster. Anyone else's change moves the
+/// resourceVersion, so drift is still corrected at the next reconcile (and
+/// the watch on owned objects triggers one).
+#[derive(Debug, Default)]
+pub struct AppliedCache {
+    entries: std::sync::Mutex<AppliedEntries>,
+}
+
+/// An object: kind, namespace, name.
+pub type ObjectKey = (String, String, String);
+
+/// Per object: the digest applied and the resourceVersion answered.
+type AppliedEntries = std::collections::HashMap<ObjectKey, (u64, String)>;
+
+impl AppliedCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, AppliedEntries> {
+        // A panic while holding the lock leaves at worst one extra apply.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `key` was applied with `digest` and is still at `current`.
+    pub fn unchanged(
+        &self,
+        key: &(String, String, String),
+        digest: u64,
+        current: Option<&str>,
+    ) -> bool {
+        let Some(current) = current else {
+            return false;
+        };
+        self.entries()
+            .get(key)
+            .is_some_and(|(d, rv)| *d == digest && rv == current)
+    }
+
+    /// Records that `key` was applied with `digest` and is now at `rv`.
+    pub fn record(&self, key: ObjectKey, digest: u64, rv: Option<String>) {
+        let mut entries = self.entries();
+        match rv {
+            Some(rv) => entries.insert(key, (digest, rv)),
+            None => entries.remove(&key),
+        };
+    }
+}
+
+fn digest(json: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.to_string().hash(&mut h);
+    h.finish()
+}
+
+/// Applies `bundle` (except the Secrets named in `existing_secrets`, and
+/// objects unchanged since this controller applied them: [`AppliedCache`]),
+/// every object even when another failed (each refusal goes into
 /// [`Applied::failed`]), then deletes orphans in `namespace` owned by
-/// `owner_uid`.
+/// `owner_uid`. The cluster's labelled objects are listed first, once, for
+/// both.
 pub async fn apply(
     client: &Client,
     namespace: &str,
@@ -179,7 +238,9 @@ pub async fn apply(
     owner_uid: &str,
     bundle: &Bundle,
     existing_secrets: &BTreeSet<String>,
+    cache: &AppliedCache,
 ) -> Result<Applied, Error> {
+    let listed = list_labelled(client, namespace, cluster).await?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut applied = Vec::new();
     let mut failed = Vec::new();
@@ -191,20 +252,36 @@ pub async fn apply(
             continue;
         }
         let (json, ns) = object_json(&object)?;
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            client.clone(),
-            ns.as_deref().unwrap_or(namespace),
-            &api_resource(kind),
-        );
+        let ns = ns.unwrap_or_else(|| namespace.to_owned());
+        let key = (kind.to_owned(), ns.clone(), name.clone());
+        let desired = digest(&json);
+        let current = (ns == namespace)
+            .then(|| listed.get(kind))
+            .flatten()
+            .and_then(|items| {
+                items
+                    .iter()
+                    .find(|i| i.metadata.name.as_deref() == Some(&name))
+            })
+            .and_then(|i| i.metadata.resource_version.as_deref());
+        if cache.unchanged(&key, desired, current) {
+            applied.push((kind, name));
+            continue;
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns, &api_resource(kind));
         match api.patch(&name, &params, &Patch::Apply(&json)).await {
-            Ok(_) => applied.push((kind, name)),
+            Ok(written) => {
+                cache.record(key, desired, written.metadata.resource_version);
+                applied.push((kind, name));
+            }
             Err(error) => {
                 tracing::warn!(kind, %name, %error, "the API server refused an object; applying the others");
                 failed.push(ApplyFailure::new(kind, name, &error));
             }
         }
     }
-    let deleted = delete_orphans(client, namespace, cluster, owner_uid, &wanted).await?;
+    let deleted = delete_orphans(client, namespace, owner_uid, &listed, &wanted).await?;
     Ok(Applied {
         applied,
         deleted,
@@ -223,24 +300,24 @@ pub fn not_served(s: &kube::core::Status) -> bool {
     s.code == 404
 }
 
-/// Deletes, kind by kind, objects labelled with the cluster, owned by
-/// `owner_uid` and not in `wanted`. A kind whose API is not served (the
-/// Prometheus operator's CRDs are optional) is skipped.
-pub async fn delete_orphans(
+/// The cluster's labelled objects in `namespace`, kind by kind. A kind
+/// whose API is not served (the Prometheus operator's CRDs are optional)
+/// is left out.
+pub async fn list_labelled(
     client: &Client,
     namespace: &str,
     cluster: &str,
-    owner_uid: &str,
-    wanted: &BTreeMap<&'static str, BTreeSet<String>>,
-) -> Result<Vec<(&'static str, String)>, Error> {
+) -> Result<BTreeMap<&'static str, Vec<DynamicObject>>, Error> {
     let selector = format!("{LABEL_CLUSTER}={cluster}");
-    let mut deleted = Vec::new();
+    let mut out = BTreeMap::new();
     for (kind, ..) in KINDS {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
-        let list = match api.list(&ListParams::default().labels(&selector)).await {
-            Ok(list) => list,
-            Err(kube::Error::Api(s)) if not_served(&s) => continue,
+        match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => {
+                out.insert(*kind, list.items);
+            }
+            Err(kube::Error::Api(s)) if not_served(&s) => {}
             Err(source) => {
                 return Err(Error::DeleteOrphan {
                     kind,
@@ -248,8 +325,25 @@ pub async fn delete_orphans(
                     source,
                 });
             }
-        };
-        for item in list.items {
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes, of the `listed` objects, those owned by `owner_uid` and not in
+/// `wanted`.
+pub async fn delete_orphans(
+    client: &Client,
+    namespace: &str,
+    owner_uid: &str,
+    listed: &BTreeMap<&'static str, Vec<DynamicObject>>,
+    wanted: &BTreeMap<&'static str, BTreeSet<String>>,
+) -> Result<Vec<(&'static str, String)>, Error> {
+    let mut deleted = Vec::new();
+    for (kind, items) in listed {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
+        for item in items {
             let Some(name) = item.metadata.name.clone() else {
                 continue;
             };
@@ -270,4 +364,31 @@ pub async fn delete_orphans(
         }
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Applied again unless both the desired object and its
+    /// resourceVersion are what this controller last applied and saw.
+    #[test]
+    fn unchanged_objects_are_not_applied_again() {
+        let cache = AppliedCache::default();
+        let key: ObjectKey = ("Service".into(), "db".into(), "pg-rw".into());
+        assert!(!cache.unchanged(&key, 1, Some("10")), "never applied");
+        cache.record(key.clone(), 1, Some("10".into()));
+        assert!(cache.unchanged(&key, 1, Some("10")));
+        assert!(!cache.unchanged(&key, 2, Some("10")), "the spec changed it");
+        assert!(
+            !cache.unchanged(&key, 1, Some("11")),
+            "someone else changed it"
+        );
+        assert!(!cache.unchanged(&key, 1, None), "someone deleted it");
+        cache.record(key.clone(), 1, None);
+        assert!(
+            !cache.unchanged(&key, 1, Some("10")),
+            "an answer without a version"
+        );
+    }
 }

@@ -82,6 +82,8 @@ pub struct Context {
     pub controller_namespace: String,
     /// The wall clock (status timestamps); a constant in tests.
     pub clock: fn() -> jiff::Timestamp,
+    /// What was applied, so unchanged objects are not applied again.
+    pub applied: apply::AppliedCache,
     failures: Mutex<HashMap<ObjectRef<PostgresCluster>, u32>>,
     /// When this process last wrote each object's status.
     status_writes: Mutex<HashMap<ObjectRef<PostgresCluster>, std::time::Instant>>,
@@ -107,6 +109,7 @@ impl Context {
             admin,
             controller_namespace,
             clock: jiff::Timestamp::now,
+            applied: apply::AppliedCache::default(),
             failures: Mutex::new(HashMap::new()),
             status_writes: Mutex::new(HashMap::new()),
         }

@@ -199,7 +199,16 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
 
     // 4. apply (objects, then databases and roles on the primary)
     let uid = obj.uid().unwrap_or_default();
-    let applied = apply::apply(&ctx.client, &namespace, &name, &uid, &bundle, &existing).await?;
+    let applied = apply::apply(
+        &ctx.client,
+        &namespace,
+        &name,
+        &uid,
+        &bundle,
+        &existing,
+        &ctx.applied,
+    )
+    .await?;
     let created: Vec<&str> = applied
         .applied
         .iter()
