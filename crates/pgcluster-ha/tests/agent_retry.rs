@@ -136,6 +136,7 @@ spec:
             ),
         ]),
         api_listen: api,
+        metrics_listen: None,
         server_settings: server.config.server.clone(),
         start_timeout: Duration::from_secs(30),
         role_labels: None,

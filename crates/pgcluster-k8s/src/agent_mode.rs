@@ -50,7 +50,7 @@ use tokio::sync::mpsc;
 
 use crate::build::config::{CLUSTER_SPEC, POSTGRESQL_CONF};
 use crate::build::statefulset::{PASSFILE, SOCKET_DIR};
-use crate::build::{AGENT_PORT, POSTGRES_PORT};
+use crate::build::{AGENT_PORT, METRICS_PORT, POSTGRES_PORT};
 use crate::lease::KubeLeaseCoordinator;
 use crate::lease::peers::PeerApi;
 use crate::pod_role::PodLabeler;
@@ -352,6 +352,10 @@ impl KubeAgentEnv {
                 self.pod_ip,
                 u16::try_from(AGENT_PORT).expect("the agent port is a constant below 65536"),
             ),
+            metrics_listen: Some(SocketAddr::new(
+                self.pod_ip,
+                u16::try_from(METRICS_PORT).expect("the metrics port is a constant below 65536"),
+            )),
             // The ConfigMap's postgresql.conf, last: its values win (see the module docs).
             server_settings: vec![("include".to_owned(), include.display().to_string())],
             start_timeout: START_TIMEOUT,

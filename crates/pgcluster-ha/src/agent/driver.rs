@@ -122,22 +122,33 @@ pub async fn run<C: Coordinator>(
     let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeRequest>(16);
     let member = Arc::new(RwLock::new(None));
     let last_tick = Arc::new(RwLock::new(Instant::now()));
-    let (stop_http, mut stop_http_rx) = watch::channel(false);
-    let server = http::serve(
-        cfg.api_listen,
-        ApiState {
-            status: status.clone(),
-            probes: probe_tx,
-            member: member.clone(),
-            last_tick: last_tick.clone(),
-            wedged_after: wedged_after(&cfg),
-        },
-        async move {
-            let _ = stop_http_rx.changed().await;
-        },
-    )
-    .await
-    .map_err(|source| AgentError::Http { source })?;
+    let (stop_http, stop_http_rx) = watch::channel(false);
+    let api_state = ApiState {
+        status: status.clone(),
+        probes: probe_tx,
+        member: member.clone(),
+        last_tick: last_tick.clone(),
+        wedged_after: wedged_after(&cfg),
+    };
+    let on_stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let (api_app, metrics_server) = match cfg.metrics_listen {
+        Some(addr) => {
+            let metrics = http::serve_router(
+                addr,
+                http::metrics_router(api_state.clone()),
+                on_stop(stop_http_rx.clone()),
+            )
+            .await
+            .map_err(|source| AgentError::Http { source })?;
+            (http::api_router(api_state), Some(metrics))
+        }
+        None => (http::router(api_state), None),
+    };
+    let server = http::serve_router(cfg.api_listen, api_app, on_stop(stop_http_rx))
+        .await
+        .map_err(|source| AgentError::Http { source })?;
     // Only after the API port is ours: a second agent of the same member
     // (started twice by mistake) fails on the port above and leaves the
     // first one's server alone instead of stopping it as an orphan.
@@ -231,6 +242,9 @@ pub async fn run<C: Coordinator>(
         stop_orphan(orphan).await;
     }
     let _ = server.await;
+    if let Some(metrics) = metrics_server {
+        let _ = metrics.await;
+    }
     stopped.map_err(|source| AgentError::Shutdown {
         member: agent.cfg.me().to_string(),
         pid: pid.unwrap_or(0),

@@ -1,4 +1,6 @@
-//! The agent's HTTP API on 127.0.0.1 (local mode) or the pod IP:
+//! The agent's HTTP API on 127.0.0.1 (local mode, one port) or the pod IP
+//! (two ports: [`api_router`] for the members, [`metrics_router`] for
+//! monitoring and the kubelet):
 //! `GET /healthz` (the agent's loop ticks: 503 once no tick ran for
 //! [`ApiState::wedged_after`], so a liveness probe restarts a wedged agent),
 //! `GET /readyz` (200 iff it serves its role), `GET /status` (JSON [`AgentStatus`]), `GET /metrics` (Prometheus
@@ -138,28 +140,51 @@ pub enum HttpError {
     },
 }
 
-/// The routes.
+/// Every route on one port (local mode: everything on 127.0.0.1).
 pub fn router(state: ApiState) -> Router {
+    api_router(state.clone()).merge(metrics_router(state))
+}
+
+/// The members' routes: `/status`, `/member` and `/failsafe` (a probe's
+/// confirmation is a promise that delays a failover: in Kubernetes only
+/// the cluster's members reach this port, see the NetworkPolicies).
+pub fn api_router(state: ApiState) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .route("/metrics", get(metrics_text))
         .route("/member", get(member))
         .route("/failsafe", post(failsafe))
         .with_state(state)
 }
 
-/// Binds `addr` and serves until `shutdown` resolves.
+/// What monitoring and the kubelet read: `/metrics`, `/healthz`, `/readyz`
+/// (in Kubernetes on a port of its own, the only one the monitoring
+/// namespace may reach).
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+/// Binds `addr` and serves [`router`] until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, HttpError> {
+    serve_router(addr, router(state), shutdown).await
+}
+
+/// Binds `addr` and serves `app` until `shutdown` resolves.
+pub async fn serve_router(
+    addr: SocketAddr,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError::Bind { addr, source })?;
-    let app = router(state);
     Ok(tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -252,6 +277,41 @@ mod tests {
 
     use super::*;
     use crate::agent::client;
+
+    /// Each port serves only its own routes.
+    #[tokio::test]
+    async fn the_two_ports_split_the_routes() {
+        let state = ApiState {
+            status: Arc::default(),
+            probes: mpsc::channel(1).0,
+            member: Arc::new(RwLock::new(None)),
+            last_tick: Arc::new(RwLock::new(Instant::now())),
+            wedged_after: Duration::from_secs(30),
+        };
+        let t = Duration::from_secs(5);
+        let bind = || async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            (l.local_addr().unwrap(), l)
+        };
+        let (api, api_listener) = bind().await;
+        let (metrics, metrics_listener) = bind().await;
+        let api_app = api_router(state.clone());
+        let metrics_app = metrics_router(state);
+        tokio::spawn(async move { axum::serve(api_listener, api_app).await });
+        tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
+        assert_eq!(client::get(metrics, "/metrics", t).await.unwrap().0, 200);
+        assert_eq!(client::get(metrics, "/healthz", t).await.unwrap().0, 200);
+        assert_eq!(client::get(metrics, "/member", t).await.unwrap().0, 404);
+        assert_eq!(
+            client::post_json(metrics, "/failsafe", "{}", t)
+                .await
+                .unwrap()
+                .0,
+            404
+        );
+        assert_eq!(client::get(api, "/metrics", t).await.unwrap().0, 404);
+        assert_eq!(client::get(api, "/member", t).await.unwrap().0, 503);
+    }
 
     /// The routes on 127.0.0.1 with a last tick `ago` and the given member state.
     async fn serve_at(ago: Duration, member: Option<MemberState>) -> SocketAddr {

@@ -86,8 +86,12 @@ pub struct AgentConfig {
     pub instance: Instance,
     /// Every member (this one included) and where it listens.
     pub peers: BTreeMap<MemberName, PeerAddr>,
-    /// Where the agent API listens.
+    /// Where the agent API listens (every route when `metrics_listen` is
+    /// `None`, else the members' routes only).
     pub api_listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen apart from the
+    /// members' routes (Kubernetes: monitoring may reach only this port).
+    pub metrics_listen: Option<SocketAddr>,
     /// The server's settings in file order, from core's one renderer
     /// ([`pgcluster_core::postgres::settings`]): local mode renders them
     /// for this member; a pod includes the ConfigMap's postgresql.conf,

@@ -154,6 +154,7 @@ pub async fn agent_config(
         instance,
         peers,
         api_listen: SocketAddr::from(([127, 0, 0, 1], me.api_port)),
+        metrics_listen: None,
         server_settings,
         start_timeout: Duration::from_secs(120),
         role_labels: None,

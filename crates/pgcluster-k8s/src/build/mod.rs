@@ -42,12 +42,18 @@ pub use monitoring::{PrometheusRule, ServiceMonitor};
 
 /// Port PostgreSQL listens on in every pod.
 pub const POSTGRES_PORT: i32 = 5432;
-/// Port of the agent's HTTP API (`/healthz`, `/readyz`, `/metrics`, status).
+/// Port of the agent API the members use (`/status`, `/member`,
+/// `/failsafe`): only the cluster's own pods may reach it.
 pub const AGENT_PORT: i32 = 8008;
+/// Port of the agent's `/metrics`, `/healthz` and `/readyz` (kubelet probes,
+/// Prometheus): the only agent port the monitoring namespace may reach.
+pub const METRICS_PORT: i32 = 9187;
 /// Name of the PostgreSQL container port (Services target it by name).
 pub const POSTGRES_PORT_NAME: &str = "postgres";
-/// Name of the agent's HTTP container port.
+/// Name of the agent API's container port.
 pub const AGENT_PORT_NAME: &str = "http";
+/// Name of the agent's metrics container port.
+pub const METRICS_PORT_NAME: &str = "metrics";
 /// Namespace the controller runs in by default (its NetworkPolicy peer).
 pub const DEFAULT_CONTROLLER_NAMESPACE: &str = "pgcluster-system";
 

@@ -30,7 +30,7 @@ use super::labels::{
     Component, LABEL_CLUSTER, LABEL_COMPONENT, match_labels, meta, pod_selector_labels,
 };
 use super::services::service_port;
-use super::{AGENT_PORT, AGENT_PORT_NAME, BuildError, K8sNames};
+use super::{BuildError, K8sNames, METRICS_PORT, METRICS_PORT_NAME};
 
 /// Label the Grafana sidecar looks for.
 pub const GRAFANA_DASHBOARD_LABEL: &str = "grafana_dashboard";
@@ -111,7 +111,7 @@ pub fn monitoring(
                 selector: Some(pod_selector_labels(cluster)),
                 // Scrape instances that are not ready too: their metrics say why.
                 publish_not_ready_addresses: Some(true),
-                ports: Some(vec![service_port(AGENT_PORT_NAME, AGENT_PORT)]),
+                ports: Some(vec![service_port(METRICS_PORT_NAME, METRICS_PORT)]),
                 ..ServiceSpec::default()
             }),
             status: None,
@@ -132,7 +132,7 @@ pub fn monitoring(
                     match_names: vec![cluster.namespace().to_string()],
                 },
                 endpoints: vec![ScrapeEndpoint {
-                    port: AGENT_PORT_NAME.to_owned(),
+                    port: METRICS_PORT_NAME.to_owned(),
                     path: "/metrics".to_owned(),
                     scheme: "http".to_owned(),
                     interval: prometheus_duration(m.interval),

@@ -38,7 +38,7 @@ use super::labels::{
     pod_selector_labels,
 };
 use super::services::endpoint_role;
-use super::{AGENT_PORT, POSTGRES_PORT};
+use super::{AGENT_PORT, METRICS_PORT, POSTGRES_PORT};
 
 fn tcp(port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {
@@ -193,7 +193,8 @@ pub fn network_policies(
                     namespace_selector: Some(namespace_selector(controller_namespace)),
                     ..NetworkPolicyPeer::default()
                 }]),
-                ports: Some(vec![tcp(POSTGRES_PORT), tcp(AGENT_PORT)]),
+                // Databases and roles; the controller never calls the agents.
+                ports: Some(vec![tcp(POSTGRES_PORT)]),
             }],
         ),
     ];
@@ -208,7 +209,8 @@ pub fn network_policies(
                     namespace_selector: Some(namespace_selector(&cluster.monitoring().namespace)),
                     ..NetworkPolicyPeer::default()
                 }]),
-                ports: Some(vec![tcp(AGENT_PORT)]),
+                // Metrics only: the members' API (failsafe probes) is not theirs.
+                ports: Some(vec![tcp(METRICS_PORT)]),
             }],
         ));
     }

@@ -45,7 +45,9 @@ use pgcluster_core::api::v1alpha1::{NoStandbyPolicy, ReplicationMode, RetentionP
 
 use super::labels::{Component, labels, match_labels, meta, pod_selector_labels};
 use super::security::{restricted_container, runtime_default};
-use super::{AGENT_PORT, AGENT_PORT_NAME, POSTGRES_PORT, POSTGRES_PORT_NAME};
+use super::{
+    AGENT_PORT, AGENT_PORT_NAME, METRICS_PORT, METRICS_PORT_NAME, POSTGRES_PORT, POSTGRES_PORT_NAME,
+};
 
 /// uid and gid PostgreSQL runs as (the `postgres` user of the image).
 pub const POSTGRES_UID: i64 = 999;
@@ -152,7 +154,7 @@ fn http_probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::String(AGENT_PORT_NAME.to_owned()),
+            port: IntOrString::String(METRICS_PORT_NAME.to_owned()),
             scheme: Some("HTTP".to_owned()),
             ..HTTPGetAction::default()
         }),
@@ -219,6 +221,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
         ports: Some(vec![
             port(POSTGRES_PORT_NAME, POSTGRES_PORT),
             port(AGENT_PORT_NAME, AGENT_PORT),
+            port(METRICS_PORT_NAME, METRICS_PORT),
         ]),
         // initdb or a base backup of a large database can take long: allow 30 minutes.
         startup_probe: Some(http_probe("/healthz", 10, 5, 180)),
