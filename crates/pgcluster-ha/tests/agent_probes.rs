@@ -113,6 +113,8 @@ spec:
         sent_at: 0,
     })
     .expect("probe serializes");
+    let member =
+        pgcluster_ha::agent::credential::MemberCredential::of(&server.instance.superuser.password);
     let mut answered_during_a_read = 0;
     for _ in 0..200 {
         // Probe only while a read hangs: the loop is inside its tick.
@@ -121,7 +123,9 @@ spec:
             continue;
         }
         let reads_before = coord.reads.load(Ordering::SeqCst);
-        let answer = client::post_json(api, "/failsafe", &body, Duration::from_secs(5)).await;
+        let answer =
+            client::post_json_as_member(api, "/failsafe", &body, Duration::from_secs(5), &member)
+                .await;
         let still_reading = coord.reading.load(Ordering::SeqCst)
             && coord.reads.load(Ordering::SeqCst) == reads_before;
         let (code, text) = answer.expect("the agent answers the probe");

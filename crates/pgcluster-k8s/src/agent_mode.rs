@@ -43,6 +43,7 @@ use std::time::Duration;
 use kube::Client;
 use pgcluster_core::ValidatedCluster;
 use pgcluster_core::names::SUPERUSER_ROLE;
+use pgcluster_ha::agent::credential::MemberCredential;
 use pgcluster_ha::agent::{AgentConfig, AgentError, PeerAddr, RoleLabels};
 use pgcluster_ha::machine::{ConfigError, HaConfig, MemberName, RoleLabel};
 use pgcluster_ha::postgres::{Instance, Layout, OsUser, PgBinaries, PgError, ServerLog, Superuser};
@@ -372,7 +373,12 @@ impl KubeAgentEnv {
     /// deadline without a confirmation; a live primary renews within it)
     /// and the peers read over their agent API within half a loop (at
     /// least 100 ms), as the failsafe probes are. Needs a tokio runtime.
-    pub fn agent_coordinator(&self, client: Client, ha: &HaConfig) -> KubeLeaseCoordinator {
+    pub fn agent_coordinator(
+        &self,
+        client: Client,
+        ha: &HaConfig,
+        superuser_password: &str,
+    ) -> KubeLeaseCoordinator {
         let peers = self
             .peers()
             .into_iter()
@@ -391,6 +397,7 @@ impl KubeAgentEnv {
             peers,
             ha.timings.renew_deadline,
             peer_timeout,
+            MemberCredential::of(superuser_password),
         )
     }
 }
@@ -499,7 +506,7 @@ pub async fn run(
         cfg.instance.fence = Some(pgcluster_ha::fence::FenceSpawn::new(exe));
     }
     let coordinator = env
-        .agent_coordinator(client, &cfg.ha)
+        .agent_coordinator(client, &cfg.ha, &cfg.instance.superuser.password)
         .with_timeout(pgcluster_ha::agent::driver::write_timeout(&cfg));
     tracing::info!(member = %env.pod_name, namespace = %env.namespace, lease = coordinator.lease_name(), "agent in Kubernetes mode");
     pgcluster_ha::agent::run(cfg, coordinator, shutdown)

@@ -236,7 +236,8 @@ impl KubeLeaseCoordinator {
 
     /// The coordinator of the agent of `me` (see "Quiet at rest" in the
     /// module docs): starts the Lease watch (needs a tokio runtime), reads
-    /// `peers` over their agent API (calls bounded by `peer_timeout`) and
+    /// `peers` over their agent API (calls bounded by `peer_timeout`, with
+    /// the members' `credential`) and
     /// trusts the watched Lease for `fresh_for` after its last confirmation.
     pub fn for_agent(
         mut self,
@@ -244,13 +245,14 @@ impl KubeLeaseCoordinator {
         peers: BTreeMap<MemberName, PeerApi>,
         fresh_for: Duration,
         peer_timeout: Duration,
+        credential: pgcluster_ha::agent::credential::MemberCredential,
     ) -> Self {
         let cache = LeaseCache::watch(self.leases.clone(), &self.lease_name);
         self.agent = Some(Arc::new(AgentSide {
             me,
             cache,
             fresh_for,
-            peers: PeerStates::new(peers, peer_timeout),
+            peers: PeerStates::new(peers, peer_timeout, credential),
             own: Mutex::new(None),
             written: Mutex::new(None),
         }));

@@ -434,6 +434,7 @@ async fn lease_coordinator_on_the_real_api_server() {
         std::collections::BTreeMap::new(),
         Duration::from_secs(30),
         Duration::from_millis(200),
+        pgcluster_ha::agent::credential::MemberCredential::of("unused: no peers"),
     );
     let mut changes = watching
         .changes()

@@ -43,7 +43,44 @@ pub async fn get(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), ClientError> {
-    request(addr, hyper::Method::GET, path, None, timeout).await
+    request(addr, hyper::Method::GET, path, None, timeout, None).await
+}
+
+/// `GET path` of a members' route, with the members' credential.
+pub async fn get_as_member(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    credential: &super::credential::MemberCredential,
+) -> Result<(u16, String), ClientError> {
+    request(
+        addr,
+        hyper::Method::GET,
+        path,
+        None,
+        timeout,
+        Some(credential),
+    )
+    .await
+}
+
+/// `POST path` of a members' route with a JSON body and the members' credential.
+pub async fn post_json_as_member(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+    credential: &super::credential::MemberCredential,
+) -> Result<(u16, String), ClientError> {
+    request(
+        addr,
+        hyper::Method::POST,
+        path,
+        Some(body),
+        timeout,
+        Some(credential),
+    )
+    .await
 }
 
 /// `POST path` with a JSON body; returns the status code and body.
@@ -53,7 +90,7 @@ pub async fn post_json(
     body: &str,
     timeout: Duration,
 ) -> Result<(u16, String), ClientError> {
-    request(addr, hyper::Method::POST, path, Some(body), timeout).await
+    request(addr, hyper::Method::POST, path, Some(body), timeout, None).await
 }
 
 async fn request(
@@ -62,6 +99,7 @@ async fn request(
     path: &str,
     body: Option<&str>,
     timeout: Duration,
+    credential: Option<&super::credential::MemberCredential>,
 ) -> Result<(u16, String), ClientError> {
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Io {
         addr,
@@ -74,6 +112,9 @@ async fn request(
         .header(hyper::header::CONNECTION, "close");
     if body.is_some() {
         builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(credential) = credential {
+        builder = builder.header(hyper::header::AUTHORIZATION, credential.header());
     }
     let req = builder
         .body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))
@@ -113,6 +154,7 @@ pub async fn probe_peers(
     let body = serde_json::to_string(&ProbeWire::from(probe))
         .expect("a probe serializes because it is plain data");
     let timeout = cfg.loop_interval().max(Duration::from_millis(100)) / 2;
+    let credential = super::credential::MemberCredential::of(&cfg.instance.superuser.password);
     let calls = cfg
         .ha
         .peers()
@@ -120,6 +162,7 @@ pub async fn probe_peers(
         .map(|p| {
             let target = (p.host.clone(), p.api_port);
             let body = body.clone();
+            let credential = credential.clone();
             tokio::spawn(async move {
                 // A dead peer's DNS name may not resolve: no reply from it.
                 let resolve = tokio::net::lookup_host(target);
@@ -128,7 +171,9 @@ pub async fn probe_peers(
                     .ok()?
                     .ok()?
                     .next()?;
-                post_json(addr, "/failsafe", &body, timeout).await.ok()
+                post_json_as_member(addr, "/failsafe", &body, timeout, &credential)
+                    .await
+                    .ok()
             })
         })
         .collect::<Vec<_>>();

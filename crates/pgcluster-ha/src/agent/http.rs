@@ -1,6 +1,7 @@
 //! The agent's HTTP API on 127.0.0.1 (local mode, one port) or the pod IP
 //! (two ports: [`api_router`] for the members, [`metrics_router`] for
-//! monitoring and the kubelet):
+//! monitoring and the kubelet); `/member` and `/failsafe` answer only a
+//! caller with the members' credential ([`MemberCredential`]):
 //! `GET /healthz` (the agent's loop ticks: 503 once no tick ran for
 //! [`ApiState::wedged_after`], so a liveness probe restarts a wedged agent),
 //! `GET /readyz` (200 iff it serves its role), `GET /status` (JSON [`AgentStatus`]), `GET /metrics` (Prometheus
@@ -26,6 +27,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use super::credential::MemberCredential;
 use super::metrics;
 use super::status::AgentStatus;
 use crate::machine::{FailsafeProbe, FailsafeReply, MemberName, MemberState, Millis, Timeline};
@@ -46,6 +48,16 @@ pub struct ApiState {
     pub last_tick: Arc<RwLock<std::time::Instant>>,
     /// How long without a tick makes `/healthz` fail (the loop is wedged).
     pub wedged_after: Duration,
+    /// What callers of `/member` and `/failsafe` must show.
+    pub credential: MemberCredential,
+}
+
+/// The `Authorization` header of a request, if readable.
+fn authorization(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()
 }
 
 /// A failsafe probe on the wire.
@@ -219,7 +231,13 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
     }
 }
 
-async fn member(State(state): State<ApiState>) -> impl IntoResponse {
+async fn member(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if !state.credential.admits(authorization(&headers)) {
+        return (StatusCode::UNAUTHORIZED, "members only\n").into_response();
+    }
     let member = state
         .member
         .read()
@@ -256,8 +274,13 @@ async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
 
 async fn failsafe(
     State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
     Json(probe): Json<ProbeWire>,
 ) -> Result<Json<ReplyWire>, StatusCode> {
+    // A confirmation promises not to take the lease: members only.
+    if !state.credential.admits(authorization(&headers)) {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
     let (tx, rx) = oneshot::channel();
     state
         .probes
@@ -287,6 +310,7 @@ mod tests {
             member: Arc::new(RwLock::new(None)),
             last_tick: Arc::new(RwLock::new(Instant::now())),
             wedged_after: Duration::from_secs(30),
+            credential: MemberCredential::of("pw"),
         };
         let t = Duration::from_secs(5);
         let bind = || async {
@@ -310,7 +334,9 @@ mod tests {
             404
         );
         assert_eq!(client::get(api, "/metrics", t).await.unwrap().0, 404);
-        assert_eq!(client::get(api, "/member", t).await.unwrap().0, 503);
+        let member = MemberCredential::of("pw");
+        let as_member = client::get_as_member(api, "/member", t, &member).await;
+        assert_eq!(as_member.unwrap().0, 503, "no state yet");
     }
 
     /// The routes on 127.0.0.1 with a last tick `ago` and the given member state.
@@ -321,6 +347,7 @@ mod tests {
             member: Arc::new(RwLock::new(member)),
             last_tick: Arc::new(RwLock::new(Instant::now() - ago)),
             wedged_after: Duration::from_secs(30),
+            credential: MemberCredential::of("pw"),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -341,12 +368,37 @@ mod tests {
         assert!(body.contains("wedged"), "{body}");
     }
 
-    /// `/member` serves the last state as JSON, 503 before the first tick.
+    /// `/member` serves the last state as JSON to members (401 to anyone
+    /// else, a failsafe probe too), 503 before the first tick.
     #[tokio::test]
     async fn member_serves_the_last_state() {
         let t = Duration::from_secs(5);
+        let cred = MemberCredential::of("pw");
         let none = serve_at(Duration::ZERO, None).await;
-        assert_eq!(client::get(none, "/member", t).await.unwrap().0, 503);
+        assert_eq!(
+            client::get_as_member(none, "/member", t, &cred)
+                .await
+                .unwrap()
+                .0,
+            503
+        );
+        assert_eq!(client::get(none, "/member", t).await.unwrap().0, 401);
+        let stranger = MemberCredential::of("guess");
+        assert_eq!(
+            client::get_as_member(none, "/member", t, &stranger)
+                .await
+                .unwrap()
+                .0,
+            401
+        );
+        let probe = r#"{"from":"pg-1","term":3,"timeline":1,"sent_at":5}"#;
+        assert_eq!(
+            client::post_json(none, "/failsafe", probe, t)
+                .await
+                .unwrap()
+                .0,
+            401
+        );
         let state = MemberState {
             name: MemberName::new("pg-0"),
             role: crate::machine::MemberRole::Primary,
@@ -362,7 +414,9 @@ mod tests {
             heartbeat: 77,
         };
         let some = serve_at(Duration::ZERO, Some(state.clone())).await;
-        let (code, body) = client::get(some, "/member", t).await.unwrap();
+        let (code, body) = client::get_as_member(some, "/member", t, &cred)
+            .await
+            .unwrap();
         assert_eq!(code, 200);
         assert_eq!(serde_json::from_str::<MemberState>(&body).unwrap(), state);
     }

@@ -20,6 +20,7 @@
 
 pub mod background;
 pub mod client;
+pub mod credential;
 pub mod driver;
 pub mod execute;
 pub mod host;

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgcluster_ha::agent::client;
+use pgcluster_ha::agent::credential::MemberCredential;
 use pgcluster_ha::machine::{MemberName, MemberState};
 
 /// Where a peer's agent listens.
@@ -45,15 +46,22 @@ struct Known {
 pub struct PeerStates {
     peers: BTreeMap<MemberName, PeerApi>,
     timeout: Duration,
+    credential: MemberCredential,
     known: Arc<Mutex<Known>>,
 }
 
 impl PeerStates {
-    /// The peers to ask, each call bounded by `timeout`.
-    pub fn new(peers: BTreeMap<MemberName, PeerApi>, timeout: Duration) -> Self {
+    /// The peers to ask with the members' `credential`, each call bounded
+    /// by `timeout`.
+    pub fn new(
+        peers: BTreeMap<MemberName, PeerApi>,
+        timeout: Duration,
+        credential: MemberCredential,
+    ) -> Self {
         Self {
             peers,
             timeout,
+            credential,
             known: Arc::default(),
         }
     }
@@ -69,8 +77,9 @@ impl PeerStates {
         let calls = self.peers.iter().map(|(name, api)| {
             let cached = self.known().resolved.get(name).copied();
             let (name, api, timeout) = (name.clone(), api.clone(), self.timeout);
+            let credential = &self.credential;
             async move {
-                let state = fetch(cached, &api, timeout).await;
+                let state = fetch(cached, &api, timeout, credential).await;
                 (name, state)
             }
         });
@@ -100,6 +109,7 @@ async fn fetch(
     cached: Option<SocketAddr>,
     api: &PeerApi,
     timeout: Duration,
+    credential: &MemberCredential,
 ) -> Option<(SocketAddr, MemberState)> {
     let addr = match cached {
         Some(addr) => addr,
@@ -112,7 +122,9 @@ async fn fetch(
                 .next()?
         }
     };
-    let (code, body) = client::get(addr, "/member", timeout).await.ok()?;
+    let (code, body) = client::get_as_member(addr, "/member", timeout, credential)
+        .await
+        .ok()?;
     if code != 200 {
         return None;
     }
@@ -168,6 +180,7 @@ mod tests {
             member: member.clone(),
             last_tick: Arc::new(RwLock::new(std::time::Instant::now())),
             wedged_after: Duration::from_secs(30),
+            credential: MemberCredential::of("pw"),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -201,6 +214,7 @@ mod tests {
                 (MemberName::new("pg-2"), api(other_port)),
             ]),
             Duration::from_secs(2),
+            MemberCredential::of("pw"),
         );
         let read = peers.read().await;
         assert_eq!(read.get(&MemberName::new("pg-1")), Some(&state("pg-1", 1)));
@@ -249,6 +263,7 @@ mod tests {
                 },
             )]),
             Duration::from_secs(2),
+            MemberCredential::of("pw"),
         );
         assert!(peers.read().await.is_empty());
     }
