@@ -64,7 +64,7 @@ Examples:
   pgcluster bench failover --exe ./pgcluster-old      # the clusters run an older build
   pgcluster bench idle                       # a fresh default cluster, 60 s window
   pgcluster bench idle --window 20 --data-dir ~/.local/share/pgcluster/local
-  pgcluster bench kubernetes                 # from a checkout: starts the test Kubernetes, 300 s window"
+  pgcluster bench kubernetes --window 300    # in a checkout: runs the test Kubernetes"
 )]
 pub struct Args {
     /// What to measure.
