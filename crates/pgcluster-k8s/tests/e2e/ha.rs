@@ -40,6 +40,12 @@ async fn traffic_from_a_pod(c: &TestCluster, r: &Running) {
         r#"set -e
 rw={rw}.{ns}.svc
 ro={ro}.{ns}.svc
+# The Service's endpoint reaches kube-proxy's rules up to a sync period after
+# the cluster is Ready (seen: connection refused once): wait, bounded.
+for i in $(seq 1 50); do
+  if psql -h "$rw" -qtA -c 'SELECT 1' >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
 psql -h "$rw" -v ON_ERROR_STOP=1 -qtA -c "CREATE TABLE IF NOT EXISTS e2e_traffic (v text)" \
   -c "INSERT INTO e2e_traffic VALUES ('{token}')"
 echo "rw in recovery: $(psql -h "$rw" -qtA -c 'SELECT pg_is_in_recovery()')"
