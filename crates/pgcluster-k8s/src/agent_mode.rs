@@ -377,7 +377,7 @@ impl KubeAgentEnv {
         &self,
         client: Client,
         ha: &HaConfig,
-        superuser_password: &str,
+        credential: MemberCredential,
     ) -> KubeLeaseCoordinator {
         let peers = self
             .peers()
@@ -397,7 +397,7 @@ impl KubeAgentEnv {
             peers,
             ha.timings.renew_deadline,
             peer_timeout,
-            MemberCredential::of(superuser_password),
+            credential,
         )
     }
 }
@@ -506,7 +506,7 @@ pub async fn run(
         cfg.instance.fence = Some(pgcluster_ha::fence::FenceSpawn::new(exe));
     }
     let coordinator = env
-        .agent_coordinator(client, &cfg.ha, &cfg.instance.superuser.password)
+        .agent_coordinator(client, &cfg.ha, cfg.member_credential())
         .with_timeout(pgcluster_ha::agent::driver::write_timeout(&cfg));
     tracing::info!(member = %env.pod_name, namespace = %env.namespace, lease = coordinator.lease_name(), "agent in Kubernetes mode");
     pgcluster_ha::agent::run(cfg, coordinator, shutdown)

@@ -154,7 +154,7 @@ pub async fn probe_peers(
     let body = serde_json::to_string(&ProbeWire::from(probe))
         .expect("a probe serializes because it is plain data");
     let timeout = cfg.loop_interval().max(Duration::from_millis(100)) / 2;
-    let credential = super::credential::MemberCredential::of(&cfg.instance.superuser.password);
+    let credential = cfg.member_credential();
     let calls = cfg
         .ha
         .peers()

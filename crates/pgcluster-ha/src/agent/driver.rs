@@ -129,7 +129,7 @@ pub async fn run<C: Coordinator>(
         member: member.clone(),
         last_tick: last_tick.clone(),
         wedged_after: wedged_after(&cfg),
-        credential: super::credential::MemberCredential::of(&cfg.instance.superuser.password),
+        credential: cfg.member_credential(),
     };
     let on_stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.changed().await;

@@ -179,15 +179,6 @@ pub fn metrics_router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Binds `addr` and serves [`router`] until `shutdown` resolves.
-pub async fn serve(
-    addr: SocketAddr,
-    state: ApiState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<tokio::task::JoinHandle<()>, HttpError> {
-    serve_router(addr, router(state), shutdown).await
-}
-
 /// Binds `addr` and serves `app` until `shutdown` resolves.
 pub async fn serve_router(
     addr: SocketAddr,
@@ -301,17 +292,23 @@ mod tests {
     use super::*;
     use crate::agent::client;
 
+    /// A state whose last tick was `ago`, serving `member`, of a cluster
+    /// whose superuser password is `pw`.
+    fn api_state(ago: Duration, member: Option<MemberState>) -> ApiState {
+        ApiState {
+            status: Arc::default(),
+            probes: mpsc::channel(1).0,
+            member: Arc::new(RwLock::new(member)),
+            last_tick: Arc::new(RwLock::new(Instant::now() - ago)),
+            wedged_after: Duration::from_secs(30),
+            credential: MemberCredential::of("pw"),
+        }
+    }
+
     /// Each port serves only its own routes.
     #[tokio::test]
     async fn the_two_ports_split_the_routes() {
-        let state = ApiState {
-            status: Arc::default(),
-            probes: mpsc::channel(1).0,
-            member: Arc::new(RwLock::new(None)),
-            last_tick: Arc::new(RwLock::new(Instant::now())),
-            wedged_after: Duration::from_secs(30),
-            credential: MemberCredential::of("pw"),
-        };
+        let state = api_state(Duration::ZERO, None);
         let t = Duration::from_secs(5);
         let bind = || async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -341,14 +338,7 @@ mod tests {
 
     /// The routes on 127.0.0.1 with a last tick `ago` and the given member state.
     async fn serve_at(ago: Duration, member: Option<MemberState>) -> SocketAddr {
-        let state = ApiState {
-            status: Arc::default(),
-            probes: mpsc::channel(1).0,
-            member: Arc::new(RwLock::new(member)),
-            last_tick: Arc::new(RwLock::new(Instant::now() - ago)),
-            wedged_after: Duration::from_secs(30),
-            credential: MemberCredential::of("pw"),
-        };
+        let state = api_state(ago, member);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router(state)).await });

@@ -114,6 +114,12 @@ impl AgentConfig {
     pub fn loop_interval(&self) -> Duration {
         self.ha.timings.loop_interval
     }
+
+    /// What this member shows on the members' routes of its peers' agent
+    /// API, and asks of callers of its own.
+    pub fn member_credential(&self) -> credential::MemberCredential {
+        credential::MemberCredential::of(&self.instance.superuser.password)
+    }
 }
 
 /// Why the agent stopped or could not start.

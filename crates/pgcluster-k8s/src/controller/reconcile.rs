@@ -104,11 +104,12 @@ fn retention(obj: &PostgresCluster) -> RetentionPolicy {
 /// resets the roles'.
 async fn cleanup(ctx: &Context, obj: &PostgresCluster, namespace: &str) -> Result<(), Error> {
     let name = obj.name_any();
-    if retention(obj) == RetentionPolicy::Delete {
+    // An invalid name never ran agents: no Lease of it exists.
+    if retention(obj) == RetentionPolicy::Delete
+        && let Ok(cluster) = pgcluster_core::names::ClusterName::new(&name)
+    {
         let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), namespace);
-        let lease = pgcluster_core::names::ClusterName::new(&name)
-            .map(|n| n.leader_lease())
-            .unwrap_or_else(|_| format!("{name}-leader"));
+        let lease = cluster.leader_lease();
         match leases.delete(&lease, &DeleteParams::background()).await {
             Ok(_) => info!(lease, "deleted the leader Lease (retention Delete)"),
             Err(kube::Error::Api(s)) if s.is_not_found() => {}
@@ -230,7 +231,7 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
 
     // 5. status
     let warnings = validated.warnings();
-    let status = status::compute(
+    let mut status = status::compute(
         obj,
         &Outcome::Applied {
             applied: &applied,
@@ -246,7 +247,6 @@ async fn pipeline(obj: &PostgresCluster, ctx: &Context) -> Result<Action, Error>
         current.lease.as_ref(),
         (ctx.clock)(),
     );
-    let mut status = status;
     if let Ok(Some(digest)) = &sql {
         status.sql_applied = Some(digest.clone());
     }
